@@ -1,0 +1,1 @@
+"""Code shared by host and board: numpy only, never torch."""

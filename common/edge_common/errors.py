@@ -1,0 +1,56 @@
+"""One root error for the whole product; leaves also inherit the matching built-in.
+
+Modelled on gpiozero's ``exc.py``: callers can catch ``EdgeError`` for "anything of
+ours" or the built-in (``ValueError``, ``FileNotFoundError``...) they already expect.
+The CLIs print ``str(err)`` as one red line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Root of every error edgectl and edge-agent raise on purpose."""
+
+
+class ConfigError(EdgeError, ValueError):
+    """A configuration file or option is invalid (the message names the key path)."""
+
+
+class DataError(EdgeError, ValueError):
+    """A data spec, folder or image cannot be used."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data folder or file does not exist."""
+
+
+class ModelError(EdgeError, ValueError):
+    """A checkpoint or model file is missing, not ours, or inconsistent."""
+
+
+class BundleError(EdgeError, ValueError):
+    """A model bundle is malformed or fails verification."""
+
+
+class IntegrityError(BundleError):
+    """A bundle's checksum or signature does not match."""
+
+
+class ParityError(EdgeError, RuntimeError):
+    """An exported artifact does not reproduce the reference model's outputs."""
+
+
+class HardwareError(EdgeError, RuntimeError):
+    """A camera, pin or accelerator cannot be used (often: an optional extra is missing)."""
+
+
+class MissingExtraError(HardwareError, ImportError):
+    """An optional library is not installed; the message names the extra to install."""
+
+    def __init__(self, library: str, extra: str, hint: str = "") -> None:
+        msg = f"{library} is not installed: pip install 'edgectl[{extra}]'"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+        self.library = library
+        self.extra = extra

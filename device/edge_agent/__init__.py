@@ -1,0 +1,1 @@
+"""edge-agent: the on-board inspection service (never imports torch or edgectl)."""

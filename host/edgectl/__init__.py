@@ -1,0 +1,1 @@
+"""edgectl: the host side — train, prune, quantize, export, bundle, bench, serve, deploy."""

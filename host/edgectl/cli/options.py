@@ -1,0 +1,63 @@
+"""Options shared by several commands, declared once and stacked as decorators."""
+
+from __future__ import annotations
+
+import json as _json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(f: F) -> F:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be a positive integer, got {value}")
+    return value
+
+
+data_options = _stack(
+    click.option("--data", "data_spec", default="synthetic", show_default=True, metavar="SPEC",
+                 help="synthetic | cifar10:DIR | folder:DIR"),
+    click.option("--train-size", type=int, default=None, callback=_positive, metavar="N",
+                 help="Training images (default: 4000 synthetic, all for other data)."),
+    click.option("--test-size", type=int, default=None, callback=_positive, metavar="N",
+                 help="Test images (default: 1000 synthetic, all for other data)."),
+    click.option("--img-size", type=int, default=64, show_default=True, callback=_positive,
+                 help="Model input size in pixels (square)."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed for data and training."),
+    click.option("--download", is_flag=True, help="Allow downloading CIFAR-10 (needs network)."),
+)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+threads_option = click.option("--threads", type=int, default=1, show_default=True, callback=_positive,
+                              help="CPU threads for latency measurements.")
+
+
+def data_config_from(kwargs: dict[str, Any]) -> Any:
+    """Pop the data options out of a command's kwargs and build a ``DataConfig``."""
+    from edgectl.data import DataConfig
+
+    return DataConfig.from_spec(
+        kwargs.pop("data_spec"),
+        train_size=kwargs.pop("train_size"),
+        test_size=kwargs.pop("test_size"),
+        img_size=kwargs.pop("img_size"),
+        seed=kwargs.pop("seed"),
+        download=kwargs.pop("download"),
+    )
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(_json.dumps(obj, indent=2, sort_keys=True, default=str))
