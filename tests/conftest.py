@@ -1,0 +1,18 @@
+"""Fixtures shared by every test folder. Area-specific ones live in tests/<area>/conftest.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests run on 2-core machines next to other work: keep math libraries to one thread each.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+@pytest.fixture
+def cli_runner():
+    from click.testing import CliRunner
+
+    return CliRunner()
