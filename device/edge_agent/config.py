@@ -1,0 +1,440 @@
+"""The agent's YAML config: plain dataclasses, validated on load by a small walker.
+
+Why not pydantic: it is not on board images by default, pulls a compiled core, and we
+need only four things it does — types, choices, ranges, unknown keys rejected with the
+key path in the message — which fit in the ~100 lines below, plus a reference page
+generated from the same schema (``reference_markdown``, kept in ``docs/agent-config.md``).
+
+Every error names the key path: ``config: camera.type: must be one of picamera2, opencv,
+replay, synthetic``. Relative paths are resolved against the config file's folder.
+Environment overrides (for the systemd drop-in or a quick laptop run): ``EDGE_BUNDLE``,
+``EDGE_JOURNAL_DIR``, ``EDGE_CAMERA_TYPE``, ``EDGE_TRIGGER_TYPE``, ``EDGE_ACTUATOR_TYPE``,
+``EDGE_RUNTIME_TYPE``, ``EDGE_PIN_FACTORY``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from edge_common.errors import ConfigError
+
+PIN_FACTORIES = ("mock", "lgpio", "rpigpio", "pigpio", "native")
+
+
+def _f(default: Any, doc: str, **meta: Any) -> Any:
+    """A dataclass field with its documentation and validation metadata."""
+    meta["doc"] = doc
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class BundleConfig:
+    """The model bundle to serve."""
+
+    path: str = _f("bundle", "Bundle folder or .tar (relative to this file)", path=True)
+    public_key: str | None = _f(
+        None,
+        "Ed25519 public key (PEM file); when set the manifest signature is checked",
+        path=True,
+    )
+
+
+@dataclass
+class RuntimeConfig:
+    """Which artifact of the bundle to run, and how."""
+
+    type: str = _f("onnx", "Inference runtime", choices=("onnx", "tflite"))
+    precision: str | None = _f(
+        None,
+        "Artifact precision; null takes the bundle's first of that format",
+        choices=("fp32", "int8"),
+    )
+    threads: int = _f(1, "Intra-op threads", min=1, max=64)
+
+
+@dataclass
+class CameraConfig:
+    """Where frames come from. Every backend delivers H×W×3 uint8 RGB stamped at capture."""
+
+    type: str = _f("synthetic", "Backend", choices=("picamera2", "opencv", "replay", "synthetic"))
+    width: int = _f(640, "Capture width, pixels (picamera2, opencv)", min=1)
+    height: int = _f(480, "Capture height, pixels (picamera2, opencv)", min=1)
+    device: int | str = _f(0, "opencv: V4L2 index (0 = /dev/video0) or device path")
+    pipeline: str | None = _f(
+        None, "opencv: a GStreamer pipeline string (Jetson CSI: nvarguscamerasrc ... ! appsink)"
+    )
+    path: str | None = _f(
+        None,
+        "replay: a folder of images (class subfolders = ground truth) or a video file",
+        path=True,
+    )
+    loop: bool = _f(True, "replay: start again at the end (false: stop the run)")
+    preload: bool = _f(False, "replay: decode every image into memory first (benchmarks)")
+    seed: int = _f(0, "synthetic: dataset seed")
+    size: int = _f(96, "synthetic: rendered frame size, pixels (square)", min=8)
+    difficulty: float | None = _f(
+        None, "synthetic: defect subtlety, null = the dataset default", min=0.0
+    )
+    retry_backoff_s: float = _f(0.5, "First wait before reopening a failed camera, s", min=0.0)
+    retry_backoff_max_s: float = _f(10.0, "Longest wait between reopen attempts, s", min=0.0)
+    give_up_s: float = _f(
+        60.0, "Exit (non-zero) after the camera has failed this long; 0 = retry forever", min=0.0
+    )
+
+
+@dataclass
+class TriggerConfig:
+    """What starts one capture: a beam-break sensor on a GPIO input, or a fixed rate."""
+
+    type: str = _f("interval", "Trigger source", choices=("gpio", "interval"))
+    rate_hz: float = _f(10.0, "interval: items per second; 0 = unthrottled (benchmarks)", min=0.0)
+    pin: int | str | None = _f(None, "gpio: input pin (BCM number or gpiozero name, e.g. GPIO17)")
+    pull: str = _f(
+        "up",
+        "gpio: internal pull; up = active low (open-collector sensors)",
+        choices=("up", "down", "floating"),
+    )
+    active_high: bool = _f(True, "gpio: with pull floating, whether high means 'item present'")
+    bounce_ms: float | None = _f(5.0, "gpio: debounce window, ms; null = none", min=0.0)
+    pin_factory: str | None = _f(
+        None,
+        "gpiozero pin factory; null = gpiozero's default (GPIOZERO_PIN_FACTORY)",
+        choices=PIN_FACTORIES,
+    )
+
+
+@dataclass
+class DecisionConfig:
+    """Turn probabilities into ok / reject / review (pure; see edge_agent.decision)."""
+
+    threshold: float = _f(
+        0.5, "Reject when the summed reject-label probability ≥ this", min=0.0, max=1.0
+    )
+    review_margin: float = _f(
+        0.0,
+        "Items within ±margin of the threshold are 'review' (low confidence)",
+        min=0.0,
+        max=0.5,
+    )
+    review_policy: str = _f("reject", "What review items do", choices=("reject", "pass"))
+    error_policy: str = _f(
+        "reject",
+        "What unclassifiable items (errors) do; both are flagged 'review'",
+        choices=("reject", "pass"),
+    )
+
+
+@dataclass
+class ActuatorConfig:
+    """The rejector: a gpiozero DigitalOutputDevice pulsed after the conveyor delay."""
+
+    type: str = _f("gpio", "gpio drives a pin; none only records", choices=("gpio", "none"))
+    pin: int | str | None = _f(None, "Output pin (BCM number or gpiozero name)")
+    active_high: bool = _f(True, "True: pin high = actuator on")
+    delay_ms: float = _f(200.0, "Trigger → pulse start: the conveyor's travel time, ms", min=0.0)
+    pulse_ms: float = _f(50.0, "Pulse width, ms", min=0.1)
+    pin_factory: str | None = _f(
+        None, "gpiozero pin factory; null = gpiozero's default", choices=PIN_FACTORIES
+    )
+
+
+@dataclass
+class JournalConfig:
+    """Where decisions, samples and the status file live, and how much disk they may use."""
+
+    dir: str = _f("journal", "Data folder (journal.sqlite, samples/, status.json)", path=True)
+    synchronous: str = _f(
+        "full",
+        "full: fsync every commit (power-loss safe); normal: survives crashes only",
+        choices=("full", "normal"),
+    )
+    max_bytes: int = _f(1_000_000_000, "Disk budget for journal + samples, bytes", min=1)
+    max_rows: int = _f(1_000_000, "Most decisions kept", min=1)
+    prune_every_s: float = _f(60.0, "How often the budget is enforced, s", min=0.1)
+    status_every_s: float = _f(2.0, "How often status.json is rewritten, s", min=0.1)
+    log_every_s: float = _f(30.0, "How often a latency summary is logged, s", min=0.1)
+
+
+@dataclass
+class SamplesConfig:
+    """Which frames are kept as image samples (and synced to the host)."""
+
+    enabled: bool = _f(True, "Keep samples at all")
+    rejects: bool = _f(True, "Keep every rejected item")
+    reviews: bool = _f(True, "Keep every review (and unclassifiable) item")
+    rate: float = _f(0.01, "Fraction of the other items kept at random", min=0.0, max=1.0)
+    format: str = _f("jpeg", "Image format", choices=("jpeg", "png"))
+
+
+@dataclass
+class HostConfig:
+    """The host collector the sync worker talks to (edge_agent.sync)."""
+
+    url: str | None = _f(None, "Collector base URL, e.g. https://host:8080; null = no sync")
+    token: str | None = _f(None, "Device token (prefer token_file)")
+    token_file: str | None = _f(None, "File holding the device token", path=True)
+    ca_cert: str | None = _f(None, "CA bundle for the collector's TLS certificate", path=True)
+    verify: bool = _f(True, "Verify TLS certificates")
+    batch_size: int = _f(200, "Decisions per upload", min=1)
+    interval_s: float = _f(10.0, "Seconds between sync rounds", min=0.1)
+    heartbeat_s: float = _f(30.0, "Seconds between heartbeats", min=0.1)
+    timeout_s: float = _f(10.0, "HTTP timeout, s", min=0.1)
+    backoff_max_s: float = _f(300.0, "Longest retry backoff, s", min=0.1)
+
+
+@dataclass
+class UpdateConfig:
+    """Model updates pulled from the host (edge_agent.update)."""
+
+    enabled: bool = _f(False, "Poll the host for the desired model version")
+    poll_s: float = _f(60.0, "Seconds between polls", min=1.0)
+    lock_file: str | None = _f(None, "While this file exists, updates wait", path=True)
+    lock_pin: int | str | None = _f(None, "While this input pin is active, updates wait")
+    health_window_s: float = _f(120.0, "Roll back if the new model is unhealthy within, s", min=0.0)
+    keys_dir: str | None = _f(None, "Folder of trusted Ed25519 public keys (PEM)", path=True)
+    public_key: str | None = _f(None, "One trusted public key (PEM)", path=True)
+
+
+@dataclass
+class AgentConfig:
+    """The whole agent config (one YAML file)."""
+
+    device_id: str = _f("", "This board's id (default: the hostname)")
+    log_level: str = _f("info", "Logging level", choices=("debug", "info", "warning", "error"))
+    bundle: BundleConfig = field(default_factory=BundleConfig, metadata={"doc": "Model bundle"})
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig, metadata={"doc": "Runtime"})
+    camera: CameraConfig = field(default_factory=CameraConfig, metadata={"doc": "Camera"})
+    trigger: TriggerConfig = field(default_factory=TriggerConfig, metadata={"doc": "Trigger"})
+    decision: DecisionConfig = field(default_factory=DecisionConfig, metadata={"doc": "Decision"})
+    actuator: ActuatorConfig = field(default_factory=ActuatorConfig, metadata={"doc": "Actuator"})
+    journal: JournalConfig = field(default_factory=JournalConfig, metadata={"doc": "Journal"})
+    samples: SamplesConfig = field(default_factory=SamplesConfig, metadata={"doc": "Samples"})
+    host: HostConfig = field(default_factory=HostConfig, metadata={"doc": "Host collector"})
+    update: UpdateConfig = field(default_factory=UpdateConfig, metadata={"doc": "Updates"})
+    source: str | None = field(default=None, metadata={"internal": True})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source", None)
+        return d
+
+
+# -- validation ------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return {
+        int: "integer",
+        float: "number",
+        str: "string",
+        bool: "boolean",
+        type(None): "null",
+    }.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted as floats."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config: {key}: must be {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config: {key}: must be {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str, base: Path | None) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(f"config: {where}: must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        known = ", ".join(fields)
+        raise ConfigError(f"config: {prefix}{unknown[0]}: unknown key (known: {known})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = prefix + name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data.get(name), key + ".", base)
+            continue
+        if name not in data:
+            continue
+        value = _coerce(data[name], tp, key)
+        meta = f.metadata
+        if value is not None:
+            if "choices" in meta and value not in meta["choices"]:
+                raise ConfigError(f"config: {key}: must be one of {', '.join(meta['choices'])}")
+            if "min" in meta and value < meta["min"]:
+                raise ConfigError(f"config: {key}: must be ≥ {meta['min']}, got {value}")
+            if "max" in meta and value > meta["max"]:
+                raise ConfigError(f"config: {key}: must be ≤ {meta['max']}, got {value}")
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    if base is not None:
+        for name, f in fields.items():
+            val = getattr(obj, name)
+            if f.metadata.get("path") and isinstance(val, str):
+                setattr(obj, name, str((base / os.path.expanduser(val)).resolve()))
+    return obj
+
+
+_ENV_OVERRIDES = {
+    "EDGE_BUNDLE": ("bundle", "path"),
+    "EDGE_JOURNAL_DIR": ("journal", "dir"),
+    "EDGE_CAMERA_TYPE": ("camera", "type"),
+    "EDGE_TRIGGER_TYPE": ("trigger", "type"),
+    "EDGE_ACTUATOR_TYPE": ("actuator", "type"),
+    "EDGE_RUNTIME_TYPE": ("runtime", "type"),
+    "EDGE_PIN_FACTORY": ("trigger", "pin_factory"),
+}
+
+
+def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
+    for var, (section, key) in _ENV_OVERRIDES.items():
+        if env.get(var):
+            sec = data.setdefault(section, {})
+            if not isinstance(sec, dict):
+                continue  # the validator reports the malformed section
+            value = env[var]
+            if var in ("EDGE_BUNDLE", "EDGE_JOURNAL_DIR"):
+                value = str(Path(value).expanduser().resolve())  # relative to the shell's cwd
+            sec[key] = value
+            if var == "EDGE_PIN_FACTORY":
+                data.setdefault("actuator", {})["pin_factory"] = env[var]
+
+
+def _check(cfg: AgentConfig) -> None:
+    """Rules that span several keys."""
+    if cfg.camera.type == "replay" and not cfg.camera.path:
+        raise ConfigError("config: camera.path: required when camera.type is replay")
+    if cfg.trigger.type == "gpio" and cfg.trigger.pin is None:
+        raise ConfigError("config: trigger.pin: required when trigger.type is gpio")
+    if cfg.actuator.type == "gpio" and cfg.actuator.pin is None:
+        raise ConfigError("config: actuator.pin: required when actuator.type is gpio")
+    if cfg.host.token and cfg.host.token_file:
+        raise ConfigError("config: host.token: give token or token_file, not both")
+
+
+def from_dict(
+    data: Any, base: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+) -> AgentConfig:
+    """Validate a parsed config mapping (env overrides applied); paths resolved from ``base``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: top level: must be a mapping, got {type(data).__name__}")
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    _apply_env(data, dict(os.environ) if env is None else env)
+    cfg = _build(AgentConfig, data, "", Path(base) if base is not None else Path.cwd())
+    if not cfg.device_id:
+        cfg.device_id = socket.gethostname()
+    _check(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> AgentConfig:
+    """Read and validate a YAML config file; raise ``ConfigError`` naming the key path."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError as err:
+        raise ConfigError(f"config: {p}: no such file") from err
+    except OSError as err:
+        raise ConfigError(f"config: {p}: cannot read ({err.strerror})") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise ConfigError(f"config: {p}: invalid YAML{where}: {problem}") from err
+    cfg = from_dict(data, base=p.resolve().parent, env=env)
+    cfg.source = str(p.resolve())
+    return cfg
+
+
+# -- reference documentation -------------------------------------------------------------
+
+
+def reference_markdown() -> str:
+    """The config reference (docs/agent-config.md), generated from the schema above."""
+    out = [
+        "# edge-agent configuration",
+        "",
+        "<!-- Generated by edge_agent.config.reference_markdown(); a test keeps it in sync. -->",
+        "",
+        "One YAML file, validated on load: unknown keys are rejected and every error names",
+        "the key path (`config: camera.type: must be one of ...`). Check a file with",
+        "`edge-agent validate-config PATH`. Relative paths are resolved against the config",
+        "file's folder. Examples: `examples/agent-sim.yaml` (laptop), `examples/agent-pi4.yaml`,",
+        "`examples/agent-jetson.yaml`.",
+        "",
+        "Environment overrides: "
+        + ", ".join(
+            f"`{var}` → `{s}.{k}`"
+            + (" and `actuator.pin_factory`" if var == "EDGE_PIN_FACTORY" else "")
+            for var, (s, k) in _ENV_OVERRIDES.items()
+        )
+        + ".",
+        "",
+    ]
+    hints = typing.get_type_hints(AgentConfig)
+    top = [f for f in dataclasses.fields(AgentConfig) if not f.metadata.get("internal")]
+    out += ["## Top level", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+    for f in top:
+        if not dataclasses.is_dataclass(hints[f.name]):
+            out.append(_row(f, hints[f.name]))
+    for f in top:
+        cls = hints[f.name]
+        if not dataclasses.is_dataclass(cls):
+            continue
+        out += ["", f"## `{f.name}:`", "", (cls.__doc__ or "").strip(), ""]
+        out += ["| key | type | default | meaning |", "|---|---|---|---|"]
+        sub_hints = typing.get_type_hints(cls)
+        for sf in dataclasses.fields(cls):
+            out.append(_row(sf, sub_hints[sf.name]))
+    return "\n".join(out) + "\n"
+
+
+def _row(f: dataclasses.Field[Any], tp: Any) -> str:
+    meta = f.metadata
+    default = f.default if f.default is not dataclasses.MISSING else ""
+    doc = meta.get("doc", "")
+    if "choices" in meta:
+        doc += " (" + " \\| ".join(f"`{c}`" for c in meta["choices"]) + ")"
+    rng = [f"≥ {meta['min']}" if "min" in meta else "", f"≤ {meta['max']}" if "max" in meta else ""]
+    if any(rng):
+        doc += "; " + ", ".join(r for r in rng if r)
+    shown = yaml.safe_dump(default).strip().removesuffix("\n...")
+    return f"| `{f.name}` | {_type_name(tp)} | `{shown}` | {doc} |"
