@@ -189,6 +189,30 @@ class Bundle:
             self._tmp = None
 
 
+def replay_test_vectors(bundle: Bundle, threads: int = 1) -> list[dict[str, Any]]:
+    """Replay the test vectors on every artifact whose runtime is installed.
+
+    Returns one row per artifact: ``path, format, precision, status`` (``ok``, ``failed``
+    or ``skipped`` when its runtime is missing), plus ``max_abs_diff``/``top1_agreement``
+    or ``error``. Never raises for a single artifact, so a report can list them all.
+    """
+    from edge_common.errors import EdgeError, MissingExtraError
+    from edge_common.runtime import open_session
+
+    rows: list[dict[str, Any]] = []
+    for a in bundle.artifacts:
+        row: dict[str, Any] = {"path": a.path, "format": a.format, "precision": a.precision}
+        try:
+            session = open_session(bundle.artifact_path(a), a.format, threads)
+            row.update(bundle.check_test_vectors(session, a), status="ok")
+        except MissingExtraError as err:
+            row.update(status="skipped", error=str(err))
+        except EdgeError as err:
+            row.update(status="failed", error=str(err))
+        rows.append(row)
+    return rows
+
+
 # --------------------------------------------------------------------------- hashing, keys
 
 
@@ -567,6 +591,7 @@ def describe(bundle: Bundle) -> dict[str, Any]:
 
 __all__ = [
     "Artifact", "Bundle", "SCHEMA_VERSION", "describe", "extract_tar", "generate_keypair",
-    "load_bundle", "load_private_key", "load_public_key", "pack_tar", "sha256_file",
+    "load_bundle", "load_private_key", "load_public_key", "pack_tar", "replay_test_vectors",
+    "sha256_file",
     "sign_manifest", "verify_dir", "verify_signature", "write_manifest",
 ]
