@@ -1,0 +1,71 @@
+"""Tokens: one per device, one admin token for the CLI; the host keeps only hashes.
+
+Tokens are 256-bit random strings (``secrets.token_urlsafe(32)``), so a plain SHA-256 is
+enough to store them (no password stretching needed: they cannot be guessed). They travel
+as ``Authorization: Bearer <token>``; comparisons use ``hmac.compare_digest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+ADMIN_TOKEN_FILE = "admin.token"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def tokens_match(token: str, token_hash: str) -> bool:
+    return hmac.compare_digest(hash_token(token), token_hash)
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else None."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        return None
+    return value
+
+
+def ensure_admin_token(path: str | Path) -> Path:
+    """Create the admin token file ``path`` (mode 0600) if it does not exist; return it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as fh:
+        fh.write(new_token() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
+
+
+def read_token_file(path: str | Path) -> str:
+    """A token file's content, stripped; ``OSError``/``ValueError`` if unusable."""
+    token = Path(path).read_text().strip()
+    if not token:
+        raise ValueError(f"token file {path} is empty")
+    return token
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the admin, or one device."""
+
+    admin: bool
+    device: str | None = None

@@ -1,0 +1,70 @@
+"""Collector settings: where data lives and the limits every request is held to."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgectl.collector.auth import (
+    ADMIN_TOKEN_FILE,
+    ensure_admin_token,
+    hash_token,
+    read_token_file,
+)
+
+DEFAULT_PORT = 8750
+MiB = 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    """``$EDGECTL_DATA_DIR``, else ``$XDG_DATA_HOME/edgectl/collector`` (~/.local/share/...)."""
+    env = os.environ.get("EDGECTL_DATA_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "edgectl" / "collector"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``create_app`` needs besides the store."""
+
+    data_dir: Path
+    admin_token_hash: str
+    max_sample_bytes: int = 4 * MiB
+    max_sample_pixels: int = 25_000_000
+    max_json_bytes: int = 4 * MiB
+    max_batch_records: int = 1000
+    max_bundle_bytes: int = 1024 * MiB
+    stale_after_s: float = 120.0
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.data_dir / "samples"
+
+    @property
+    def bundles_dir(self) -> Path:
+        return self.data_dir / "bundles"
+
+    @classmethod
+    def for_data_dir(cls, data_dir: str | Path, admin_token_file: str | Path | None = None,
+                     **limits: Any) -> Settings:
+        """Settings for ``data_dir``; the admin token file (default ``data_dir/admin.token``)
+        is created, mode 0600, on first use."""
+        data_dir = Path(data_dir)
+        token_file = Path(admin_token_file) if admin_token_file else data_dir / ADMIN_TOKEN_FILE
+        token = read_token_file(ensure_admin_token(token_file))
+        return cls(data_dir=data_dir, admin_token_hash=hash_token(token), **limits)
+
+
+def db_path_from_url(db: str | None, data_dir: Path) -> Path:
+    """``sqlite:///PATH`` (or a bare path) to a path; default ``data_dir/collector.db``."""
+    if not db:
+        return data_dir / "collector.db"
+    if db.startswith("sqlite:///"):
+        return Path(db[len("sqlite:///"):])
+    if "://" in db:
+        raise ValueError(f"unsupported database URL {db!r}: only sqlite:///PATH is built in")
+    return Path(db)
