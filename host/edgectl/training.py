@@ -1,0 +1,215 @@
+"""Training loop: Adam with a cosine learning-rate decay, cross-entropy, progress bar.
+
+``train`` builds the baseline; ``fine_tune`` is the same loop with a smaller learning
+rate and an ``after_step(model)`` hook, which pruning uses to re-apply its masks after
+every optimizer step. Runs are deterministic for a given seed on the CPU: the global
+torch RNG (init, dropout, augmentation) is seeded and the DataLoader shuffles with its
+own seeded generator.
+
+Memory format: the model and batches run in ``channels_last`` (NHWC). On the 2-core
+x86 CPUs this project is developed on, oneDNN's NHWC kernels made a MobileNetV2
+training step at 64×64 about 1.4–2× faster than NCHW (measured with other jobs
+running, so noisy; ``channels_last=False`` switches it off). Checkpoints are saved
+back in the default contiguous format, so exports see an ordinary model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from edgectl.data import Datasets
+
+AfterStep = Callable[[nn.Module], None]
+
+DEFAULT_EPOCHS = 8
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_LR = 1e-3
+FINE_TUNE_LR = 2e-4
+
+
+def _loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed) if shuffle else None
+    # num_workers=0: frames are cached in memory and the transforms are cheap; worker
+    # processes would only compete with the training threads on a 2-core machine.
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=gen,
+        num_workers=0,
+        drop_last=shuffle and len(dataset) > batch_size,
+    )  # type: ignore[arg-type]
+
+
+def _to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, dataset: Dataset, batch_size: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true labels over ``dataset`` (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    preds, targets = [], []
+    for x, y in _loader(dataset, batch_size, shuffle=False):
+        preds.append(model(x).argmax(1))
+        targets.append(y)
+    model.train(was_training)
+    if not preds:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    return torch.cat(preds), torch.cat(targets)
+
+
+def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 128) -> float:
+    """Top-1 accuracy (fraction 0–1) of ``model`` on ``dataset``."""
+    pred, true = predict(model, dataset, batch_size)
+    return float((pred == true).float().mean()) if len(true) else 0.0
+
+
+def fit(
+    model: nn.Module,
+    datasets: Datasets,
+    epochs: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    lr: float = DEFAULT_LR,
+    seed: int = 0,
+    progress: bool = True,
+    after_step: AfterStep | None = None,
+    eval_each_epoch: bool = True,
+    weight_decay: float = 0.0,
+    channels_last: bool = True,
+    desc: str = "train",
+) -> dict[str, Any]:
+    """Train ``model`` in place on ``datasets.train``; return the history.
+
+    History: ``{"config": {...}, "epochs": [{"epoch", "loss", "train_accuracy",
+    "test_accuracy", "seconds", "images_per_s"}], "seconds", "images_per_s"}``.
+    """
+    from tqdm.auto import tqdm
+
+    if epochs < 0 or batch_size <= 0 or lr <= 0:
+        raise ValueError(
+            f"bad training settings: epochs={epochs}, batch_size={batch_size}, lr={lr}"
+        )
+    torch.manual_seed(seed)
+    loader = _loader(datasets.train, batch_size, shuffle=True, seed=seed)
+    steps_total = max(1, epochs * len(loader))
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps_total) / steps_total))
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    model = model.to(memory_format=torch.channels_last) if channels_last else model
+    history: dict[str, Any] = {
+        "config": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "optimizer": "adam",
+            "schedule": "cosine",
+            "weight_decay": weight_decay,
+            "channels_last": channels_last,
+            "threads": torch.get_num_threads(),
+        },
+        "epochs": [],
+    }
+    t_start = time.perf_counter()
+    seen_total = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(
+            loader, desc=f"{desc} {epoch}/{epochs}", unit="batch", leave=False, disable=not progress
+        )
+        for x, y in bar:
+            x = _to_memory_format(x, channels_last)
+            opt.zero_grad(set_to_none=True)
+            out = model(x)
+            loss = loss_fn(out, y)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if after_step is not None:
+                after_step(model)
+            n = len(y)
+            loss_sum += float(loss.detach()) * n
+            correct += int((out.argmax(1) == y).sum())
+            seen += n
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        bar.close()
+        dt = time.perf_counter() - t0
+        seen_total += seen
+        row = {
+            "epoch": epoch,
+            "loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "seconds": dt,
+            "images_per_s": seen / dt if dt else 0.0,
+        }
+        if eval_each_epoch:
+            row["test_accuracy"] = accuracy(model, datasets.test)
+        history["epochs"].append(row)
+        if progress:
+            msg = (
+                f"{desc} epoch {epoch}/{epochs}: loss {row['loss']:.3f}, "
+                f"train acc {row['train_accuracy']:.3f}"
+            )
+            if "test_accuracy" in row:
+                msg += f", test acc {row['test_accuracy']:.3f}"
+            tqdm.write(msg + f" ({row['images_per_s']:.0f} img/s)")
+    total = time.perf_counter() - t_start
+    history["seconds"] = total
+    history["images_per_s"] = seen_total / total if total else 0.0
+    model.to(memory_format=torch.contiguous_format).eval()
+    return history
+
+
+def train(
+    model: nn.Module,
+    datasets: Datasets,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    lr: float = DEFAULT_LR,
+    seed: int = 0,
+    progress: bool = True,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Train the baseline from its initial weights; returns the history (see :func:`fit`)."""
+    return fit(model, datasets, epochs, batch_size, lr, seed, progress, desc="train", **kw)
+
+
+def fine_tune(
+    model: nn.Module,
+    datasets: Datasets,
+    epochs: int = 1,
+    lr: float = FINE_TUNE_LR,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = 0,
+    progress: bool = True,
+    after_step: AfterStep | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Recover accuracy after pruning: the same loop, smaller lr, ``after_step`` hook."""
+    return fit(
+        model,
+        datasets,
+        epochs,
+        batch_size,
+        lr,
+        seed,
+        progress,
+        after_step=after_step,
+        desc="fine-tune",
+        **kw,
+    )
