@@ -29,12 +29,13 @@ class AdminClient:
         self.timeout = timeout_s
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
-        self.session.verify = str(ca_cert) if ca_cert else True
+        # Passed on every request: a session-level ``verify`` loses to REQUESTS_CA_BUNDLE.
+        self.verify: bool | str = str(ca_cert) if ca_cert else True
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:
             resp = self.session.request(method, f"{self.url}/api/v1{path}",
-                                        timeout=self.timeout, **kw)
+                                        timeout=self.timeout, verify=self.verify, **kw)
         except requests.RequestException as err:
             raise CollectorError(f"cannot reach the collector at {self.url}: {err}") from err
         if resp.status_code >= 400:

@@ -68,3 +68,48 @@ class ServerThread:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+
+
+class LocalCollector:
+    """A whole collector in this process: data dir, store, server thread (the demo, tests,
+    benchmarks). ``sock`` (from ``reserve_port``) fixes the address before it starts."""
+
+    def __init__(self, data_dir: str | Path, sock: socket.socket | None = None,
+                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
+                 **limits: float) -> None:
+        self.data_dir = Path(data_dir)
+        self.settings = Settings.for_data_dir(self.data_dir, **limits)
+        self.admin_token = (self.data_dir / "admin.token").read_text().strip()
+        self.store = Store(self.data_dir / "collector.db")
+        self.sock = sock or reserve_port()
+        host, port = self.sock.getsockname()[:2]
+        self.url = f"{'https' if tls_cert else 'http'}://{host}:{port}"
+        self._tls = (tls_cert, tls_key)
+        self._server: ServerThread | None = None
+
+    def add_device(self, name: str, group: str | None = None) -> str:
+        """Register a device directly in the store; return its token."""
+        from edgectl.collector.auth import hash_token, new_token
+
+        token = new_token()
+        self.store.add_device(name, group, hash_token(token))
+        return token
+
+    def start(self) -> LocalCollector:
+        if self.sock.fileno() == -1:  # closed by a previous stop(): same port, new socket
+            host, port = self.url.rsplit("//", 1)[1].rsplit(":", 1)
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, int(port)))
+        self._server = ServerThread(self.store, self.settings, self.sock, *self._tls).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def close(self) -> None:
+        self.stop()
+        self.sock.close()
+        self.store.close()

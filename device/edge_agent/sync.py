@@ -1,0 +1,370 @@
+"""Sync the journal to the host collector: decisions, samples and heartbeats.
+
+A background worker (``start()``/``stop()``, plugged into the agent with
+``Agent.add_worker``) reads unsent journal rows in bounded batches, posts them, and marks
+them sent only after a 2xx; while the host is away it retries with exponential backoff
+and jitter. Its only state is the journal, so a restart (even after SIGKILL) resumes
+where it stopped: a batch posted but not yet marked is posted again and the collector
+counts it as a duplicate (records are keyed by their id). Nothing is lost, nothing is
+stored twice, and the inspection loop never waits on the network (it only shares the
+journal's short lock).
+
+The decisions are pure functions (``backoff_delay``, ``next_batch_size``,
+``sample_content_type``, ``is_success``); ``SyncWorker`` does the I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+from edge_common.errors import ConfigError
+
+from edge_agent.journal import Journal
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1"
+BACKOFF_BASE_S = 0.5
+SAMPLES_PER_ROUND = 50
+MAX_BATCHES_PER_ROUND = 20
+
+
+# -- pure decisions ----------------------------------------------------------------------
+
+
+def backoff_delay(failures: int, base_s: float, max_s: float, u: float) -> float:
+    """Seconds to wait after ``failures`` consecutive failures (``failures >= 1``).
+
+    Exponential (``base_s * 2**(failures-1)``) capped at ``max_s``, with jitter: ``u`` in
+    [0, 1) picks a point in the upper half of that interval, so a fleet that lost its host
+    at the same moment does not come back in lockstep, yet never retries too eagerly.
+    """
+    if failures <= 0:
+        return 0.0
+    ceiling = min(max_s, base_s * (2.0 ** min(failures - 1, 30)))
+    return ceiling * (0.5 + 0.5 * min(max(u, 0.0), 1.0))
+
+
+def next_batch_size(current: int, configured: int, status: int | None) -> int:
+    """The batch size after a response: halve on 413 (too large), back to the configured
+    size after a success, unchanged otherwise."""
+    if status == 413:
+        return max(1, current // 2)
+    if status is not None and is_success(status):
+        return configured
+    return current
+
+
+def is_success(status: int) -> bool:
+    return 200 <= status < 300
+
+
+def sample_content_type(path: str | Path) -> str | None:
+    """The MIME type the collector expects for a sample file, from its extension."""
+    suffix = Path(path).suffix.lower()
+    return {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}.get(suffix)
+
+
+# -- I/O ---------------------------------------------------------------------------------
+
+
+class HostUnavailable(Exception):
+    """The collector could not be reached or answered with an error; retry later."""
+
+    def __init__(self, msg: str, status: int | None = None) -> None:
+        super().__init__(msg)
+        self.status = status
+
+
+def read_token(token: str | None, token_file: str | None) -> str:
+    """The device token from the config (``host.token`` or ``host.token_file``)."""
+    if token:
+        return token
+    if token_file:
+        try:
+            value = Path(token_file).read_text().strip()
+        except OSError as err:
+            raise ConfigError(f"config: host.token_file: cannot read {token_file}: {err}") from err
+        if value:
+            return value
+        raise ConfigError(f"config: host.token_file: {token_file} is empty")
+    raise ConfigError("config: host: set token or token_file to sync with the collector")
+
+
+class HostClient:
+    """The device side of the collector API (``requests``), one device, one token."""
+
+    def __init__(
+        self,
+        url: str,
+        device_id: str,
+        token: str,
+        ca_cert: str | None = None,
+        verify: bool = True,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.base = f"{url.rstrip('/')}{API}/devices/{device_id}"
+        self.device_id = device_id
+        self.timeout = timeout_s
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        # Passed on every request: a session-level ``verify`` loses to REQUESTS_CA_BUNDLE.
+        self.verify: bool | str = ca_cert if (ca_cert and verify) else verify
+
+    @classmethod
+    def from_config(cls, config: Any) -> HostClient:
+        """From an ``AgentConfig`` (its ``host`` section and ``device_id``)."""
+        host = config.host
+        if not host.url:
+            raise ConfigError("config: host.url: not set")
+        return cls(
+            host.url,
+            config.device_id,
+            read_token(host.token, host.token_file),
+            ca_cert=host.ca_cert,
+            verify=host.verify,
+            timeout_s=host.timeout_s,
+        )
+
+    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        """One call; ``HostUnavailable`` on a network error or a non-2xx answer."""
+        try:
+            resp = self.session.request(method, self.base + path, timeout=self.timeout,
+                                        verify=self.verify, **kw)
+        except requests.RequestException as err:
+            raise HostUnavailable(f"{method} {path}: {type(err).__name__}: {err}") from err
+        if not is_success(resp.status_code):
+            raise HostUnavailable(
+                f"{method} {path}: HTTP {resp.status_code}: {resp.text[:200]}", resp.status_code
+            )
+        return resp
+
+    def post_decisions(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.request(
+            "POST",
+            "/decisions",
+            json={
+                "device_id": self.device_id,  # type: ignore[no-any-return]
+                "records": records,
+            },
+        ).json()
+
+    def put_sample(self, sample_id: str, data: bytes, content_type: str) -> dict[str, Any]:
+        return self.request(
+            "PUT",
+            f"/samples/{sample_id}",
+            data=data,  # type: ignore[no-any-return]
+            headers={"Content-Type": content_type},
+        ).json()
+
+    def heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/heartbeat", json=body).json()  # type: ignore[no-any-return]
+
+    def desired(self) -> dict[str, Any]:
+        return self.request("GET", "/desired").json()  # type: ignore[no-any-return]
+
+    def download_bundle(self, dest: Path, chunk: int = 1 << 16) -> tuple[str, str]:
+        """Stream the desired bundle into ``dest``; return ``(version, sha256 header)``."""
+        try:
+            resp = self.session.get(self.base + "/bundle", timeout=self.timeout, stream=True,
+                                    verify=self.verify)
+        except requests.RequestException as err:
+            raise HostUnavailable(f"GET /bundle: {err}") from err
+        with resp:
+            if not is_success(resp.status_code):
+                raise HostUnavailable(f"GET /bundle: HTTP {resp.status_code}", resp.status_code)
+            try:
+                with open(dest, "wb") as fh:
+                    for part in resp.iter_content(chunk):
+                        fh.write(part)
+            except requests.RequestException as err:
+                raise HostUnavailable(f"GET /bundle: {err}") from err
+            return resp.headers.get("X-Bundle-Version", ""), resp.headers.get("X-Bundle-SHA256", "")
+
+    def report_update(self, report: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/updates", json=report).json()  # type: ignore[no-any-return]
+
+
+class SyncWorker:
+    """Background sender of journal rows, samples and heartbeats to the collector."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        client: HostClient,
+        *,
+        batch_size: int = 200,
+        interval_s: float = 10.0,
+        heartbeat_s: float = 30.0,
+        backoff_max_s: float = 300.0,
+        snapshot: Callable[[], dict[str, Any]] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.journal = journal
+        self.client = client
+        self.batch_size = self._batch = max(1, batch_size)
+        self.interval_s = interval_s
+        self.heartbeat_s = heartbeat_s
+        self.backoff_max_s = backoff_max_s
+        self.snapshot = snapshot
+        self.rng = rng or random.Random()
+        self.failures = 0
+        self.sent = 0
+        self.samples_sent = 0
+        self.duplicates = 0
+        self.desired_version: str | None = None
+        self.last_error: str | None = None
+        self._last_heartbeat = float("-inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: Any, journal: Journal, snapshot: Callable[[], dict[str, Any]] | None = None
+    ) -> SyncWorker:
+        h = config.host
+        return cls(
+            journal,
+            HostClient.from_config(config),
+            batch_size=h.batch_size,
+            interval_s=h.interval_s,
+            heartbeat_s=h.heartbeat_s,
+            backoff_max_s=h.backoff_max_s,
+            snapshot=snapshot,
+        )
+
+    # -- one round -----------------------------------------------------------------------
+
+    def send_decisions(self) -> int:
+        """Send one batch of unsent decisions; return how many were sent (0: none left)."""
+        rows = self.journal.unsent(self._batch)
+        if not rows:
+            return 0
+        try:
+            result = self.client.post_decisions(rows)
+        except HostUnavailable as err:
+            self._batch = next_batch_size(self._batch, self.batch_size, err.status)
+            raise
+        self._batch = next_batch_size(self._batch, self.batch_size, 200)
+        self.journal.mark_sent([r["id"] for r in rows])
+        self.sent += len(rows)
+        self.duplicates += int(result.get("duplicates", 0))
+        return len(rows)
+
+    def send_samples(self, limit: int = SAMPLES_PER_ROUND) -> int:
+        """Upload up to ``limit`` unsent samples, one at a time; return how many."""
+        n = 0
+        for s in self.journal.unsent_samples(limit):
+            ctype = sample_content_type(s["path"])
+            try:
+                data = Path(s["path"]).read_bytes() if ctype else None
+            except FileNotFoundError:
+                data = None
+            if data is None:
+                # Pruned by the disk budget or an unknown format: nothing left to send.
+                log.warning(
+                    "sync: sample %s (%s) is gone or unsupported; skipping", s["id"], s["path"]
+                )
+                self.journal.mark_samples_sent([s["id"]])
+                continue
+            assert ctype is not None
+            self.client.put_sample(s["decision_id"], data, ctype)
+            self.journal.mark_samples_sent([s["id"]])
+            self.samples_sent += 1
+            n += 1
+        return n
+
+    def send_heartbeat(self, now: float | None = None) -> bool:
+        """Send a heartbeat if one is due; True if sent."""
+        now = time.monotonic() if now is None else now
+        if now - self._last_heartbeat < self.heartbeat_s:
+            return False
+        body = self.snapshot() if self.snapshot else self._journal_snapshot()
+        answer = self.client.heartbeat(body)
+        self.desired_version = answer.get("desired_version")
+        self._last_heartbeat = now
+        return True
+
+    def _journal_snapshot(self) -> dict[str, Any]:
+        counts = self.journal.counts()
+        return {
+            "device_id": self.client.device_id,
+            "counts": counts,
+            "deadline_misses": counts.get("deadline_misses"),
+            "disk_bytes": self.journal.disk_bytes(),
+        }
+
+    def sync_once(self) -> bool:
+        """One round: heartbeat if due, decisions (a bounded number of batches), samples.
+
+        Returns True when more is waiting (call again soon). ``HostUnavailable`` on failure.
+        """
+        self.send_heartbeat()
+        batches = 0
+        while batches < MAX_BATCHES_PER_ROUND and self.send_decisions():
+            batches += 1
+        more = batches == MAX_BATCHES_PER_ROUND
+        sent = self.send_samples()
+        return more or sent == SAMPLES_PER_ROUND
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Send everything now (tests, shutdown); True if nothing is left unsent."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if not self.sync_once():
+                    return True
+            except HostUnavailable as err:
+                self.last_error = str(err)
+                return False
+        return False
+
+    # -- the worker ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                more = self.sync_once()
+            except HostUnavailable as err:
+                self.failures += 1
+                self.last_error = str(err)
+                wait = backoff_delay(
+                    self.failures,
+                    min(BACKOFF_BASE_S, self.interval_s),
+                    self.backoff_max_s,
+                    self.rng.random(),
+                )
+                log.warning("sync: %s; retrying in %.1fs", err, wait)
+            except Exception:  # never let the worker die silently; keep the journal
+                self.failures += 1
+                wait = backoff_delay(
+                    self.failures, BACKOFF_BASE_S, self.backoff_max_s, self.rng.random()
+                )
+                log.exception("sync: unexpected error; retrying in %.1fs", wait)
+            else:
+                if self.failures:
+                    log.info("sync: collector reachable again")
+                self.failures = 0
+                self.last_error = None
+                wait = 0.0 if more else min(self.interval_s, self.heartbeat_s)
+            self._stop.wait(wait)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="edge-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.client.timeout + 1.0 if timeout_s is None else timeout_s)
+            self._thread = None
