@@ -132,53 +132,71 @@ class Journal:
         are assigned here unless ``id`` is given. With ``image``, the sample file is
         written (atomically) before the row that names it is committed.
         """
-        rec = dict(decision)
-        rec_id = str(rec.get("id") or uuid.uuid4())
-        rec["id"] = rec_id
-        rec.setdefault("ts", time.time())
-        kind = rec.get("decision")
-        if kind not in DECISIONS:
-            raise ValueError(f"decision must be one of {DECISIONS}, got {kind!r}")
-        missed = bool(rec.get("deadline_missed", False))
-        rec["deadline_missed"] = missed
-        sample_row: tuple[str, str, str, int, float] | None = None
-        if image is not None:
-            rel = f"{time.strftime('%Y%m%d', time.gmtime(rec['ts']))}/{rec_id}"
-            rel += SAMPLE_FORMATS[self.sample_format]
-            data = encode_image(image, self.sample_format)
-            write_bytes_atomic(self.samples_dir / rel, data)
-            rec["sample"] = rel
-            sample_row = (str(uuid.uuid4()), rec_id, rel, len(data), float(rec["ts"]))
-        else:
-            rec.setdefault("sample", None)
+        return self.record_many([(decision, image)])[0]
+
+    def record_many(self, items: list[tuple[dict[str, Any], np.ndarray | None]]) -> list[str]:
+        """Like :meth:`record` for several decisions in one transaction (one fsync).
+
+        All or nothing: if any record is invalid, none is written. The agent's journal
+        writer uses it to commit whatever queued up while the previous commit was syncing.
+        """
+        prepared = [self._prepare(d, img) for d, img in items]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                cur = self._db.execute(
-                    "INSERT INTO decisions (id, ts, decision, deadline_missed, body)"
-                    " VALUES (?, ?, ?, ?, '{}')",
-                    (rec_id, float(rec["ts"]), kind, int(missed)),
-                )
-                rec["seq"] = int(cur.lastrowid or 0)
-                self._db.execute(
-                    "UPDATE decisions SET body = ? WHERE seq = ?",
-                    (json.dumps(rec, default=_json_default), rec["seq"]),
-                )
-                if sample_row is not None:
-                    self._db.execute(
-                        "INSERT INTO samples (id, decision_id, path, bytes, ts)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        sample_row,
+                bumps: dict[str, int] = {}
+                for rec, sample_row in prepared:
+                    kind = rec["decision"]
+                    cur = self._db.execute(
+                        "INSERT INTO decisions (id, ts, decision, deadline_missed, body)"
+                        " VALUES (?, ?, ?, ?, '{}')",
+                        (rec["id"], float(rec["ts"]), kind, int(rec["deadline_missed"])),
                     )
-                bumps = ["total", kind] + (["deadline_misses"] if missed else [])
+                    rec["seq"] = int(cur.lastrowid or 0)
+                    self._db.execute(
+                        "UPDATE decisions SET body = ? WHERE seq = ?",
+                        (json.dumps(rec, default=_json_default), rec["seq"]),
+                    )
+                    if sample_row is not None:
+                        self._db.execute(
+                            "INSERT INTO samples (id, decision_id, path, bytes, ts)"
+                            " VALUES (?, ?, ?, ?, ?)",
+                            sample_row,
+                        )
+                    for b in ["total", kind] + (
+                        ["deadline_misses"] if rec["deadline_missed"] else []
+                    ):
+                        bumps[b] = bumps.get(b, 0) + 1
                 self._db.executemany(
-                    "UPDATE counters SET value = value + 1 WHERE name = ?", [(b,) for b in bumps]
+                    "UPDATE counters SET value = value + ? WHERE name = ?",
+                    [(n, b) for b, n in bumps.items()],
                 )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return rec_id
+        return [rec["id"] for rec, _ in prepared]
+
+    def _prepare(
+        self, decision: dict[str, Any], image: np.ndarray | None
+    ) -> tuple[dict[str, Any], tuple[str, str, str, int, float] | None]:
+        rec = dict(decision)
+        rec["id"] = str(rec.get("id") or uuid.uuid4())
+        rec.setdefault("ts", time.time())
+        if rec.get("decision") not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, got {rec.get('decision')!r}")
+        rec["deadline_missed"] = bool(rec.get("deadline_missed", False))
+        sample_row = None
+        if image is not None:
+            rel = f"{time.strftime('%Y%m%d', time.gmtime(rec['ts']))}/{rec['id']}"
+            rel += SAMPLE_FORMATS[self.sample_format]
+            data = encode_image(image, self.sample_format)
+            write_bytes_atomic(self.samples_dir / rel, data)
+            rec["sample"] = rel
+            sample_row = (str(uuid.uuid4()), rec["id"], rel, len(data), float(rec["ts"]))
+        else:
+            rec.setdefault("sample", None)
+        return rec, sample_row
 
     def mark_sent(self, ids: Iterable[str]) -> int:
         """Mark decisions as delivered to the host; unknown ids are ignored. Returns count."""

@@ -1,0 +1,163 @@
+"""``edge-agent bench``: how fast every artifact of a bundle runs on this machine.
+
+For each artifact × thread count: load time, batch-1 latency p50/p95/p99 after warm-up,
+sequential throughput, peak RSS, and accuracy on the bundle's test vectors (against the
+labels ``y`` when the bundle stores them, else top-1 agreement with the expected
+outputs). Each measurement runs in a fresh process (``spawn``) so load time and peak RSS
+belong to that artifact alone, not to whatever ran before it. Output format:
+docs/architecture.md, "edge-agent bench output" (``edgectl bench`` parses it).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import socket
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edge_common.bundle import Bundle, load_bundle
+from edge_common.errors import EdgeError
+from edge_common.runtime import open_session
+from edge_common.timing import measure_latency
+
+from edge_agent import machine
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _vectors(bundle: Bundle) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+    x, expected = bundle.test_vectors()
+    y = None
+    entry = bundle.manifest.get("test_vectors") or {}
+    with np.load(bundle.root / str(entry.get("path")), allow_pickle=False) as npz:
+        if "y" in npz.files:
+            y = np.asarray(npz["y"]).astype(np.int64).reshape(-1)
+    return x, expected, y
+
+
+def measure_artifact(
+    model_path: str,
+    fmt: str,
+    threads: int,
+    x: np.ndarray,
+    expected: np.ndarray | None,
+    y: np.ndarray | None,
+    runs: int,
+    warmup: int,
+) -> dict[str, Any]:
+    """One measurement (runs in the child process)."""
+    t0 = time.perf_counter()
+    session = open_session(model_path, fmt, threads)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    one = np.ascontiguousarray(x[:1])
+    lat = measure_latency(lambda: session.run(one), warmup=warmup, runs=runs)
+    n = max(runs, 1)
+    t1 = time.perf_counter()
+    for i in range(n):
+        session.run(np.ascontiguousarray(x[i % len(x)][None]))
+    throughput = n / (time.perf_counter() - t1)
+    pred = np.concatenate([session.run(np.ascontiguousarray(xi[None])) for xi in x]).argmax(-1)
+    if y is not None and len(y) == len(x):
+        accuracy, source = float(np.mean(pred == y)), "labels"
+    elif expected is not None:
+        accuracy, source = float(np.mean(pred == expected.argmax(-1))), "expected_top1"
+    else:
+        accuracy, source = None, None
+    return {
+        "load_ms": round(load_ms, 2),
+        "latency_ms": {k: round(lat[k], 4) for k in ("p50", "p95", "p99")},
+        "throughput_fps": round(throughput, 1),
+        "peak_rss_mb": _peak_rss_mb(),
+        "accuracy": None if accuracy is None else round(accuracy, 4),
+        "accuracy_on": source,
+        "vectors": int(len(x)),
+    }
+
+
+def run_bench(
+    bundle_path: str,
+    threads: list[int] | None = None,
+    runs: int = 50,
+    warmup: int = 10,
+    public_key: str | None = None,
+    isolate: bool = True,
+) -> dict[str, Any]:
+    """Benchmark every artifact of the bundle at every thread count; the bench JSON."""
+    threads = threads or [1]
+    bundle = load_bundle(bundle_path, public_key=public_key)
+    try:
+        x, expected, y = _vectors(bundle)
+        results = []
+        for art in bundle.artifacts:
+            for n in threads:
+                row: dict[str, Any] = {
+                    "artifact": art.path,
+                    "format": art.format,
+                    "precision": art.precision,
+                    "threads": n,
+                }
+                args = (
+                    str(bundle.artifact_path(art)),
+                    art.format,
+                    n,
+                    x,
+                    expected.get(art.path),
+                    y,
+                    runs,
+                    warmup,
+                )
+                try:
+                    if isolate:
+                        ctx = multiprocessing.get_context("spawn")
+                        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                            row.update(pool.submit(measure_artifact, *args).result())
+                    else:
+                        row.update(measure_artifact(*args))
+                except EdgeError as err:  # e.g. no TFLite runtime here: report, go on
+                    row["error"] = str(err)
+                results.append(row)
+        return {
+            "device": socket.gethostname(),
+            "machine": machine.describe(),
+            "bundle": {"name": bundle.name, "version": bundle.version},
+            "results": results,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    finally:
+        bundle.close()
+
+
+def format_table(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"{report['device']}: {m['cpu']} ({m['cores']} cores, {m['arch']}), governor "
+        f"{m['governor']}, {m['temperature_c']} °C, throttled {m['throttled']}",
+        f"bundle {report['bundle']['name']}@{report['bundle']['version']}",
+        f"{'artifact':<24}{'thr':>4}{'load ms':>9}{'p50':>8}{'p95':>8}{'p99':>8}"
+        f"{'fps':>9}{'RSS MB':>8}{'acc':>7}",
+    ]
+    for r in report["results"]:
+        if "error" in r:
+            lines.append(f"{r['artifact']:<24}{r['threads']:>4}  {r['error']}")
+            continue
+        lat = r["latency_ms"]
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+        lines.append(
+            f"{r['artifact']:<24}{r['threads']:>4}{r['load_ms']:>9.1f}{lat['p50']:>8.2f}"
+            f"{lat['p95']:>8.2f}{lat['p99']:>8.2f}{r['throughput_fps']:>9.1f}"
+            f"{r['peak_rss_mb']:>8.1f}{acc:>7}"
+        )
+    return "\n".join(lines)

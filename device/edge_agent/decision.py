@@ -1,0 +1,70 @@
+"""Pure decision logic: class probabilities → ok / reject / review, and what to do with it.
+
+``reject_score`` is the summed probability of the bundle's reject labels. An item is
+rejected when ``reject_score ≥ threshold``; items within ``review_margin`` of the
+threshold are low-confidence "review" items and follow ``review_policy`` (reject, or pass
+and flag). Unclassifiable items (camera or model errors) are "review" items that follow
+``error_policy``. No I/O here: the actuator and journal act on the returned verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Decision thresholds and policies (see ``DecisionConfig``)."""
+
+    threshold: float = 0.5
+    review_margin: float = 0.0
+    review_policy: str = "reject"  # reject | pass
+    error_policy: str = "reject"  # reject | pass
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome for one item. ``action`` is what the rejector does: reject | pass."""
+
+    decision: str  # ok | reject | review
+    action: str  # reject | pass
+    label: str | None  # top-1 label (None when unclassifiable)
+    score: float  # top-1 probability
+    reject_score: float  # summed probability of the reject labels
+    error: str | None = None
+
+    @property
+    def rejects(self) -> bool:
+        return self.action == "reject"
+
+
+def decide(
+    probs: np.ndarray | Sequence[float],
+    labels: Sequence[str],
+    reject_labels: Sequence[str],
+    policy: Policy,
+) -> Verdict:
+    """Decide for one item from its class probabilities (same order as ``labels``)."""
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if p.shape[0] != len(labels):
+        raise ValueError(f"{p.shape[0]} probabilities for {len(labels)} labels")
+    top = int(np.argmax(p))
+    reject_idx = [i for i, name in enumerate(labels) if name in set(reject_labels)]
+    reject_score = float(p[reject_idx].sum()) if reject_idx else 0.0
+    lo = policy.threshold - policy.review_margin
+    hi = policy.threshold + policy.review_margin
+    if policy.review_margin > 0 and lo <= reject_score < hi:
+        decision, action = "review", policy.review_policy
+    elif reject_score >= policy.threshold:
+        decision, action = "reject", "reject"
+    else:
+        decision, action = "ok", "pass"
+    return Verdict(decision, action, labels[top], float(p[top]), reject_score)
+
+
+def decide_error(error: str, policy: Policy) -> Verdict:
+    """The verdict for an item that could not be classified: flagged, per ``error_policy``."""
+    return Verdict("review", policy.error_policy, None, 0.0, float("nan"), error=error)

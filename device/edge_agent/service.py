@@ -1,0 +1,528 @@
+"""The agent's main loop: trigger → camera → classifier → decision → actuator → journal.
+
+Threads: the main loop (capture, classify, decide, schedule the pulse; pings the systemd
+watchdog, so a hung loop gets the service restarted), the actuator's scheduler, a journal
+writer (commits decisions, then reports them: a decision is durable before anything —
+log, status, ``--events`` line — acknowledges it; the pulse itself never waits for the
+disk), a reporter (status file, periodic log line, disk budget) and any workers added
+with ``add_worker`` (sync, update).
+
+Hooks for sync/update (docs/architecture.md, "Agent hooks"): ``run``, ``stop``,
+``swap_classifier``, ``snapshot``, ``add_worker``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from edge_common.errors import EdgeError
+from edge_common.fileio import write_json_atomic
+
+from edge_agent import machine
+from edge_agent.actuator import Actuator
+from edge_agent.camera import CameraError, EndOfStream, Resilient, make_camera
+from edge_agent.classifier import Classifier
+from edge_agent.config import AgentConfig
+from edge_agent.decision import Policy, Verdict, decide, decide_error
+from edge_agent.journal import Journal
+from edge_agent.notify import Notifier
+from edge_agent.pins import make_pin_factory
+from edge_agent.stats import Stats
+from edge_agent.trigger import GpioTrigger, make_trigger
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+_STOP = object()
+
+
+class Worker(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def status_path(cfg: AgentConfig) -> Path:
+    return Path(cfg.journal.dir) / STATUS_FILE
+
+
+class Agent:
+    """The on-board inspection line. Components may be injected (tests, benchmarks);
+    otherwise they are built from ``config`` by :meth:`open`."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        classifier: Classifier | None = None,
+        camera: Any = None,
+        trigger: Any = None,
+        actuator: Actuator | None = None,
+        notifier: Notifier | None = None,
+        on_decision: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        jc = config.journal
+        self.journal = Journal(
+            jc.dir, synchronous=jc.synchronous, sample_format=config.samples.format
+        )
+        self.classifier = classifier
+        self.camera = camera
+        self.trigger = trigger
+        self.actuator = actuator
+        self.notifier = notifier or Notifier()
+        self.on_decision = on_decision
+        self.policy = Policy(**vars(config.decision))
+        self.stats = Stats()
+        self.state = "created"
+        self.started = time.monotonic()
+        self.counts = {"ok": 0, "reject": 0, "review": 0, "errors": 0}
+        self.truth_seen = 0
+        self.truth_correct = 0
+        self.last_id: str | None = None
+        self._pin_factories: dict[str | None, Any] = {}
+        self._workers: list[Worker] = []
+        self._worker_threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._swap_lock = threading.Lock()
+        self._pending: tuple[Classifier, threading.Event] | None = None
+        self._running = False
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=256)
+        self._fatal: BaseException | None = None
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+
+    # -- hooks -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish the current item and shut down (safe state)."""
+        self._stop.set()
+
+    def swap_classifier(self, new_classifier: Classifier) -> threading.Event:
+        """Serve ``new_classifier`` from the next item on (never mid-item).
+
+        Returns an event set once the swap happened. The old classifier is not closed:
+        the caller (update) keeps it to roll back.
+        """
+        done = threading.Event()
+        with self._swap_lock:
+            if not self._running:
+                self.classifier = new_classifier
+                done.set()
+            else:
+                self._pending = (new_classifier, done)
+        return done
+
+    def add_worker(self, worker: Worker) -> None:
+        """Run ``worker.start()`` in its own thread beside the loop; ``stop()`` at shutdown."""
+        self._workers.append(worker)
+        if self._running:
+            self._start_worker(worker)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The heartbeat body (and the status file's content)."""
+        cam = self.camera
+        with self._lock:
+            counts = dict(self.counts)
+            accuracy = self.truth_correct / self.truth_seen if self.truth_seen else None
+        try:
+            jcounts = self.journal.counts()
+            disk = self.journal.disk_bytes()
+        except Exception:  # noqa: BLE001 - a status must not fail because the disk does
+            jcounts, disk = {}, None
+        return {
+            "device_id": self.config.device_id,
+            "model_version": self.classifier.version if self.classifier else None,
+            "state": self.state,
+            "pid": os.getpid(),
+            "updated": time.time(),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "items": self.stats.items,
+            "fps": round(self.stats.fps(), 2),
+            "latency_ms": self.stats.latency_ms(),
+            "deadline_misses": self.stats.deadline_misses,
+            "counts": {**jcounts, "run": counts},
+            "accuracy": None if accuracy is None else round(accuracy, 4),
+            "last_id": self.last_id,
+            "disk_bytes": disk,
+            "temperature_c": machine.temperature_c(),
+            "camera": {
+                "type": getattr(cam, "name", None),
+                "degraded": bool(getattr(cam, "degraded", False)),
+                "last_error": getattr(cam, "last_error", None),
+            },
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _pin_factory(self, name: str | None) -> Any:
+        if name not in self._pin_factories:
+            self._pin_factories[name] = make_pin_factory(name)
+        return self._pin_factories[name]
+
+    def open(self) -> None:
+        """Load and verify the model, open the camera and the pins (fail fast, clearly)."""
+        cfg = self.config
+        self.state = "starting"
+        self.notifier.status("loading model")
+        if self.classifier is None:
+            self.classifier = Classifier.load(
+                cfg.bundle.path,
+                cfg.bundle.public_key,
+                cfg.runtime.type,
+                cfg.runtime.precision,
+                cfg.runtime.threads,
+            )
+        if self.camera is None:
+            cc = cfg.camera
+            self.camera = Resilient(
+                make_camera(cc, self.classifier.labels),
+                cc.retry_backoff_s,
+                cc.retry_backoff_max_s,
+                cc.give_up_s,
+            )
+        self.notifier.status("opening camera")
+        self.camera.open()
+        try:
+            if self.trigger is None:
+                self.trigger = make_trigger(cfg.trigger, self._pin_factory(cfg.trigger.pin_factory))
+            if self.actuator is None:
+                ac = cfg.actuator
+                pin = ac.pin if ac.type == "gpio" else None
+                factory = self._pin_factory(ac.pin_factory) if pin is not None else None
+                self.actuator = Actuator(pin, ac.delay_ms, ac.pulse_ms, ac.active_high, factory)
+        except BaseException:
+            self.camera.close()
+            raise
+        if self.actuator.on_fire is None:
+            self.actuator.on_fire = self._on_fire
+        self.state = "ready"
+
+    def _on_fire(self, t_trigger_ns: int, t_on_ns: int) -> None:
+        self.stats.hist["actuation"].add((t_on_ns - t_trigger_ns) / 1e6)
+
+    def run(self, max_items: int | None = None, duration: float | None = None) -> dict[str, Any]:
+        """Run the line until ``max_items``, ``duration`` seconds, ``stop()`` or the end of a
+        replay; return the summary. The actuator is left off whatever happens."""
+        if self.state != "ready":
+            self.open()
+        assert self.classifier and self.camera and self.trigger and self.actuator
+        self.started = time.monotonic()
+        self.stats = Stats()
+        self._running = True
+        # Python hands the GIL over every 5 ms by default: the actuator's thread would
+        # wake up to 5 ms late while the loop computes. 0.5 ms keeps pulses on time.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
+        writer = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
+        reporter = threading.Thread(target=self._reporter, name="reporter", daemon=True)
+        writer.start()
+        reporter.start()
+        for w in self._workers:
+            self._start_worker(w)
+        self.state = "running"
+        self.notifier.ready(f"serving {self.classifier.version}")
+        log.info(
+            "agent %s running: model %s, camera %s, trigger %s",
+            self.config.device_id,
+            self.classifier.version,
+            getattr(self.camera, "name", "?"),
+            self.config.trigger.type,
+        )
+        try:
+            self._loop(max_items, duration)
+        except BaseException:
+            self.actuator.safe()
+            self.state = "failed"
+            raise
+        finally:
+            self._running = False
+            self.notifier.stopping()
+            self.actuator.stop()
+            self._close_inputs()
+            self._queue.put(_STOP)
+            writer.join(timeout=30)
+            self._stop.set()
+            reporter.join(timeout=5)
+            self._stop_workers()
+            if self.state != "failed":
+                self.state = "stopped"
+            self._write_status()
+        if self._fatal is not None:
+            raise self._fatal
+        return self.summary()
+
+    def _close_inputs(self) -> None:
+        for part in (self.trigger, self.camera):
+            try:
+                part.close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing %s failed", type(part).__name__)
+
+    def _start_worker(self, worker: Worker) -> None:
+        def target() -> None:
+            try:
+                worker.start()
+            except Exception:  # noqa: BLE001 - a worker never takes the line down
+                log.exception("worker %s failed", type(worker).__name__)
+
+        t = threading.Thread(target=target, name=f"worker-{type(worker).__name__}", daemon=True)
+        t.start()
+        self._worker_threads.append(t)
+
+    def _stop_workers(self) -> None:
+        for w in self._workers:
+            t = threading.Thread(target=w.stop, daemon=True)
+            t.start()
+            t.join(timeout=5)
+        for t in self._worker_threads:
+            t.join(timeout=5)
+        self._worker_threads.clear()
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _loop(self, max_items: int | None, duration: float | None) -> None:
+        assert self.classifier and self.camera and self.trigger and self.actuator
+        gpio_items = isinstance(self.trigger, GpioTrigger)
+        end = None if duration is None else time.monotonic() + duration
+        item = 0
+        while not self._stop.is_set() and self._fatal is None:
+            self.notifier.watchdog()
+            self._apply_swap()
+            if max_items is not None and item >= max_items:
+                break
+            timeout = 0.5
+            if end is not None:
+                timeout = min(timeout, end - time.monotonic())
+                if timeout <= 0:
+                    break
+            t_trig = self.trigger.wait(timeout)
+            if t_trig is None:
+                continue
+            try:
+                frame = self.camera.read()
+            except EndOfStream:
+                log.info("camera: end of stream")
+                break
+            except CameraError as err:
+                if gpio_items:  # a real item passed: it follows the error policy
+                    item += 1
+                    self._finish(item, t_trig, decide_error(str(err), self.policy), None, None)
+                time.sleep(min(0.1, getattr(self.camera, "retry_in", lambda: 0.0)()))
+                continue
+            t_cap = time.monotonic_ns()
+            item += 1
+            try:
+                scores = self.classifier.classify(frame.image)
+            except Exception as err:  # noqa: BLE001 - unclassifiable: error policy
+                log.warning("item %d: classification failed: %s", item, err)
+                self._finish(
+                    item,
+                    t_trig,
+                    decide_error(str(err), self.policy),
+                    frame,
+                    None,
+                    capture_ms=(t_cap - t_trig) / 1e6,
+                )
+                continue
+            t0 = time.perf_counter_ns()
+            verdict = decide(
+                scores.probs, self.classifier.labels, self.classifier.reject_labels, self.policy
+            )
+            decision_ms = (time.perf_counter_ns() - t0) / 1e6
+            self._finish(
+                item,
+                t_trig,
+                verdict,
+                frame,
+                scores.probs,
+                capture_ms=(t_cap - t_trig) / 1e6,
+                preprocess_ms=scores.preprocess_ms,
+                inference_ms=scores.inference_ms,
+                decision_ms=decision_ms,
+            )
+
+    def _finish(
+        self,
+        item: int,
+        t_trig: int,
+        verdict: Verdict,
+        frame: Any,
+        probs: np.ndarray | None,
+        capture_ms: float | None = None,
+        preprocess_ms: float | None = None,
+        inference_ms: float | None = None,
+        decision_ms: float | None = None,
+    ) -> None:
+        """Actuate (time-critical, first), then hand the record to the journal writer."""
+        assert self.actuator and self.classifier
+        t_dec = time.monotonic_ns()
+        missed = not self.actuator.deadline_ok(t_trig, t_dec)
+        if verdict.rejects and not missed:
+            self.actuator.schedule(t_trig, t_dec)
+        if missed:
+            self.stats.add_miss()
+        latency = {
+            "capture": capture_ms,
+            "preprocess": preprocess_ms,
+            "inference": inference_ms,
+            "decision": decision_ms,
+            "total": (t_dec - t_trig) / 1e6,
+        }
+        self.stats.add_item({k: v for k, v in latency.items() if v is not None})
+        labels = self.classifier.labels
+        truth = getattr(frame, "truth", None)
+        rec = {
+            "ts": time.time(),
+            "item": item,
+            "label": verdict.label,
+            "score": round(verdict.score, 6),
+            "reject_score": None if verdict.error else round(verdict.reject_score, 6),
+            "probs": None
+            if probs is None
+            else {name: round(float(p), 6) for name, p in zip(labels, probs, strict=False)},
+            "decision": verdict.decision,
+            "action": verdict.action,
+            "error": verdict.error,
+            "truth": truth,
+            "model_version": self.classifier.version,
+            "latency_ms": {k: None if v is None else round(v, 4) for k, v in latency.items()},
+            "deadline_missed": missed,
+        }
+        with self._lock:
+            self.counts[verdict.decision] += 1
+            if verdict.error:
+                self.counts["errors"] += 1
+            if truth is not None and verdict.label is not None:
+                self.truth_seen += 1
+                self.truth_correct += int(truth == verdict.label)
+        image = frame.image if frame is not None and self._keep_sample(verdict) else None
+        self._queue.put((rec, image))  # blocks only if the disk is far behind (backpressure)
+
+    def _keep_sample(self, verdict: Verdict) -> bool:
+        sc = self.config.samples
+        if not sc.enabled:
+            return False
+        if verdict.decision == "reject" and sc.rejects:
+            return True
+        if verdict.decision == "review" and sc.reviews:
+            return True
+        return sc.rate > 0 and self._rng.random() < sc.rate
+
+    def _apply_swap(self) -> None:
+        with self._swap_lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            new, done = pending
+            old = self.classifier
+            self.classifier = new
+            done.set()
+            log.info("model swapped: %s → %s", old.version if old else None, new.version)
+
+    # -- background threads ------------------------------------------------------------
+
+    def _writer(self) -> None:
+        """Commit queued decisions (group commit), then report them."""
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while len(batch) < 64:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if batch[-1] is _STOP or _STOP in batch:
+                stop = True
+                batch = [b for b in batch if b is not _STOP]
+            if not batch:
+                continue
+            try:
+                ids = self.journal.record_many(batch)
+            except Exception as err:  # noqa: BLE001 - without a journal the line must stop
+                log.error("journal: cannot record decisions: %s", err)
+                self._fatal = EdgeError(f"journal: cannot record decisions: {err}")
+                self._stop.set()
+                return
+            for (rec, _), rec_id in zip(batch, ids, strict=True):
+                rec["id"] = rec_id
+                self.last_id = rec_id
+                if self.on_decision is not None:
+                    try:
+                        self.on_decision(rec)
+                    except Exception:  # noqa: BLE001
+                        log.exception("on_decision callback failed")
+
+    def _reporter(self) -> None:
+        jc = self.config.journal
+        now = time.monotonic()
+        next_status, next_log, next_prune = now, now + jc.log_every_s, now + jc.prune_every_s
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            if now >= next_status:
+                next_status = now + jc.status_every_s
+                self._write_status()
+            if now >= next_log:
+                next_log = now + jc.log_every_s
+                log.info("%s", self.status_line())
+            if now >= next_prune:
+                next_prune = now + jc.prune_every_s
+                try:
+                    removed = self.journal.prune(jc.max_bytes, jc.max_rows)
+                    if removed["rows"] or removed["samples"]:
+                        log.info("journal pruned: %s", removed)
+                except Exception:  # noqa: BLE001
+                    log.exception("journal prune failed")
+
+    def status_line(self) -> str:
+        lat = self.stats.latency_ms().get("total", {})
+        degraded = " camera DEGRADED" if getattr(self.camera, "degraded", False) else ""
+        return (
+            f"{self.stats.items} items, {self.stats.fps():.1f} fps, "
+            f"{self.counts['reject']} rejects, {self.counts['review']} reviews, "
+            f"{self.stats.deadline_misses} misses, trigger→decision p50 "
+            f"{lat.get('p50', 0):.1f} p99 {lat.get('p99', 0):.1f} ms{degraded}"
+        )
+
+    def _write_status(self) -> None:
+        try:
+            write_json_atomic(status_path(self.config), self.snapshot())
+            self.notifier.status(self.status_line())
+        except Exception:  # noqa: BLE001
+            log.exception("cannot write the status file")
+
+    def summary(self) -> dict[str, Any]:
+        """The end-of-run summary (``edge-agent run`` prints it)."""
+        elapsed = time.monotonic() - self.started
+        with self._lock:
+            counts = dict(self.counts)
+            accuracy = self.truth_correct / self.truth_seen if self.truth_seen else None
+        lat = self.stats.latency_ms()
+        return {
+            "items": self.stats.items,
+            "ok": counts["ok"],
+            "rejects": counts["reject"],
+            "reviews": counts["review"],
+            "errors": counts["errors"],
+            "pulses": self.actuator.pulses if self.actuator else 0,
+            "deadline_misses": self.stats.deadline_misses,
+            "fps": round(self.stats.items / elapsed, 2) if elapsed > 0 else 0.0,
+            "accuracy": None if accuracy is None else round(accuracy, 4),
+            "latency_ms": {k: {q: v[q] for q in ("p50", "p95", "p99")} for k, v in lat.items()},
+            "duration_s": round(elapsed, 2),
+            "model_version": self.classifier.version if self.classifier else None,
+            "journal": str(self.journal.path),
+        }
+
+    def close(self) -> None:
+        self.journal.close()
+        if self.classifier is not None:
+            self.classifier.close()
