@@ -75,11 +75,8 @@ def fill(journal: Journal, n: int, every_sample: int = 0) -> list[str]:
     ids = []
     for i in range(n):
         image = img if every_sample and i % every_sample == 0 else None
-        ids.append(
-            journal.record(
-                {"item": i, "label": "ok", "decision": "ok", "model_version": "v1"}, image=image
-            )
-        )
+        ids.append(journal.record({"item": i, "label": "ok", "decision": "ok",
+                                   "model_version": "v1"}, image=image))
     return ids
 
 
@@ -98,7 +95,7 @@ def test_collector_down_then_up_delivers_everything_once(tmp_path, collector):
     ids = fill(j, 40, every_sample=5)
     w = worker(j, collector)
     with pytest.raises(HostUnavailable):
-        w.sync_once()  # the collector is down
+        w.sync_once()                               # the collector is down
     assert j.counts()["unsent"] == 40 and len(j.unsent_samples(100)) == 8
     collector.start()
     assert w.flush(timeout_s=30)
@@ -116,7 +113,7 @@ def test_resend_after_a_crash_between_post_and_mark_is_not_stored_twice(tmp_path
     j = Journal(tmp_path / "j")
     ids = fill(j, 20)
     w = worker(j, collector)
-    w.client.post_decisions(j.unsent(7))  # posted, then "killed" before mark_sent
+    w.client.post_decisions(j.unsent(7))            # posted, then "killed" before mark_sent
     assert w.flush(timeout_s=30)
     assert sorted(host_ids(collector)) == sorted(ids)
     assert w.duplicates == 7
@@ -130,7 +127,7 @@ def test_a_refused_batch_is_kept_and_oversize_batches_shrink(tmp_path, collector
     with pytest.raises(HostUnavailable) as err:
         SyncWorker(j, bad, batch_size=10).send_decisions()
     assert err.value.status == 401 and j.counts()["unsent"] == 120
-    w = worker(j, collector, batch_size=120)  # the host takes at most 50 per batch
+    w = worker(j, collector, batch_size=120)          # the host takes at most 50 per batch
     for _ in range(50):
         try:
             if not w.sync_once():
@@ -148,13 +145,13 @@ def test_background_worker_rides_out_an_outage(tmp_path, collector):
     try:
         ids = fill(j, 15)
         time.sleep(0.3)
-        assert w.failures >= 1 and w.sent == 0  # host down: retrying, nothing lost
+        assert w.failures >= 1 and w.sent == 0         # host down: retrying, nothing lost
         collector.start()
         ids += fill(j, 15)
         deadline = time.monotonic() + 30
         while len(host_ids(collector)) < 30 and time.monotonic() < deadline:
             time.sleep(0.05)
-        collector.stop()  # away again
+        collector.stop()                                  # away again
         ids += fill(j, 5)
         time.sleep(0.3)
         collector.start()
@@ -194,7 +191,7 @@ def test_sigkill_mid_sync_then_restart_delivers_exactly_once(tmp_path, collector
         deadline = time.monotonic() + 60
         while len(host_ids(collector)) < 30 and time.monotonic() < deadline:
             time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)  # somewhere in the middle of a batch
+        os.kill(proc.pid, signal.SIGKILL)               # somewhere in the middle of a batch
         proc.wait(10)
         partial = len(host_ids(collector))
         assert 0 < partial < 300
@@ -223,30 +220,19 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgectl-test")])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
     cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
     return cert_path, key_path
 
 
