@@ -363,8 +363,31 @@ class SyncWorker:
         self._thread = threading.Thread(target=self._run, name="edge-sync", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float | None = None) -> None:
+    def stop(self, drain_s: float = 3.0) -> None:
+        """Stop the worker; if the host was reachable, send what is left (``drain_s`` at
+        most, so a shutdown never hangs on the network; the rest waits in the journal)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(self.client.timeout + 1.0 if timeout_s is None else timeout_s)
+            self._thread.join(self.client.timeout + 1.0)
             self._thread = None
+        if drain_s > 0 and self.failures == 0:
+            self.flush(timeout_s=drain_s)
+
+
+def attach(agent: Any) -> list[Any]:
+    """Add to ``agent`` the workers its config asks for: sync (``host.url`` set) and
+    model updates (``update.enabled``). Returns them."""
+    cfg = agent.config
+    workers: list[Any] = []
+    if cfg.host.url:
+        client = HostClient.from_config(cfg)
+        workers.append(SyncWorker.from_config(cfg, agent.journal, snapshot=agent.snapshot))
+        if cfg.update.enabled:
+            from edge_agent.update import UpdateWorker
+
+            workers.append(UpdateWorker.from_config(agent, client))
+    elif cfg.update.enabled:
+        raise ConfigError("config: update.enabled: needs host.url")
+    for w in workers:
+        agent.add_worker(w)
+    return workers

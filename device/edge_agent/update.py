@@ -1,0 +1,311 @@
+"""Safe model updates pulled from the host collector.
+
+The worker polls the version this device should run; when it differs from the one
+serving, it downloads the bundle to a temp file, checks its sha256 against the host's
+header, loads it with the configured public key (``load_bundle`` checks every file and
+the signature), replays its test vectors (``Classifier.load``), waits while the update
+lock is held (a file exists, or a GPIO input says "line running"), then switches between
+two items (``Agent.swap_classifier``). During ``health_window_s`` it watches the line;
+if inference starts failing it switches back to the previous model. Every outcome —
+applied, refused (why), rolled back (why) — is reported to the host; a report that
+cannot be sent yet waits in ``updates/state.json`` and goes with the next poll.
+
+The previous model stays loaded until the new one has passed its health window. A
+refused or rolled-back bundle is not tried again unless the host names another one.
+After a restart the agent serves its configured bundle and re-applies the desired one
+from the local cache (no new download) on the first poll.
+
+Pure decisions (``plan``, ``health_verdict``, ``lock_held``) are tested alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_common.errors import EdgeError
+from edge_common.fileio import write_json_atomic
+
+from edge_agent.sync import HostClient, HostUnavailable
+
+log = logging.getLogger(__name__)
+
+UPDATES_DIR = "updates"
+MAX_ERROR_RATE = 0.2
+MIN_ERRORS = 3
+
+
+# -- pure decisions ----------------------------------------------------------------------
+
+
+def plan(current: str | None, desired: dict[str, Any], refused: dict[str, str]) -> str | None:
+    """What to do with the host's answer: ``"update"`` or None (nothing to do).
+
+    Nothing when no model is set, when the desired version is already serving, or when
+    this exact bundle (version and sha256) was refused or rolled back before.
+    """
+    version = desired.get("version")
+    if not version or version == current:
+        return None
+    if refused.get(version) == desired.get("sha256"):
+        return None
+    return "update"
+
+
+def health_verdict(items: int, errors: int, max_error_rate: float = MAX_ERROR_RATE,
+                   min_errors: int = MIN_ERRORS) -> str | None:
+    """None if healthy so far; else why not. ``items``/``errors`` count since the switch."""
+    if errors >= min_errors and errors > max_error_rate * max(items, 1):
+        return f"{errors} inference failures in {items} items after the switch"
+    return None
+
+
+def lock_held(file_exists: bool, pin_active: bool | None) -> bool:
+    """The update lock: a lock file exists, or the lock input is active (line running)."""
+    return file_exists or bool(pin_active)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- I/O ---------------------------------------------------------------------------------
+
+
+class UpdateRefused(EdgeError):
+    """A bundle was refused before it served an item."""
+
+
+@dataclass
+class Outcome:
+    version: str
+    outcome: str  # applied | refused | rolled_back
+    reason: str | None
+    previous_version: str | None
+
+    def report(self) -> dict[str, Any]:
+        return {"id": str(uuid.uuid4()), "ts": time.time(), "version": self.version,
+                "outcome": self.outcome, "reason": self.reason,
+                "previous_version": self.previous_version}
+
+
+class UpdateWorker:
+    """Polls the desired model and switches to it safely (see the module docstring)."""
+
+    def __init__(self, agent: Any, client: HostClient, *, poll_s: float = 60.0,
+                 health_window_s: float = 120.0, lock_file: str | None = None,
+                 lock_input: Any = None, public_keys: list[str] | None = None,
+                 state_dir: str | Path | None = None,
+                 loader: Callable[[str, str | None], Any] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.agent = agent
+        self.client = client
+        self.poll_s = poll_s
+        self.health_window_s = health_window_s
+        self.lock_file = Path(lock_file) if lock_file else None
+        self.lock_input = lock_input
+        self.public_keys: list[str | None] = list(public_keys) if public_keys else [None]
+        self.dir = Path(state_dir) if state_dir else Path(agent.config.journal.dir) / UPDATES_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.loader = loader or self._load_classifier
+        self.rng = rng or random.Random()
+        self.outcomes: list[Outcome] = []
+        self.state = self._read_state()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_config(cls, agent: Any, client: HostClient | None = None) -> UpdateWorker:
+        cfg = agent.config
+        u = cfg.update
+        keys = [u.public_key] if u.public_key else []
+        if u.keys_dir:
+            keys += sorted(str(p) for p in Path(u.keys_dir).glob("*.pem"))
+        if cfg.bundle.public_key and cfg.bundle.public_key not in keys:
+            keys.append(cfg.bundle.public_key)
+        lock_input = None
+        if u.lock_pin is not None:
+            from edge_agent.pins import gpiozero, make_pin_factory
+
+            lock_input = gpiozero().DigitalInputDevice(
+                u.lock_pin, pin_factory=make_pin_factory(cfg.trigger.pin_factory))
+        return cls(agent, client or HostClient.from_config(cfg), poll_s=u.poll_s,
+                   health_window_s=u.health_window_s, lock_file=u.lock_file,
+                   lock_input=lock_input, public_keys=keys)
+
+    # -- state (refused bundles, reports not yet sent) ---------------------------------
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads((self.dir / "state.json").read_text())
+        except (OSError, ValueError):
+            state = {}
+        state.setdefault("refused", {})
+        state.setdefault("pending_reports", [])
+        return state
+
+    def _save_state(self) -> None:
+        write_json_atomic(self.dir / "state.json", self.state)
+
+    def _record(self, outcome: Outcome, sha: str | None = None) -> None:
+        self.outcomes.append(outcome)
+        if outcome.outcome != "applied" and sha:
+            self.state["refused"][outcome.version] = sha
+        self.state["pending_reports"].append(outcome.report())
+        self._save_state()
+        level = logging.INFO if outcome.outcome == "applied" else logging.WARNING
+        log.log(level, "update %s: %s%s", outcome.version, outcome.outcome,
+                f" ({outcome.reason})" if outcome.reason else "")
+        self._send_reports()
+
+    def _send_reports(self) -> None:
+        pending = self.state["pending_reports"]
+        while pending:
+            try:
+                self.client.report_update(pending[0])
+            except HostUnavailable as err:
+                log.info("update report waits for the host: %s", err)
+                return
+            pending.pop(0)
+            self._save_state()
+
+    # -- one poll ----------------------------------------------------------------------
+
+    def lock_held(self) -> bool:
+        pin = None if self.lock_input is None else bool(self.lock_input.is_active)
+        return lock_held(self.lock_file is not None and self.lock_file.exists(), pin)
+
+    def check_once(self) -> Outcome | None:
+        """Poll, and update if needed; return the outcome (None: nothing to do or deferred)."""
+        self._send_reports()
+        desired = self.client.desired()
+        current = self.agent.classifier.version if self.agent.classifier else None
+        if plan(current, desired, self.state["refused"]) is None:
+            return None
+        version, sha = str(desired["version"]), str(desired.get("sha256") or "")
+        try:
+            tar = self._fetch(version, sha)
+            new = self._verify(tar)
+        except UpdateRefused as err:
+            outcome = Outcome(version, "refused", str(err), current)
+            self._record(outcome, sha)
+            return outcome
+        if self.lock_held():
+            log.info("update %s verified; waiting for the update lock", version)
+            while self.lock_held():
+                if self._stop.wait(0.2):
+                    new.close()
+                    return None
+        return self._switch(new, version, sha, current)
+
+    def _fetch(self, version: str, sha: str) -> Path:
+        """The bundle tar in the local cache (downloaded if needed), sha256-checked."""
+        cached = self.dir / f"{sha}.tar"
+        if sha and cached.is_file() and sha256_of(cached) == sha:
+            return cached
+        part = self.dir / f".download-{uuid.uuid4().hex}.part"
+        try:
+            got_version, header_sha = self.client.download_bundle(part)
+            actual = sha256_of(part)
+            if not header_sha or actual != header_sha or (sha and actual != sha):
+                raise UpdateRefused(f"sha256 mismatch: got {actual[:12]}, host says "
+                                    f"{(header_sha or sha)[:12]}")
+            if got_version and got_version != version:
+                raise UpdateRefused(f"host sent version {got_version}, expected {version}")
+            final = self.dir / f"{actual}.tar"
+            part.replace(final)
+            return final
+        finally:
+            part.unlink(missing_ok=True)
+
+    def _verify(self, tar: Path) -> Any:
+        """Load with each trusted key in turn (checksums, signature, test vectors)."""
+        errors = []
+        for key in self.public_keys:
+            try:
+                return self.loader(str(tar), key)
+            except EdgeError as err:
+                errors.append(str(err))
+        tar.unlink(missing_ok=True)  # never keep a bundle that failed verification
+        raise UpdateRefused("; ".join(dict.fromkeys(errors)))
+
+    def _load_classifier(self, path: str, public_key: str | None) -> Any:
+        from edge_agent.classifier import Classifier
+
+        rt = self.agent.config.runtime
+        return Classifier.load(path, public_key, rt.type, rt.precision, rt.threads)
+
+    def _counts(self) -> tuple[int, int]:
+        c = dict(self.agent.counts)
+        return c.get("ok", 0) + c.get("reject", 0) + c.get("review", 0), c.get("errors", 0)
+
+    def _switch(self, new: Any, version: str, sha: str, current: str | None) -> Outcome:
+        old = self.agent.classifier
+        items0, errors0 = self._counts()
+        done = self.agent.swap_classifier(new)
+        while not done.wait(0.2):
+            if self._stop.is_set():
+                break
+        reason = None
+        deadline = time.monotonic() + self.health_window_s
+        while reason is None and time.monotonic() < deadline and not self._stop.is_set():
+            self._stop.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+            items, errors = self._counts()
+            reason = health_verdict(items - items0, errors - errors0)
+        if reason is not None and old is not None:
+            back = self.agent.swap_classifier(old)
+            back.wait(5.0)
+            new.close()
+            outcome = Outcome(version, "rolled_back", reason, current)
+            self._record(outcome, sha)
+            return outcome
+        if old is not None and old is not new:
+            old.close()
+        outcome = Outcome(version, "applied", None, current)
+        self._record(outcome)
+        return outcome
+
+    # -- the worker ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self.check_once()
+                failures = 0
+                wait = self.poll_s
+            except HostUnavailable as err:
+                failures += 1
+                wait = min(self.poll_s, 2.0 ** min(failures, 8)) * (0.5 + 0.5 * self.rng.random())
+                log.info("update: host unavailable (%s); next poll in %.1fs", err, wait)
+            except Exception:  # a failed update must never take the line down
+                log.exception("update: unexpected error")
+                wait = self.poll_s
+            self._stop.wait(wait)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="edge-update", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.client.timeout + 2.0)
+            self._thread = None
+        if self.lock_input is not None:
+            self.lock_input.close()

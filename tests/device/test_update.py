@@ -1,0 +1,241 @@
+"""Model updates: a running agent pulls its desired bundle from a real collector on
+127.0.0.1, refuses anything tampered with (keeps serving, reports why), switches to a
+good one between two items, rolls back when the new model fails, and honours the lock."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from devicekit import make_bundle, write_config
+from edge_agent.config import load_config
+from edge_agent.journal import Journal
+from edge_agent.service import Agent
+from edge_agent.sync import HostClient
+from edge_agent.update import UpdateWorker, health_verdict, lock_held, plan
+from edge_common.bundle import generate_keypair, sha256_file, sign_manifest, write_manifest
+from edgectl.collector.client import AdminClient
+from edgectl.collector.server import LocalCollector
+
+DEVICE = "test-device"
+
+
+# -- pure --------------------------------------------------------------------------------
+
+
+def test_plan():
+    d = {"version": "v2", "sha256": "abc"}
+    assert plan("v1", d, {}) == "update"
+    assert plan("v2", d, {}) is None
+    assert plan("v1", {"version": None}, {}) is None
+    assert plan("v1", d, {"v2": "abc"}) is None          # refused before: not again
+    assert plan("v1", d, {"v2": "other"}) == "update"   # a different bundle: try it
+
+
+def test_health_verdict():
+    assert health_verdict(0, 0) is None
+    assert health_verdict(100, 2) is None
+    assert health_verdict(100, 10) is None
+    assert "failures" in health_verdict(10, 5)
+    assert "failures" in health_verdict(0, 3)
+
+
+def test_lock_held():
+    assert lock_held(False, None) is False
+    assert lock_held(True, None) is True
+    assert lock_held(False, True) is True
+    assert lock_held(False, False) is False
+
+
+# -- with a running agent ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    v1 = make_bundle(root / "v1", version="test-1")
+    v2 = make_bundle(root / "v2", version="test-2")
+    return v1, v2
+
+
+@pytest.fixture
+def line(tmp_path, bundles):
+    """A collector with this device registered, and the agent running bundle test-1."""
+    c = LocalCollector(tmp_path / "host").start()
+    token = c.add_device(DEVICE)
+    (tmp_path / "token").write_text(token)
+    cfg_path = write_config(tmp_path / "agent.yaml", bundles[0],
+                            trigger={"type": "interval", "rate_hz": 200, "pin_factory": "mock"},
+                            host={"url": c.url, "token_file": str(tmp_path / "token")},
+                            update={"enabled": True, "health_window_s": 0.5, "poll_s": 1})
+    agent = Agent(load_config(cfg_path))
+    agent.open()
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(agent.run(duration=60)), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 20
+    while agent.stats.items < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    admin = AdminClient(c.url, c.admin_token)
+    yield agent, c, admin, tmp_path
+    agent.stop()
+    t.join(30)
+    agent.close()
+    c.close()
+
+
+def worker(agent, c, **kw) -> UpdateWorker:
+    client = HostClient(c.url, DEVICE, (Path(agent.config.journal.dir).parent / "token")
+                        .read_text(), timeout_s=10)
+    return UpdateWorker(agent, client, poll_s=1, health_window_s=0.5, **kw)
+
+
+def journal_items(agent) -> list[dict]:
+    j = Journal(agent.config.journal.dir)
+    try:
+        return [j.get(i) for i in j.ids()]
+    finally:
+        j.close()
+
+
+def reports(c) -> list[dict]:
+    return c.store.update_reports(DEVICE)
+
+
+def test_good_bundle_is_switched_to_without_losing_an_item(line, bundles):
+    agent, c, admin, _ = line
+    assert admin.upload_bundle(bundles[1])["version"] == "test-2"
+    admin.set_desired("device", DEVICE, "test-2")
+    w = worker(agent, c)
+    out = w.check_once()
+    assert out.outcome == "applied", out
+    assert agent.classifier.version == "test-2"
+    after = agent.stats.items + 20
+    deadline = time.monotonic() + 10
+    while agent.stats.items < after and time.monotonic() < deadline:
+        time.sleep(0.02)
+    agent.stop()
+    time.sleep(0.5)
+    recs = journal_items(agent)
+    items = [r["item"] for r in recs]
+    assert items == list(range(1, len(items) + 1))       # every item, in order, once
+    versions = [r["model_version"] for r in recs]
+    switch = versions.index("test-2")
+    assert set(versions[:switch]) == {"test-1"} and set(versions[switch:]) == {"test-2"}
+    assert (reports(c)[0]["outcome"], reports(c)[0]["version"]) == ("applied", "test-2")
+    assert w.check_once() is None                            # already serving it
+
+
+def test_tampered_bundle_on_the_host_is_refused_and_the_old_model_keeps_serving(line, bundles):
+    agent, c, admin, _ = line
+    up = admin.upload_bundle(bundles[1])
+    stored = c.data_dir / "bundles" / f"{up['sha256']}.tar"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF                              # one flipped byte on disk
+    stored.write_bytes(bytes(data))
+    admin.set_desired("device", DEVICE, "test-2")
+    w = worker(agent, c)
+    items_before = agent.stats.items
+    out = w.check_once()
+    assert out.outcome == "refused" and "sha256" in out.reason
+    assert agent.classifier.version == "test-1"
+    deadline = time.monotonic() + 10
+    while agent.stats.items < items_before + 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert agent.stats.items >= items_before + 10            # still inspecting
+    (rep,) = reports(c)
+    assert (rep["outcome"], rep["version"], rep["previous_version"]) == (
+        "refused", "test-2", "test-1")
+    assert w.check_once() is None                             # not retried
+    assert list(w.dir.glob("*.tar")) == []                    # nothing bad kept
+    row = admin.status()[0]
+    assert row["health"] in ("degraded", "stale")
+
+
+def _retamper_manifest(root: Path, mutate) -> None:
+    manifest = json.loads((root / "manifest.json").read_text())
+    mutate(root, manifest)
+    write_manifest(root, manifest)
+
+
+def test_wrong_signature_and_bad_test_vectors_are_refused(line, bundles, tmp_path):
+    agent, c, admin, _ = line
+    priv, pub = generate_keypair()
+    other_priv, _ = generate_keypair()
+    (tmp_path / "pub.pem").write_bytes(pub)
+    forged = make_bundle(tmp_path / "forged", version="test-3")
+    sign_manifest(forged, other_priv)
+    admin.upload_bundle(forged)
+    admin.set_desired("device", DEVICE, "test-3")
+    w = worker(agent, c, public_keys=[str(tmp_path / "pub.pem")])
+    out = w.check_once()
+    assert out.outcome == "refused" and "signature" in out.reason.lower()
+    assert agent.classifier.version == "test-1"
+
+    def wrong_vectors(root: Path, m: dict) -> None:
+        tv = root / "test_vectors.npz"
+        with np.load(tv) as z:
+            data = {k: z[k] for k in z.files}
+        data["expected/model.fp32.onnx"] = data["expected/model.fp32.onnx"][:, ::-1].copy()
+        np.savez(tv, **data)
+        m["test_vectors"].update(sha256=sha256_file(tv), bytes=tv.stat().st_size)
+
+    bad = make_bundle(tmp_path / "bad", version="test-4")
+    _retamper_manifest(bad, wrong_vectors)
+    sign_manifest(bad, priv)                                  # signed, but does not compute
+    admin.upload_bundle(bad)
+    admin.set_desired("device", DEVICE, "test-4")
+    out = w.check_once()
+    assert out.outcome == "refused" and "test vectors" in out.reason
+    assert agent.classifier.version == "test-1"
+    assert [r["outcome"] for r in reports(c)] == ["refused", "refused"]
+
+
+class _Failing:
+    """A loaded classifier whose inference fails on the line (not in its self-test)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.version = inner, inner.version
+        self.labels, self.reject_labels = inner.labels, inner.reject_labels
+
+    def classify(self, image):
+        raise RuntimeError("accelerator fault")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_unhealthy_model_is_rolled_back(line, bundles):
+    agent, c, admin, _ = line
+    admin.upload_bundle(bundles[1])
+    admin.set_desired("device", DEVICE, "test-2")
+    w = worker(agent, c)
+    w.loader = lambda path, key: _Failing(w._load_classifier(path, key))
+    out = w.check_once()
+    assert out.outcome == "rolled_back" and "inference failures" in out.reason
+    assert agent.classifier.version == "test-1"
+    errors = agent.counts["errors"]
+    time.sleep(0.3)
+    assert agent.counts["errors"] == errors                   # healthy again
+    assert reports(c)[0]["outcome"] == "rolled_back"
+
+
+def test_update_waits_for_the_lock(line, bundles, tmp_path):
+    agent, c, admin, _ = line
+    admin.upload_bundle(bundles[1])
+    admin.set_desired("device", DEVICE, "test-2")
+    lock = tmp_path / "line-running"
+    lock.touch()
+    w = worker(agent, c, lock_file=str(lock))
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(w.check_once()), daemon=True)
+    t.start()
+    time.sleep(1.0)
+    assert agent.classifier.version == "test-1" and not result   # deferred
+    lock.unlink()
+    t.join(20)
+    assert result[0].outcome == "applied" and agent.classifier.version == "test-2"
