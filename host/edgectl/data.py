@@ -102,6 +102,8 @@ class DataConfig:
             )
         if kind == "synthetic" and path:
             raise DataError(f"the synthetic set takes no folder: {spec!r}")
+        if path:  # absolute, so a checkpoint's data config works from any folder
+            path = str(Path(path).expanduser().resolve())
         return cls(
             kind,
             path or None,
@@ -424,3 +426,59 @@ def class_counts(ds: FrameDataset, labels: Sequence[str]) -> dict[str, int]:
     """Images per class label."""
     counts = np.bincount(np.asarray(ds.targets, dtype=np.int64), minlength=len(labels))
     return {lb: int(counts[i]) for i, lb in enumerate(labels)}
+
+
+def export_image_folder(
+    cfg: DataConfig,
+    out: str | Path,
+    split: str = "test",
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, dict[str, int]]:
+    """Write a split as PNGs in class folders (``out/<class>/NNNNNN.png``).
+
+    ``split="all"`` writes ``out/train/<class>`` and ``out/test/<class>``: the layout
+    ``folder:DIR`` reads back. Everything is written to a temp folder beside ``out``
+    and renamed into place at the end, so a failure leaves no half-written folder.
+    Returns ``{split: {label: count}}``.
+    """
+    import shutil
+    import tempfile
+
+    from tqdm.auto import tqdm
+
+    if split not in ("train", "test", "all"):
+        raise DataError(f"split must be train, test or all, got {split!r}")
+    if limit is not None and limit <= 0:
+        raise DataError(f"limit must be a positive integer, got {limit}")
+    target = Path(out)
+    if target.exists() and not (target.is_dir() and not any(target.iterdir())) and not overwrite:
+        raise DataError(f"{target} already exists and is not empty (use --overwrite)")
+    train, test, labels, _, _ = _SOURCES[cfg.kind](cfg)
+    parts = {"train": train, "test": test}
+    chosen = ["train", "test"] if split == "all" else [split]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    counts: dict[str, dict[str, int]] = {}
+    try:
+        for name in chosen:
+            frames = parts[name]
+            base = tmp / name if split == "all" else tmp
+            n = len(frames) if limit is None else min(limit, len(frames))
+            counts[name] = {lb: 0 for lb in labels}
+            for lb in labels:
+                (base / lb).mkdir(parents=True, exist_ok=True)
+            for i in tqdm(
+                range(n), desc=f"export {name}", unit="img", disable=not progress, leave=False
+            ):
+                img, label = frames[i]
+                Image.fromarray(img).save(base / labels[label] / f"{i:06d}.png")
+                counts[name][labels[label]] += 1
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return counts
