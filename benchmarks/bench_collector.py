@@ -76,11 +76,14 @@ async def device(client: httpx.AsyncClient, url: str, name: str, token: str, arg
                 ok = r.status_code == 200
                 if ok and kind == "decisions":
                     stats["accepted"] += r.json()["accepted"]
-            except httpx.HTTPError:
-                ok = False
+                why = f"HTTP {r.status_code}"
+            except httpx.HTTPError as err:
+                ok, why = False, type(err).__name__
             stats["latency_ms"].append((time.perf_counter() - t0) * 1000)
             stats["requests"] += 1
-            stats["errors"] += 0 if ok else 1
+            if not ok:
+                stats["errors"] += 1
+                stats["error_kinds"][why] = stats["error_kinds"].get(why, 0) + 1
         await asyncio.sleep(max(0.0, args.interval - (time.monotonic() - t_round)))
 
 
@@ -100,7 +103,8 @@ async def run(args) -> dict:
                     r = await client.post(f"{url}/devices", json={"name": name}, headers=admin)
                     r.raise_for_status()
                     tokens[name] = r.json()["token"]
-                stats = {"requests": 0, "errors": 0, "accepted": 0, "latency_ms": []}
+                stats = {"requests": 0, "errors": 0, "accepted": 0, "latency_ms": [],
+                         "error_kinds": {}}
                 t0 = time.monotonic()
                 end = t0 + args.duration
                 await asyncio.gather(*(device(client, url, n, t, args, stats, end)
@@ -115,6 +119,7 @@ async def run(args) -> dict:
     return {
         "devices": args.devices, "duration_s": round(elapsed, 1), "batch": args.batch,
         "interval_s": args.interval, "requests": stats["requests"], "errors": stats["errors"],
+        "error_kinds": stats["error_kinds"],
         "records_accepted": stats["accepted"], "records_stored": stored,
         "records_per_s": round(stats["accepted"] / elapsed, 1),
         "requests_per_s": round(stats["requests"] / elapsed, 1),
