@@ -239,6 +239,25 @@ def current_sparsity(
     return 1.0 - count_params(model) / original_params
 
 
+def check_start(
+    model: nn.Module,
+    method: str,
+    target: float,
+    original_params: int | None = None,
+    exclude_classifier: bool = True,
+) -> float:
+    """The model's current sparsity; a ConfigError when ``target`` is not above it."""
+    start = current_sparsity(
+        model, method, original_params or count_params(model), exclude_classifier
+    )
+    if target <= start + 1e-6:
+        raise ConfigError(
+            f"the model is already at {start:.3f} {method} sparsity; ask for more than that "
+            f"(got --sparsity {target})"
+        )
+    return start
+
+
 def lineage(meta: dict[str, Any] | None, model: nn.Module) -> tuple[int, int]:
     """``(original params, original conv channels)``: a pruned parent's meta, else the model."""
     p = (meta or {}).get("pruning") or {}
@@ -278,12 +297,7 @@ def prune_model(
     check_request(method, regime, target, step)
     original_params = original_params or count_params(model)
     original_channels = original_channels or count_channels(model)
-    start = current_sparsity(model, method, original_params, exclude_classifier)
-    if target <= start + 1e-6:
-        raise ConfigError(
-            f"the model is already at {start:.3f} {method} sparsity; ask for more than that "
-            f"(got --sparsity {target})"
-        )
+    start = check_start(model, method, target, original_params, exclude_classifier)
     targets = schedule(regime, target, step, start)
     params_before, macs_before = count_params(model), count_macs(model, img_size)
     steps: list[dict[str, Any]] = []

@@ -1,5 +1,211 @@
-"""`edgectl prune` (issue 3) — placeholder until its issue lands."""
+"""`edgectl prune`: prune a checkpoint, fine-tune, evaluate before/after, measure the speed-up."""
 
-from edgectl.cli._unfinished import unfinished
+from __future__ import annotations
 
-prune = unfinished("prune", 3, "Prune a checkpoint.")
+import contextlib
+import copy
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgectl.cli.options import data_options, echo_json, json_option, threads_option
+
+_DATA_PARAMS = ("data_spec", "train_size", "test_size", "img_size", "seed", "download")
+
+
+def _data_config(ctx: click.Context, meta: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+    """The checkpoint's own data config (``meta["data"]``), given data options on top.
+
+    Same rule as ``edgectl eval``: an option counts only when typed on the command line.
+    """
+    from edgectl.cli.options import data_config_from
+    from edgectl.data import DataConfig
+
+    given = {
+        k for k in _DATA_PARAMS
+        if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)
+    }
+    if "data" not in meta:
+        return data_config_from(kwargs)
+    base = DataConfig.from_dict(meta["data"])
+    if "data_spec" in given:
+        new = DataConfig.from_spec(kwargs["data_spec"], img_size=base.img_size, seed=base.seed)
+        if new.kind != base.kind or new.path != base.path:
+            base = new
+    changes = {k: kwargs[k] for k in _DATA_PARAMS[1:] if k in given}
+    for k in _DATA_PARAMS:
+        kwargs.pop(k, None)
+    return base.replace(**changes) if changes else base
+
+
+def _fine_tuner(datasets: Any, epochs: int, lr: float | None, seed: int, progress: bool) -> Any:
+    """``prune_model``'s hook: ``epochs`` of fine-tuning with the masks kept; test accuracy."""
+    from edgectl.training import accuracy, fine_tune
+
+    def run(model: Any, after_step: Any) -> float:
+        if epochs > 0:
+            hook = (lambda _m: after_step()) if after_step is not None else None
+            extra = {"lr": lr} if lr else {}
+            hist = fine_tune(model, datasets, epochs=epochs, seed=seed, progress=progress,
+                             after_step=hook, **extra)
+            last = (hist.get("epochs") or [{}])[-1]
+            if last.get("test_accuracy") is not None:
+                return float(last["test_accuracy"])
+        return float(accuracy(model.eval(), datasets.test))
+
+    return run
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path())
+@click.option("--method", required=True, metavar="unstructured|structured",
+              help="unstructured: global L1 on weights; structured: L2 channel removal.")
+@click.option("--regime", default="oneshot", show_default=True,
+              metavar="oneshot|iterative|gradual", help="How to reach the target.")
+@click.option("--sparsity", type=float, required=True, metavar="F",
+              help="Target in (0, 1), against the original model: unstructured = fraction of "
+                   "prunable weights that are zero; structured = fraction of params removed.")
+@click.option("--step", type=float, default=0.1, show_default=True, metavar="F",
+              help="Iterative/gradual: step size (gradual takes as many steps).")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Fine-tune epochs after each pruning step (one-shot: after the one step).")
+@click.option("--lr", type=float, default=None, help="Fine-tune learning rate (default 2e-4).")
+@click.option("--round-to", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Structured: keep channel counts multiples of N (0 = off).")
+@click.option("--global-channels/--uniform-channels", default=False, show_default=True,
+              help="Structured: rank channels across layers, or prune each layer alike.")
+@click.option("--exclude-classifier/--include-classifier", default=True, show_default=True,
+              help="Unstructured: leave the final Linear dense (structured never shrinks it).")
+@data_options
+@threads_option
+@click.option("--latency-runs", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Timed runs per latency measurement.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run folder for the pruned checkpoint and prune.json.")
+@json_option
+@click.pass_context
+def prune(
+    ctx: click.Context,
+    model: str,
+    method: str,
+    regime: str,
+    sparsity: float,
+    step: float,
+    finetune_epochs: int,
+    lr: float | None,
+    round_to: int,
+    global_channels: bool,
+    exclude_classifier: bool,
+    threads: int,
+    latency_runs: int,
+    out: str,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """Prune the checkpoint MODEL to --sparsity, fine-tune, and compare before/after.
+
+    Prints the eval metrics before and after, every step (target, reached sparsity,
+    accuracy after fine-tune) and the measured latency of the dense and pruned models
+    (ONNX Runtime FP32 and PyTorch eager, batch 1). Data options default to the
+    checkpoint's own data config.
+
+    \b
+    Examples:
+      edgectl prune runs/baseline --method structured --sparsity 0.5 --out runs/s50
+      edgectl prune runs/baseline --method unstructured --regime iterative \\
+          --sparsity 0.7 --step 0.1 --finetune-epochs 1 --out runs/u70 --json
+    """
+    from edge_common.errors import DataError
+
+    from edgectl import pruning
+    from edgectl.checkpoint import load_checkpoint, resolve, save_checkpoint
+    from edgectl.data import load_datasets
+    from edgectl.evaluation import evaluate
+
+    pruning.check_request(method, regime, sparsity, step)  # before any loading
+    net, meta = load_checkpoint(model)
+    orig_params, orig_channels = pruning.lineage(meta, net)
+    pruning.check_start(net, method, sparsity, orig_params, exclude_classifier)
+    cfg = _data_config(ctx, meta, kwargs)
+    ds = load_datasets(cfg, augment=True)
+    if meta.get("labels") and list(meta["labels"]) != list(ds.labels):
+        raise DataError(
+            f"{model} was trained on labels {meta['labels']}, but {cfg.spec} has {list(ds.labels)}"
+        )
+    parent = resolve(model)
+    img = ds.input_spec.size
+    before = evaluate(net, ds, threads=threads, checkpoint_path=parent, latency_runs=latency_runs)
+    dense = copy.deepcopy(net)
+    # Progress (tqdm bars, and fine-tune's per-epoch lines) goes to stderr: stdout is the result.
+    with contextlib.redirect_stdout(sys.stderr):
+        pruned, report = pruning.prune_model(
+            net, method, regime, sparsity, step=step, img_size=img, round_to=round_to or None,
+            exclude_classifier=exclude_classifier, global_pruning=global_channels,
+            original_params=orig_params, original_channels=orig_channels,
+            fine_tune=_fine_tuner(ds, finetune_epochs, lr, cfg.seed, progress=True),
+            progress=True,
+        )
+    report.update(finetune_epochs=finetune_epochs, parent=str(parent))
+    new_meta = {
+        **meta,
+        "pruning": report,
+        "data": cfg.to_dict(),
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    new_meta.pop("code_version", None)  # save_checkpoint stamps this run's version
+    ckpt = save_checkpoint(pruned, new_meta, Path(out))
+    after = evaluate(pruned, ds, threads=threads, checkpoint_path=ckpt, latency_runs=latency_runs)
+    speed = pruning.measure_speed(dense, pruned, img, method, threads=threads, runs=latency_runs,
+                                  min_time_s=min(0.5, 0.01 * latency_runs))
+    new_meta["metrics"] = after
+    save_checkpoint(pruned, new_meta, ckpt)
+    result = {
+        "checkpoint": str(ckpt),
+        "before": before,
+        "after": after,
+        "steps": report["steps"],
+        "pruning": {k: v for k, v in report.items() if k != "steps"},
+        "speed": speed,
+    }
+    from edge_common.fileio import write_json_atomic
+
+    write_json_atomic(ckpt.parent / "prune.json", result)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(format_summary(result))
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    """Before/after table, steps and the speed verdict, for people."""
+    b, a, p, sp = result["before"], result["after"], result["pruning"], result["speed"]
+    what = ("of prunable weights zero" if p["method"] == "unstructured"
+            else "of parameters removed")
+    lines = [
+        f"{p['method']} {p['regime']}: target {p['target']:.2f}, reached {p['actual']:.4f} "
+        f"({what}); channels removed {p['channel_ratio']:.1%}, MACs −{p['macs_reduction']:.1%}",
+        "",
+        f"{'':8} {'accuracy':>9} {'params':>10} {'nonzero':>10} {'MMACs':>8} {'size KB':>9}",
+    ]
+    for name, ev in (("before", b), ("after", a)):
+        lines.append(
+            f"{name:8} {ev['accuracy']:>9.2%} {ev['params']:>10,} {ev['nonzero']:>10,} "
+            f"{ev.get('macs', 0) / 1e6:>8.1f} {ev.get('size_bytes', 0) / 1024:>9.0f}"
+        )
+    lines += ["", "steps:"]
+    for i, s in enumerate(result["steps"], 1):
+        acc = "—" if s["accuracy"] is None else f"{s['accuracy']:.2%}"
+        lines.append(f"  {i:2}. target {s['target']:.3f}  reached {s['actual']:.4f}  acc {acc}")
+    lines += ["", f"latency (batch 1, {sp['threads']} thread(s), p50):"]
+    for rt in ("onnxruntime_fp32", "pytorch_eager"):
+        r = sp[rt]
+        lines.append(f"  {rt:17} dense {r['dense_ms']:7.3f} ms  pruned {r['pruned_ms']:7.3f} ms  "
+                     f"×{r['ratio']:.2f}")
+    sz = sp["size"]
+    lines.append(f"  ONNX gzip size: dense {sz['dense']['onnx_gzip_bytes'] / 1024:.0f} KB, "
+                 f"pruned {sz['pruned']['onnx_gzip_bytes'] / 1024:.0f} KB")
+    lines += [f"  {sp['note']}", "", f"saved {result['checkpoint']}"]
+    return "\n".join(lines)
