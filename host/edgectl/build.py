@@ -141,7 +141,7 @@ def baseline_key(cfg: BuildConfig) -> str:
 
 def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[str, Any], str]:
     """``(model, meta, source)``: from --from, the cache, or trained now (and cached)."""
-    from edgectl.checkpoint import load_checkpoint, save_checkpoint
+    from edgectl.checkpoint import load_checkpoint
 
     if cfg.from_model is not None:
         model, meta = load_checkpoint(cfg.from_model)
@@ -162,25 +162,16 @@ def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[st
             return model, meta, f"cache {cached.parent}"
         except ModelError as err:
             echo(f"  cached baseline unusable ({err}); retraining")
-    from edgectl.model import ARCH, build_model
-    from edgectl.training import train
+    from edgectl.baseline import train_baseline
 
     ts = cfg.train_settings()
     echo(f"  training MobileNetV2 (width {cfg.width_mult}) for {ts['epochs']} epochs")
-    model = build_model(len(datasets.labels), weights=cfg.weights, width_mult=cfg.width_mult)
-    t0 = time.perf_counter()
-    history = train(model, datasets, epochs=ts["epochs"], batch_size=ts["batch_size"],
-                    lr=ts["lr"], seed=ts["seed"], progress=cfg.progress)
-    meta = {
-        "arch": ARCH, "num_classes": len(datasets.labels), "labels": list(datasets.labels),
-        "reject_labels": list(datasets.reject_labels), "input": datasets.input_spec.to_dict(),
-        "data": cfg.data.to_dict(), "train": {**ts, "history": history,
-                                              "seconds": time.perf_counter() - t0},
-        "width_mult": cfg.width_mult, "created": _now(),
-    }
-    if cfg.cache:
-        save_checkpoint(model, meta, cached)
-    return model, meta, "trained"
+    target = cached if cfg.cache else cfg.out / "baseline" / "model.pt"
+    res = train_baseline(cfg.data, target, epochs=ts["epochs"], batch_size=ts["batch_size"],
+                         lr=ts["lr"], weights=cfg.weights, width_mult=cfg.width_mult,
+                         progress=cfg.progress)
+    model, meta = load_checkpoint(res["checkpoint"])
+    return model, meta, "trained" + (f", cached in {cached.parent}" if cfg.cache else "")
 
 
 # --------------------------------------------------------------------------- helpers

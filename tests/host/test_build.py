@@ -1,0 +1,191 @@
+"""`edgectl build` on tiny settings: a bundle that verifies, the JSON keys, the accuracy gate,
+the baseline cache. Real torch, real exports, real ONNX Runtime; seconds, not minutes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from edge_common import bundle as B
+from edgectl.cli import main
+
+TINY_ARGS = [
+    "--img-size",
+    "32",
+    "--train-size",
+    "48",
+    "--test-size",
+    "24",
+    "--batch-size",
+    "16",
+    "--calib-size",
+    "8",
+    "--latency-runs",
+    "3",
+    "--width-mult",
+    "0.25",
+]
+
+
+def _build(cli_runner, tmp_path: Path, *args: str):
+    env = {"EDGECTL_CACHE": str(tmp_path / "cache")}
+    return cli_runner.invoke(main, ["build", *TINY_ARGS, *args], env=env)
+
+
+@pytest.fixture(scope="module")
+def built(tiny_checkpoint, tmp_path_factory):
+    """One pruned, quantized, signed build from the shared tiny checkpoint."""
+    from click.testing import CliRunner
+
+    tmp = tmp_path_factory.mktemp("build")
+    priv, pub = B.generate_keypair()
+    (tmp / "k.key").write_bytes(priv)
+    (tmp / "k.pub").write_bytes(pub)
+    res = _build(
+        CliRunner(),
+        tmp,
+        "--from",
+        str(tiny_checkpoint),
+        "--prune",
+        "unstructured",
+        "--sparsity",
+        "0.5",
+        "--finetune-epochs",
+        "1",
+        "--formats",
+        "onnx",
+        "--min-accuracy",
+        "0",
+        "--key",
+        str(tmp / "k.key"),
+        "--out",
+        str(tmp / "out"),
+        "--json",
+    )
+    assert res.exit_code == 0, res.output
+    return tmp, json.loads(res.stdout)
+
+
+def test_build_writes_a_bundle_that_verifies(built):
+    tmp, summary = built
+    out = tmp / "out"
+    assert Path(summary["bundle"]) == out / "bundle"
+    b = B.load_bundle(out / "bundle", public_key=tmp / "k.pub")
+    assert b.signed and b.deployable and b.min_accuracy == 0.0
+    assert {(a.format, a.precision) for a in b.artifacts} == {("onnx", "fp32"), ("onnx", "int8")}
+    assert all(r["status"] == "ok" for r in B.replay_test_vectors(b))
+    tb = B.load_bundle(out / "bundle.tar", public_key=tmp / "k.pub")
+    assert tb.version == b.version
+    tb.close()
+    # what the board reads: labels and preprocessing come from the data
+    assert b.labels[0] == "ok" and b.input_spec.size == 32
+    assert b.manifest["provenance"]["config"]["prune"] == "unstructured"
+
+
+def test_build_json_keys(built):
+    _, s = built
+    assert {"bundle", "baseline", "model", "artifacts"} <= set(s)
+    for ev in (s["baseline"], s["model"]):
+        assert {
+            "accuracy",
+            "params",
+            "nonzero",
+            "sparsity",
+            "size_bytes",
+            "macs",
+            "latency_ms",
+        } <= set(ev)
+    assert s["baseline"]["nonzero"] > s["model"]["nonzero"]
+    assert abs(s["pruning"]["actual"] - 0.5) <= 0.01
+    for a in s["artifacts"]:
+        assert {
+            "format",
+            "precision",
+            "path",
+            "bytes",
+            "sha256",
+            "accuracy",
+            "latency_ms",
+            "max_abs_diff",
+        } <= set(a)
+        assert Path(a["path"]).stat().st_size == a["bytes"]
+        assert B.sha256_file(a["path"]) == a["sha256"]
+        assert 0.0 <= a["accuracy"] <= 1.0 and a["latency_ms"] > 0
+    fp32 = next(a for a in s["artifacts"] if a["precision"] == "fp32")
+    assert fp32["max_abs_diff"] < 1e-3
+
+
+def test_below_min_accuracy_refuses_and_cache_is_reused(cli_runner, tmp_path):
+    """An untrained baseline (0 epochs) cannot reach 100%: refused, nothing deployable."""
+    args = [
+        "--epochs",
+        "0",
+        "--prune",
+        "none",
+        "--finetune-epochs",
+        "0",
+        "--formats",
+        "onnx",
+        "--min-accuracy",
+        "1.0",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    res = _build(cli_runner, tmp_path, *args)
+    assert res.exit_code == 1
+    assert "below --min-accuracy 1.0000: no bundle written" in res.output
+    assert "--allow-below-min" in res.output
+    assert not (tmp_path / "out" / "bundle").exists()
+    assert not (tmp_path / "out" / "bundle.tar").exists()
+    assert list((tmp_path / "cache" / "baselines").glob("*/model.pt"))
+    res = _build(cli_runner, tmp_path, *args)  # same data and settings: the cached baseline
+    assert res.exit_code == 1
+    assert "baseline from cache" in res.output
+
+
+def test_allow_below_min_marks_the_bundle(cli_runner, tmp_path, tiny_checkpoint):
+    res = _build(
+        cli_runner,
+        tmp_path,
+        "--from",
+        str(tiny_checkpoint),
+        "--prune",
+        "none",
+        "--finetune-epochs",
+        "0",
+        "--quantize",
+        "none",
+        "--formats",
+        "onnx",
+        "--min-accuracy",
+        "1.0",
+        "--allow-below-min",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert res.exit_code == 0, res.output
+    assert "NOT passed" in res.stdout
+    b = B.load_bundle(tmp_path / "out" / "bundle")
+    assert b.deployable is False and b.min_accuracy == 1.0
+    assert [(a.format, a.precision) for a in b.artifacts] == [("onnx", "fp32")]
+    res = cli_runner.invoke(main, ["bundle", "show", str(tmp_path / "out" / "bundle")])
+    assert "NO (built below" in res.output
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--key", "__file__"], "not a usable PEM private key"),
+        (["--formats", "onnx,coreml"], "expected onnx, tflite"),
+        (["--from", "__file__"], "not an edgectl checkpoint"),
+    ],
+)
+def test_bad_input_fails_fast_with_one_line(cli_runner, tmp_path, args, message):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"junk")
+    args = [str(junk) if a == "__file__" else a for a in args]
+    res = _build(cli_runner, tmp_path, *args, "--out", str(tmp_path / "out"))
+    assert res.exit_code != 0
+    assert message in res.output
+    assert not (tmp_path / "out" / "bundle").exists()
