@@ -231,9 +231,9 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
     model or any artifact misses the gate and ``allow_below_min`` is not set.
     """
     import numpy as np
+
     from edge_common.bundle import pack_tar
     from edge_common.fileio import write_json_atomic
-
     from edgectl import export as ex
     from edgectl.bundle_writer import write_bundle
     from edgectl.checkpoint import code_version, save_checkpoint
@@ -398,6 +398,11 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
         "config": cfg.to_dict(),
         "seconds": time.perf_counter() - t_start,
     }
+    fp32_acc = {a["format"]: a["accuracy"] for a in summary["artifacts"]
+                if a["precision"] == "fp32"}
+    for a in summary["artifacts"]:
+        if a["format"] in fp32_acc:
+            a["accuracy_vs_fp32"] = a["accuracy"] - fp32_acc[a["format"]]
     write_json_atomic(out / "build.json", json.loads(json.dumps(summary, default=str)))
     return summary
 
@@ -412,6 +417,7 @@ def _calibration(datasets: Any, n: int, seed: int) -> Any:
     """``n`` training frames drawn with ``seed``, preprocessed exactly as the board does
     (no augmentation, never test images): ``(n, 3, s, s)`` float32."""
     import numpy as np
+
     from edge_common.preprocess import preprocess_batch
 
     train = datasets.train
@@ -423,7 +429,9 @@ def _calibration(datasets: Any, n: int, seed: int) -> Any:
 def _gate_message(what: str, acc: float, min_acc: float, cfg: BuildConfig) -> str:
     gate = (f"--min-accuracy {min_acc:.4f}" if cfg.min_accuracy is not None
             else f"the default gate {min_acc:.4f} (baseline − {DEFAULT_MAX_DROP:.2f})")
-    return (f"{what} reaches {acc:.2%} accuracy, below {gate}: no bundle written "
+    old = cfg.out / "bundle"
+    note = f"; the earlier bundle in {old} is left as it was" if old.exists() else ""
+    return (f"{what} reaches {acc:.2%} accuracy, below {gate}: no bundle written{note} "
             f"(fine-tune longer or prune less; --allow-below-min writes a non-deployable "
             f"bundle for experiments)")
 
@@ -479,6 +487,10 @@ def format_table(summary: dict[str, Any]) -> str:
                      f"reached {p['actual']:.4f} ({what})")
     lines.append(f"latency: batch 1, {summary['config']['threads']} thread(s), median; "
                  f"artifacts in their own runtimes (ONNX Runtime / LiteRT)")
+    twins = [f"{Path(a['path']).name} {100 * a['accuracy_vs_fp32']:+.2f} pt"
+             for a in summary["artifacts"] if a["precision"] == "int8" and "accuracy_vs_fp32" in a]
+    if twins:
+        lines.append("INT8 vs its FP32 twin: " + ", ".join(twins))
     gate = "passed" if summary["deployable"] else "NOT passed (bundle marked not deployable)"
     lines.append(f"accuracy gate {summary['min_accuracy']:.2%}: {gate}")
     return "\n".join(lines)

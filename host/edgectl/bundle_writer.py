@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edge_common import bundle as B
 from edge_common.errors import BundleError
 from edge_common.preprocess import InputSpec

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from edge_common import bundle as B
 from edgectl.cli import main
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edge_common import bundle as B
 from edge_common.errors import BundleError
 from edge_common.preprocess import InputSpec
