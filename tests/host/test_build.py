@@ -190,3 +190,22 @@ def test_bad_input_fails_fast_with_one_line(cli_runner, tmp_path, args, message)
     assert res.exit_code != 0
     assert message in res.output
     assert not (tmp_path / "out" / "bundle").exists()
+
+
+@pytest.mark.slow
+def test_default_build_meets_the_issue_criteria(cli_runner, tmp_path):
+    """Issue 4's definition of done, on the defaults (minutes: `pytest -m slow`)."""
+    res = cli_runner.invoke(main, ["build", "--prune", "unstructured", "--sparsity", "0.5",
+                                   "--out", str(tmp_path / "out"), "--json"],
+                            env={"EDGECTL_CACHE": str(tmp_path / "cache")})
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    kinds = {(a["format"], a["precision"]) for a in s["artifacts"]}
+    assert kinds == {("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8")}
+    assert all(a["test_vectors"] == "ok" for a in s["artifacts"])
+    assert abs(s["pruning"]["actual"] - 0.5) <= 0.01
+    assert s["model"]["accuracy"] >= s["baseline"]["accuracy"] - 0.01
+    for a in s["artifacts"]:
+        if a["precision"] == "int8":
+            assert abs(a["accuracy_vs_fp32"]) <= 0.01, a
+    assert B.load_bundle(s["bundle"]).deployable
