@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+
 from edge_common.errors import ConfigError
 from edge_common.fileio import write_bytes_atomic, write_json_atomic
 
@@ -39,10 +40,11 @@ log = logging.getLogger(__name__)
 METHODS = ("unstructured", "structured")
 REGIMES = ("oneshot", "iterative")
 DEFAULT_SPARSITIES = (0.3, 0.5, 0.7)
-DEFAULT_EPOCHS = 6  # baseline training epochs
-DEFAULT_FINETUNE_EPOCHS = 2  # one-shot fine-tune budget (epochs after the single prune)
-DEFAULT_STEP = 0.2  # iterative: prune in steps of 0.2 (of the original weights) ...
-DEFAULT_STEP_EPOCHS = 1  # ... fine-tuning this many epochs after each step
+DEFAULT_EPOCHS = 8  # baseline training epochs (= edgectl.training.DEFAULT_EPOCHS)
+# Fine-tune budget of every cell, in epochs of the training set: one-shot spends it after
+# its single prune, iterative splits it evenly over its steps (same images seen in total).
+DEFAULT_FINETUNE_EPOCHS = 1.0
+DEFAULT_STEP = 0.2  # iterative: prune in steps of 0.2 of the original model
 ACCURACY_TOLERANCE = 0.01  # best trade-off rule: within 1 point of the baseline
 BASELINE = "baseline"
 
@@ -76,7 +78,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("speedup_ort_fp32", "the same on ORT FP32"),
     ("speedup_ort_int8", "the same on ORT INT8"),
     ("prune_steps", "pruning steps taken"),
-    ("finetune_epochs", "fine-tune epochs in total (baseline: 0)"),
+    ("finetune_epochs", "fine-tune budget in epochs, split evenly over the steps (baseline: 0)"),
     ("wall_s", "wall time of the cell: prune + fine-tune + measure (baseline: train + measure)"),
     ("seeds", "repeats averaged in this row"),
 )
@@ -90,7 +92,6 @@ INT_COLUMNS = (
     "size_fp32_gz_bytes",
     "size_int8_bytes",
     "prune_steps",
-    "finetune_epochs",
     "seeds",
 )
 RUNTIMES = (
@@ -127,17 +128,16 @@ class StudyConfig:
     regimes: tuple[str, ...] = REGIMES
     sparsities: tuple[float, ...] = DEFAULT_SPARSITIES
     epochs: int = DEFAULT_EPOCHS
-    finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
+    finetune_epochs: float = DEFAULT_FINETUNE_EPOCHS
     step: float = DEFAULT_STEP
-    step_epochs: int = DEFAULT_STEP_EPOCHS
     from_model: Path | None = None
     seeds: int = 1
     resume: bool = False
     threads: int = 1
     width_mult: float = 1.0
     batch_size: int = 64
-    lr: float = 0.05
-    finetune_lr: float = 0.01
+    lr: float = 1e-3  # Adam, as edgectl.training.DEFAULT_LR
+    finetune_lr: float = 2e-4  # edgectl.training.FINE_TUNE_LR
     latency_runs: int = 50
     latency_warmup: int = 10
     latency_min_s: float = 0.5
@@ -160,7 +160,7 @@ class StudyConfig:
             raise ConfigError(f"duplicate sparsities in {list(self.sparsities)}")
         if not 0.0 < self.step < 1.0:
             raise ConfigError(f"--step must be in (0, 1), got {self.step}")
-        for name in ("epochs", "seeds", "threads", "step_epochs", "batch_size", "latency_runs"):
+        for name in ("epochs", "seeds", "threads", "batch_size", "latency_runs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.latency_min_s < 0:
@@ -214,7 +214,6 @@ class StudyConfig:
         return {
             "finetune_epochs": self.finetune_epochs,
             "step": self.step,
-            "step_epochs": self.step_epochs,
             "batch_size": self.batch_size,
             "finetune_lr": self.finetune_lr,
             "threads": self.threads,
@@ -237,12 +236,25 @@ def iterative_steps(target: float, step: float) -> list[float]:
     return linear_schedule(target, step)
 
 
-def finetune_budget(cfg: StudyConfig, regime: str, target: float) -> tuple[int, int]:
-    """``(prune steps, total fine-tune epochs)`` of a cell under ``cfg``."""
-    if regime == "oneshot":
-        return 1, cfg.finetune_epochs
-    n = len(iterative_steps(target, cfg.step))
-    return n, n * cfg.step_epochs
+def prune_steps(cfg: StudyConfig, regime: str, target: float) -> int:
+    """How many prune (and fine-tune) steps a cell takes."""
+    return 1 if regime == "oneshot" else len(iterative_steps(target, cfg.step))
+
+
+def finetune_chunks(n_train: int, epochs: float, steps: int, seed: int) -> list[list[int]]:
+    """Training-set indices each step fine-tunes on: ``epochs`` seeded passes over the
+    training set, cut into ``steps`` equal consecutive chunks (one pass over each chunk).
+
+    So one-shot and iterative cells see the same images in total, whatever the step count.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    total = int(round(epochs * n_train))
+    order = np.concatenate([rng.permutation(n_train) for _ in range(max(1, math.ceil(epochs)))])[
+        :total
+    ]
+    return [chunk.tolist() for chunk in np.array_split(order, steps)]
 
 
 def cell_key(cfg: StudyConfig, cell: Cell, baseline_fp: str) -> str:
@@ -313,21 +325,19 @@ class TorchRunner:
             save_checkpoint(model, meta, ckpt)
             write_json_atomic(key_file, key)
         else:
-            from edgectl.model import build_model
-            from edgectl.training import train
+            from edgectl.baseline import train_baseline
 
-            t0 = time.perf_counter()
-            model = build_model(len(self._datasets.labels), width_mult=cfg.width_mult)
-            history = train(
-                model,
-                self._datasets,
+            train_baseline(
+                cfg.data,
+                ckpt,
                 epochs=cfg.epochs,
                 batch_size=cfg.batch_size,
                 lr=cfg.lr,
-                seed=cfg.seed0,
+                width_mult=cfg.width_mult,
                 progress=cfg.progress,
             )
-            meta = _baseline_meta(cfg, self._datasets, history, time.perf_counter() - t0)
+            model, meta = load_checkpoint(ckpt)
+            meta = dict(meta, study={"train_s": float(meta["train"]["seconds"])})
             save_checkpoint(model, meta, ckpt)
             write_json_atomic(key_file, key)
         self._model = model.eval()
@@ -356,7 +366,8 @@ class TorchRunner:
         from edgectl.pruning import prune_model
 
         t0 = time.perf_counter()
-        per_step = cfg.finetune_epochs if cell.regime == "oneshot" else cfg.step_epochs
+        steps = prune_steps(cfg, cell.regime, cell.target)
+        chunks = finetune_chunks(len(self._datasets.train), cfg.finetune_epochs, steps, cell.seed)
         model, report = prune_model(
             copy.deepcopy(self._model),
             cell.method,
@@ -365,7 +376,9 @@ class TorchRunner:
             step=cfg.step,
             img_size=int(cfg.data.img_size),
             original_params=self._baseline_params,
-            fine_tune=_fine_tuner(self._datasets, per_step, cfg, cell.seed) if per_step else None,
+            fine_tune=_fine_tuner(self._datasets, chunks, cfg, cell.seed)
+            if cfg.finetune_epochs > 0
+            else None,
         )
         with tempfile.TemporaryDirectory(prefix="edgectl-study-") as tmp:
             fp32, int8 = _export_pair(model, Path(tmp), self._datasets, cfg)
@@ -375,7 +388,7 @@ class TorchRunner:
             regime=cell.regime,
             target_sparsity=cell.target,
             prune_steps=len(report["steps"]),
-            finetune_epochs=per_step * len(report["steps"]),
+            finetune_epochs=cfg.finetune_epochs,
             wall_s=time.perf_counter() - t0,
         )
         return row
@@ -414,20 +427,33 @@ class TorchRunner:
         return row
 
 
-def _fine_tuner(datasets: Any, epochs: int, cfg: StudyConfig, seed: int) -> Callable[..., Any]:
-    """``prune_model``'s fine-tune hook: ``epochs`` epochs, pruned weights kept at zero."""
+def _fine_tuner(
+    datasets: Any, chunks: list[list[int]], cfg: StudyConfig, seed: int
+) -> Callable[..., Any]:
+    """``prune_model``'s fine-tune hook: step k trains one pass over ``chunks[k]``."""
+    import dataclasses
+
+    from torch.utils.data import Subset
+
     from edgectl.training import fine_tune
 
+    state = {"step": 0}
+
     def run(model: Any, after_step: Callable[[], None] | None) -> float | None:
+        k = state["step"]
+        state["step"] += 1
+        part = dataclasses.replace(datasets, train=Subset(datasets.train, chunks[k]))
         fine_tune(
             model,
-            datasets,
-            epochs=epochs,
+            part,
+            epochs=1,
             batch_size=cfg.batch_size,
             lr=cfg.finetune_lr,
-            seed=seed,
-            after_step=after_step,
+            seed=seed + 1000 * k,
             progress=False,
+            # training's hook takes the model; pruning's re-applies its own masks
+            after_step=(lambda _m: after_step()) if after_step is not None else None,
+            eval_each_epoch=False,
         )
         return None
 
@@ -435,43 +461,25 @@ def _fine_tuner(datasets: Any, epochs: int, cfg: StudyConfig, seed: int) -> Call
 
 
 def _export_pair(model: Any, folder: Path, datasets: Any, cfg: StudyConfig) -> tuple[Path, Path]:
-    """``model.fp32.onnx`` and its INT8 (QDQ static) twin in ``folder``."""
-    from edgectl.onnx_util import export_onnx
-    from edgectl.quantization import quantize_onnx
+    """``model.fp32.onnx`` (the bundle's exporter) and its INT8 QDQ twin in ``folder``,
+    calibrated like ``edgectl quantize`` on un-augmented training images (never the test set).
+    """
+    from edgectl.data import FrameDataset, test_transform
+    from edgectl.export import export_onnx
+    from edgectl.quantization import calibration_inputs, quantize_onnx
 
     fp32 = export_onnx(model, folder / "model.fp32.onnx", int(cfg.data.img_size))
-    int8 = folder / "model.int8.onnx"
-    quantize_onnx(fp32, int8, datasets.train, seed=cfg.seed0)
-    return fp32, int8
-
-
-def _baseline_meta(cfg: StudyConfig, datasets: Any, history: Any, train_s: float) -> dict[str, Any]:
-    from datetime import datetime, timezone
-
-    spec = datasets.input_spec
-    return {
-        "arch": "mobilenet_v2",
-        "num_classes": len(datasets.labels),
-        "labels": list(datasets.labels),
-        "reject_labels": list(datasets.reject_labels),
-        "input": spec.to_dict() if hasattr(spec, "to_dict") else spec,
-        "data": cfg.data_dict(),
-        "train": {
-            "epochs": cfg.epochs,
-            "batch_size": cfg.batch_size,
-            "lr": cfg.lr,
-            "width_mult": cfg.width_mult,
-            "seed": cfg.seed0,
-            "history": history,
-        },
-        "study": {"train_s": train_s},
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
+    calib = FrameDataset(datasets.train.frames, test_transform(datasets.input_spec))
+    int8 = quantize_onnx(
+        fp32, folder / "model.int8.onnx", calibration_inputs(calib, seed=cfg.seed0)
+    )
+    return Path(fp32), Path(int8)
 
 
 def _ort_accuracy(path: Path, test: Any, threads: int) -> float:
     """Top-1 accuracy of an exported (batch-1) ONNX model over a torch test dataset."""
     import numpy as np
+
     from edge_common.runtime import open_session
 
     sess = open_session(path, threads=threads)
@@ -493,6 +501,7 @@ def _latencies(
     """
     import numpy as np
     import torch
+
     from edge_common.runtime import open_session
     from edge_common.timing import measure_latency
 
@@ -853,7 +862,7 @@ def markdown_table(table: pd.DataFrame) -> str:
         ("latency_torch_ms", "eager ms", "{:.2f}".format),
         ("latency_ort_fp32_ms", "ORT FP32 ms", "{:.2f}".format),
         ("latency_ort_int8_ms", "ORT INT8 ms", "{:.2f}".format),
-        ("finetune_epochs", "FT ep", str),
+        ("finetune_epochs", "FT ep", "{:g}".format),
         ("wall_s", "wall s", "{:.0f}".format),
     ]
     std = "accuracy_std" in table
@@ -894,9 +903,13 @@ def write_report(
         f"({baseline}) and fine-tuned; data `{d.get('spec', '?')}` ({sizes} images) "
         f"at {int(cfg.data.img_size)} px.",
         "",
-        f"- One-shot: prune once to the target, fine-tune {cfg.finetune_epochs} epoch(s).",
+        f"- Fine-tune budget: {cfg.finetune_epochs:g} epoch(s) of the training set per cell "
+        "(Adam, cosine decay, pruned weights held at zero). One-shot prunes once to the target "
+        "and spends it all; iterative splits it evenly over its steps, so both see the same "
+        "images.",
         f"- Iterative: prune in steps of {cfg.step:g} (sparsity of the original model, the last "
-        f"step lands exactly on the target), {cfg.step_epochs} fine-tune epoch(s) after each step.",
+        "step lands exactly on the target), fine-tuning on its share of the budget after each "
+        "step.",
         f"- Latency: batch 1, {cfg.threads} thread(s), median of ≥ {cfg.latency_runs} runs; each "
         "cell is timed alternately with the baseline (best of two medians each) in the same run, "
         "so the speedup columns compare like with like. Compare ratios, not absolute ms, across "

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+
 from edge_common.errors import ConfigError
 from edgectl import study as st
 
@@ -31,12 +32,12 @@ class FakeRunner:
     def cell(self, cfg: st.StudyConfig, cell: st.Cell) -> dict[str, Any]:
         self.calls.append(cell.id)
         row = self._row(cell.target, cell.method, cell.seed - cfg.seed0)
-        steps, epochs = st.finetune_budget(cfg, cell.regime, cell.target)
+        steps = st.prune_steps(cfg, cell.regime, cell.target)
         return row | {
             "regime": cell.regime,
             "target_sparsity": cell.target,
             "prune_steps": steps,
-            "finetune_epochs": epochs,
+            "finetune_epochs": cfg.finetune_epochs,
         }
 
     @staticmethod
@@ -86,8 +87,18 @@ def test_grid_covers_every_cell_once(tmp_path):
     assert len(cells) == 2 * 2 * 3 * 2
     assert len({c.id for c in cells}) == len(cells)
     assert cells[0] == st.Cell("unstructured", "oneshot", 0.3, 0)
-    assert st.finetune_budget(cfg, "iterative", 0.7) == (4, 4)  # 0.2, 0.4, 0.6, 0.7
-    assert st.finetune_budget(cfg, "oneshot", 0.7) == (1, 2)
+    assert st.prune_steps(cfg, "iterative", 0.7) == 4  # 0.2, 0.4, 0.6, 0.7
+    assert st.prune_steps(cfg, "oneshot", 0.7) == 1
+
+
+def test_iterative_splits_the_same_finetune_budget():
+    one = st.finetune_chunks(100, 1.0, 1, seed=3)
+    four = st.finetune_chunks(100, 1.0, 4, seed=3)
+    assert [len(c) for c in four] == [25, 25, 25, 25]
+    assert sorted(sum(four, [])) == sorted(one[0]) == list(range(100))  # one pass each
+    two = st.finetune_chunks(10, 2.0, 3, seed=0)
+    assert sum(len(c) for c in two) == 20 and sorted(sum(two, [])) == sorted(list(range(10)) * 2)
+    assert st.finetune_chunks(10, 0.5, 1, seed=0)[0] != st.finetune_chunks(10, 0.5, 1, seed=1)[0]
 
 
 @pytest.mark.parametrize(
@@ -121,7 +132,7 @@ def test_study_writes_table_plots_report(tmp_path):
         & (table.target_sparsity == 0.5)
     ].iloc[0]
     assert row["accuracy_delta"] == pytest.approx(-0.1)
-    assert row["finetune_epochs"] == 3 and row["prune_steps"] == 3
+    assert row["finetune_epochs"] == 1 and row["prune_steps"] == 3
     assert json.loads((out / "results.json").read_text())[0]["method"] == "baseline"
     for png in ("accuracy.png", "size.png", "latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -228,3 +239,43 @@ def test_cli_rejects_bad_values_with_one_line(cli_runner, tmp_path):
         assert r.exit_code != 0
         assert text in r.output
         assert "Traceback" not in r.output
+
+
+def test_real_study_end_to_end_and_resume(cli_runner, tmp_path):
+    """The real runner through the CLI: tiny data at 32 px, width 0.25, 1 epoch."""
+    from edgectl.cli import main
+
+    out = tmp_path / "real"
+    args = ["study", "--methods", "unstructured,structured", "--regimes", "oneshot",
+            "--sparsities", "0.3,0.5", "--train-size", "32", "--test-size", "12",
+            "--img-size", "32", "--width", "0.25", "--epochs", "1", "--finetune-epochs", "1",
+            "--latency-runs", "3", "--latency-time", "0", "--out", str(out), "--json"]
+    first = cli_runner.invoke(main, args)
+    assert first.exit_code == 0, first.output
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 5 and not table.isna().any().any()
+    assert list(table.columns) == list(st.COLUMN_NAMES)
+    base = table.iloc[0]
+    unstructured = table[(table.method == "unstructured") & (table.target_sparsity == 0.5)].iloc[0]
+    structured = table[(table.method == "structured") & (table.target_sparsity == 0.5)].iloc[0]
+    assert unstructured["actual_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert unstructured["params"] == base["params"] > unstructured["nonzero"]
+    assert unstructured["size_fp32_gz_bytes"] < base["size_fp32_gz_bytes"]
+    assert structured["params"] < 0.6 * base["params"] and structured["macs"] < base["macs"]
+    assert structured["size_fp32_bytes"] < base["size_fp32_bytes"]
+    assert (table["size_int8_bytes"] < table["size_fp32_bytes"]).all()
+    assert (table[[c for c, _ in st.RUNTIMES]] > 0).all().all()
+    assert (out / "baseline" / "model.pt").is_file()
+    for name in ("report.md", "accuracy.png", "size.png", "latency.png", "results.json"):
+        assert (out / name).stat().st_size > 0
+
+    gone = "structured-oneshot-0.30-seed0"
+    (out / "cells" / f"{gone}.json").unlink()
+    second = cli_runner.invoke(main, [*args, "--resume"])
+    assert second.exit_code == 0, second.output
+    result = json.loads(second.stdout)
+    assert result["computed"] == [gone]
+    assert sorted(result["reused"]) == sorted(
+        ["unstructured-oneshot-0.30-seed0", "unstructured-oneshot-0.50-seed0",
+         "structured-oneshot-0.50-seed0"])
+    assert (out / "cells" / f"{gone}.json").is_file()

@@ -64,7 +64,7 @@ def _csv(kind: type) -> Any:
 )
 @click.option(
     "--finetune-epochs",
-    type=int,
+    type=float,
     default=None,
     metavar="N",
     help=f"One-shot: fine-tune epochs after the prune.  [default: {st.DEFAULT_FINETUNE_EPOCHS}]",
@@ -75,13 +75,6 @@ def _csv(kind: type) -> Any:
     default=None,
     metavar="F",
     help=f"Iterative: sparsity added per step (of the original).  [default: {st.DEFAULT_STEP}]",
-)
-@click.option(
-    "--step-epochs",
-    type=int,
-    default=None,
-    metavar="N",
-    help=f"Iterative: fine-tune epochs after each step.  [default: {st.DEFAULT_STEP_EPOCHS}]",
 )
 @click.option(
     "--width",
