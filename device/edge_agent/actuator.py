@@ -24,9 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edge_common.errors import HardwareError
-
 from edge_agent.pins import gpiozero
+from edge_common.errors import HardwareError
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edge_agent import machine
 from edge_common.bundle import Bundle, load_bundle
 from edge_common.errors import EdgeError
 from edge_common.runtime import open_session
 from edge_common.timing import measure_latency
-
-from edge_agent import machine
 
 
 def _peak_rss_mb() -> float:

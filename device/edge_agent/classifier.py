@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from edge_common.bundle import Artifact, Bundle, load_bundle
 from edge_common.errors import BundleError
 from edge_common.preprocess import preprocess, softmax

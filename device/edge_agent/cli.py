@@ -80,12 +80,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("received %s: stopping", signal.Signals(signum).name)
         agent.stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         summary = agent.run(max_items=args.max_items, duration=args.duration)
     finally:
         agent.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if args.json:
         _print_json(summary)
     else:

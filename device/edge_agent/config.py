@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from edge_common.errors import ConfigError
 
 PIN_FACTORIES = ("mock", "lgpio", "rpigpio", "pigpio", "native")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edge_common.errors import ConfigError
 from edge_common.fileio import write_bytes_atomic
 

@@ -42,6 +42,8 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Never block the loop on a slow reader: a full queue drops the message.
+                self._sock.setblocking(False)
             self._sock.sendto("\n".join(lines).encode(), self.address)
             return True
         except OSError as err:

@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from edge_common.errors import EdgeError
-from edge_common.fileio import write_json_atomic
 
 from edge_agent import machine
 from edge_agent.actuator import Actuator
@@ -39,6 +37,8 @@ from edge_agent.notify import Notifier
 from edge_agent.pins import make_pin_factory
 from edge_agent.stats import Stats
 from edge_agent.trigger import GpioTrigger, make_trigger
+from edge_common.errors import EdgeError
+from edge_common.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)
 

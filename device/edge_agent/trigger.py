@@ -12,9 +12,8 @@ import queue
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edge_common.errors import HardwareError
-
 from edge_agent.pins import gpiozero
+from edge_common.errors import HardwareError
 
 if TYPE_CHECKING:
     from edge_agent.config import TriggerConfig

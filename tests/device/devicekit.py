@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from edge_common.bundle import sha256_file, write_manifest
 from edge_common.preprocess import InputSpec, preprocess
 

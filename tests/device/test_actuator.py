@@ -7,10 +7,11 @@ import time
 
 import pytest
 from devicekit import frame, write_config
+from gpiozero.pins.mock import MockFactory
+
 from edge_agent.actuator import Actuator
 from edge_agent.config import from_dict
 from edge_agent.service import Agent
-from gpiozero.pins.mock import MockFactory
 
 TOL_S = 0.02  # generous: a loaded 2-core machine
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from edge_agent.config import AgentConfig, from_dict, load_config, reference_markdown
 from edge_common.errors import ConfigError
 

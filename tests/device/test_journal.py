@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
+
 from edge_agent.journal import Journal
 
 

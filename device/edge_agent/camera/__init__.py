@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
 from edge_common.errors import HardwareError
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from edge_common.errors import MissingExtraError
 
 from edge_agent.camera import CameraError, Frame
+from edge_common.errors import MissingExtraError
 
 if TYPE_CHECKING:
     from edge_agent.config import CameraConfig
