@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from edge_common.errors import EdgeError, ModelError, ParityError
 from edge_common.fileio import atomic_path
 from edge_common.preprocess import InputSpec, preprocess
 from edge_common.runtime import open_session
-from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -239,17 +240,19 @@ def check_parity(
     max_abs: float | None = None,
     min_agreement: float | None = None,
     threads: int = 1,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Run the artifact in its runtime and PyTorch on ``inputs``; raise ParityError on mismatch.
 
     ``precision`` (default: from the file name) picks the tolerance in :data:`TOLERANCE`;
-    ``max_abs`` / ``min_agreement`` override it. Returns ``{n, max_abs_diff, mean_abs_diff,
-    top1_agreement, tolerance, precision, format[, accuracy, reference_accuracy]}``.
+    ``max_abs`` / ``min_agreement`` override it; ``name`` is how errors call the file.
+    Returns ``{n, max_abs_diff, mean_abs_diff, top1_agreement, tolerance, precision, format[,
+    accuracy, reference_accuracy]}``.
     """
     check_format(fmt)
     precision = precision or precision_of(artifact_path)
     x = _as_numpy(inputs)
-    name = Path(artifact_path).name
+    name = name or Path(artifact_path).name
     ref = torch_logits(model, x)
     try:
         got = run_artifact(artifact_path, fmt, x, threads=threads)
@@ -316,3 +319,56 @@ def artifact_accuracy(
     x, y = stack_inputs(frames_or_dataset, spec)
     logits = run_artifact(path, fmt, x, threads=threads)
     return float(np.mean(logits.argmax(-1) == y))
+
+
+def test_arrays(cfg: Any, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, InputSpec]:
+    """The test set as the board sees it: raw frames through ``edge_common.preprocess``."""
+    from edgectl.data import input_spec_for, raw_test_images
+
+    spec = input_spec_for(cfg)
+    x, y = stack_inputs(raw_test_images(cfg, limit), spec)
+    return x, y, spec
+
+
+def export_checked(
+    model: nn.Module,
+    fmt: str,
+    path: str | Path,
+    img_size: int,
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Export, check parity on ``x`` (accuracy on ``y``), and only then put the file at ``path``.
+
+    A file failing parity is deleted and :class:`ParityError` raised: nothing unchecked is
+    left where a good artifact is expected. Returns the parity dict plus ``path``, ``bytes``.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.stem}.checking{p.suffix}")
+    try:
+        export(model, fmt, tmp, img_size)
+        res = check_parity(model, tmp, fmt, x, y, precision=precision_of(p), threads=threads,
+                           name=p.name)
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return {**res, "path": str(p), "bytes": p.stat().st_size}
+
+
+def export_all(
+    model: nn.Module,
+    formats: Sequence[str],
+    out_dir: str | Path,
+    cfg: Any,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """``edgectl export``: FP32 artifacts in ``out_dir``, each checked on the whole test set."""
+    x, y, spec = test_arrays(cfg)
+    rows = []
+    for fmt in formats:
+        path = Path(out_dir) / artifact_name(fmt, "fp32")
+        rows.append(export_checked(model, fmt, path, spec.size, x, y, threads))
+    return {"artifacts": rows, "test_images": int(len(y)), "input": spec.to_dict()}

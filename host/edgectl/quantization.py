@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edge_common.errors import MissingExtraError, ModelError
 from edge_common.fileio import atomic_path
 
@@ -191,3 +192,72 @@ def _readable(p: Path) -> None:
     from edgectl.export import _readable as readable
 
     readable(p)
+
+
+def _latency(path: Path, fmt: str, x1: np.ndarray, threads: int, runs: int) -> dict[str, float]:
+    from edge_common.runtime import open_session
+    from edge_common.timing import measure_latency
+
+    sess = open_session(path, fmt, threads=threads)
+    lat = measure_latency(lambda: sess.run(x1), warmup=5, runs=runs)
+    return {"p50": lat["p50"], "p95": lat["p95"], "threads": threads, "batch": 1}
+
+
+def quantize_all(
+    model: Any,
+    formats: Sequence[str],
+    out_dir: str | Path,
+    cfg: Any,
+    calib_size: int = DEFAULT_CALIB_SIZE,
+    method: str = "minmax",
+    threads: int = 1,
+    runs: int = 50,
+) -> dict[str, Any]:
+    """``edgectl quantize``: FP32 (reused when it still passes parity) and INT8 per format.
+
+    Each artifact's accuracy is recomputed by the artifact on the test set; INT8 rows carry
+    ``accuracy_drop`` (FP32 minus INT8, in points of accuracy) and latencies (batch 1).
+    """
+    from edge_common.errors import ParityError
+    from edgectl import export as ex
+    from edgectl.data import load_datasets
+
+    x, y, spec = ex.test_arrays(cfg)
+    calib = calibration_inputs(load_datasets(cfg, augment=False).train, calib_size, cfg.seed)
+    out = Path(out_dir)
+    rows: list[dict[str, Any]] = []
+    for fmt in formats:
+        fp32_path = out / ex.artifact_name(fmt, "fp32")
+        fp32 = None
+        if fp32_path.is_file():
+            try:
+                fp32 = {**ex.check_parity(model, fp32_path, fmt, x, y, precision="fp32",
+                                          threads=threads),
+                        "path": str(fp32_path), "bytes": fp32_path.stat().st_size, "reused": True}
+            except ParityError:
+                log.info("%s is stale (fails parity): exporting again", fp32_path.name)
+        if fp32 is None:
+            fp32 = ex.export_checked(model, fmt, fp32_path, spec.size, x, y, threads)
+        int8_path = out / ex.artifact_name(fmt, "int8")
+        tmp = int8_path.with_name(f".{int8_path.stem}.checking{int8_path.suffix}")
+        try:
+            if fmt == "onnx":
+                quantize_onnx(fp32_path, tmp, calib, method=method)
+            else:
+                quantize_tflite(fp32_path, tmp, calib)
+            int8 = ex.check_parity(model, tmp, fmt, x, y, precision="int8", threads=threads,
+                                   name=int8_path.name)
+            os.replace(tmp, int8_path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        int8 = {**int8, "path": str(int8_path), "bytes": int8_path.stat().st_size}
+        int8["accuracy_drop"] = fp32["accuracy"] - int8["accuracy"]
+        int8["size_ratio"] = int8["bytes"] / fp32["bytes"]
+        if runs > 0:
+            for r, p in ((fp32, fp32_path), (int8, int8_path)):
+                r["latency_ms"] = _latency(p, fmt, x[:1], threads, runs)
+            int8["speedup"] = fp32["latency_ms"]["p50"] / int8["latency_ms"]["p50"]
+        rows += [fp32, int8]
+    return {"artifacts": rows, "test_images": int(len(y)), "calibration_images": int(len(calib)),
+            "calibration_method": method, "input": spec.to_dict()}

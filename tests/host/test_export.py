@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from edge_common.errors import ModelError, ParityError
 from edge_common.preprocess import InputSpec
 from edgectl import export as ex

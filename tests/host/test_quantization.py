@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from edge_common.errors import ModelError
 from edgectl import export as ex
 from edgectl import quantization as q
