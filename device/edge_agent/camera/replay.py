@@ -51,10 +51,13 @@ class ReplayCamera:
         self.items: list[tuple[Path, str | None]] = []
         self._frames: list[np.ndarray] | None = None
         self._cap: Any = None
+        self._in_memory = False
         self.index = 0
 
     def open(self) -> None:
         p = self.path
+        if self._in_memory:
+            return
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
@@ -95,6 +98,7 @@ class ReplayCamera:
         self.items = [(Path(f"<frame {i}>"), t) for i, t in enumerate(truths)]
         self._frames = [np.ascontiguousarray(f, dtype=np.uint8) for f in frames]
         self._cap = None
+        self._in_memory = True
         self.index = 0
         return self
 
