@@ -43,7 +43,7 @@ DEFAULT_SPARSITIES = (0.3, 0.5, 0.7)
 DEFAULT_EPOCHS = 8  # baseline training epochs (= edgectl.training.DEFAULT_EPOCHS)
 # Fine-tune budget of every cell, in epochs of the training set: one-shot spends it after
 # its single prune, iterative splits it evenly over its steps (same images seen in total).
-DEFAULT_FINETUNE_EPOCHS = 1.0
+DEFAULT_FINETUNE_EPOCHS = 0.5
 DEFAULT_STEP = 0.2  # iterative: prune in steps of 0.2 of the original model
 ACCURACY_TOLERANCE = 0.01  # best trade-off rule: within 1 point of the baseline
 BASELINE = "baseline"

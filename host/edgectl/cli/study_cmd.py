@@ -67,7 +67,8 @@ def _csv(kind: type) -> Any:
     type=float,
     default=None,
     metavar="N",
-    help=f"One-shot: fine-tune epochs after the prune.  [default: {st.DEFAULT_FINETUNE_EPOCHS}]",
+    help="Fine-tune budget per cell, in epochs (may be fractional); iterative splits it"
+    f" evenly over its steps.  [default: {st.DEFAULT_FINETUNE_EPOCHS:g}]",
 )
 @click.option(
     "--step",
