@@ -1,0 +1,91 @@
+"""Fixtures for the fleet tests: the edgectl wheel, a tiny bundle, the local test host.
+
+The local test host is ansible/inventory.local.yml (host pi4-local in group pi4, local
+connection); every path it writes is under $EDGECTL_LOCAL_PREFIX, a temp dir here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE = ROOT / "ansible"
+LOCAL_INVENTORY = ANSIBLE / "inventory.local.yml"
+
+
+def _device_fixtures():
+    """tests/device/devicekit.py, for its torch-free tiny-bundle builder."""
+    spec = importlib.util.spec_from_file_location(
+        "edge_devicekit_for_ansible", ROOT / "tests" / "device" / "devicekit.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_bundle(root: Path, version: str) -> Path:
+    return _device_fixtures().make_bundle(root, version=version)
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    from edgectl.fleet_ansible import build_wheel
+
+    return build_wheel(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bundles") / "tiny", "test-1")
+
+
+@pytest.fixture(scope="session")
+def local_prefix(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("board")
+
+
+def _run_local(playbook: str, prefix: Path, extra: dict, *args: str):
+    """Run a playbook against the local test host; return the PlaybookResult."""
+    from edgectl.fleet_ansible import playbook_command, run_playbook
+
+    cmd = playbook_command(ANSIBLE / playbook, LOCAL_INVENTORY, extra_vars=extra,
+                           raw_extra_vars=args)
+    return run_playbook(cmd, env={"EDGECTL_LOCAL_PREFIX": str(prefix)})
+
+
+@pytest.fixture(scope="session")
+def run_local():
+    """run_local(playbook, prefix, extra_vars, *raw_extra_vars) -> PlaybookResult."""
+    return _run_local
+
+
+@pytest.fixture(scope="session")
+def ansible_dir() -> Path:
+    return ANSIBLE
+
+
+@pytest.fixture(scope="session")
+def bundle_factory():
+    """bundle_factory(root, version) writes a tiny verified bundle (no torch)."""
+    return make_bundle
+
+
+@pytest.fixture(scope="session")
+def deployed(wheel, bundle_dir, local_prefix):
+    """deploy.yml run twice against the local test host: (first, second) results."""
+    extra = {"edge_agent_wheel": str(wheel), "edge_model_bundle": str(bundle_dir)}
+    first = _run_local("deploy.yml", local_prefix, extra)
+    assert first.ok, first.output[-3000:]
+    second = _run_local("deploy.yml", local_prefix, extra)
+    assert second.ok, second.output[-3000:]
+    return first, second
+
+
+@pytest.fixture
+def local_env(local_prefix, monkeypatch):
+    monkeypatch.setenv("EDGECTL_LOCAL_PREFIX", str(local_prefix))
+    return os.environ
