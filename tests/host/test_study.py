@@ -132,7 +132,7 @@ def test_study_writes_table_plots_report(tmp_path):
         & (table.target_sparsity == 0.5)
     ].iloc[0]
     assert row["accuracy_delta"] == pytest.approx(-0.1)
-    assert row["finetune_epochs"] == 1 and row["prune_steps"] == 3
+    assert row["finetune_epochs"] == st.DEFAULT_FINETUNE_EPOCHS and row["prune_steps"] == 3
     assert json.loads((out / "results.json").read_text())[0]["method"] == "baseline"
     for png in ("accuracy.png", "size.png", "latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
