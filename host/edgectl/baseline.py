@@ -38,7 +38,27 @@ def train_baseline(
     "images_per_s", "threads"}``.
     """
     threads = threads or os.cpu_count() or 1
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _train_baseline(
+            cfg, out, epochs, batch_size, lr, weights, width_mult, threads, progress
+        )
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_baseline(
+    cfg: DataConfig,
+    out: str | Path,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weights: str,
+    width_mult: float,
+    threads: int,
+    progress: bool,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     datasets = load_datasets(cfg)
     torch.manual_seed(cfg.seed)  # the head and the rest of the init

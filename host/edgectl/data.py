@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from edge_common import synthetic
-from edge_common.errors import DataError, DataNotFoundError
-from edge_common.preprocess import InputSpec
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms
+
+from edge_common import synthetic
+from edge_common.errors import DataError, DataNotFoundError
+from edge_common.preprocess import InputSpec
 
 log = logging.getLogger(__name__)
 BILINEAR = transforms.InterpolationMode.BILINEAR

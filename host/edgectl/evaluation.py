@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from edge_common.timing import measure_latency
 from torch import nn
 from torch.utils.data import Dataset
 
+from edge_common.timing import measure_latency
 from edgectl import metrics
 from edgectl.data import Datasets
 from edgectl.training import predict

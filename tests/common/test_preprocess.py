@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edge_common.preprocess import InputSpec, preprocess
 from edge_common.synthetic import render
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edge_common import synthetic
 from edge_common.synthetic import LABELS, REJECT_LABELS, SyntheticSet, render
 

@@ -70,7 +70,6 @@ def eval_(
       edgectl eval runs/pruned/model.pt --data folder:~/parts --img-size 64
     """
     from edge_common.errors import DataError
-
     from edgectl.checkpoint import load_checkpoint, resolve
     from edgectl.data import load_datasets
     from edgectl.evaluation import evaluate, format_report
