@@ -76,12 +76,25 @@ def bundle_factory():
 
 @pytest.fixture(scope="session")
 def deployed(wheel, bundle_dir, local_prefix):
-    """deploy.yml run twice against the local test host: (first, second) results."""
+    """deploy.yml run twice against the local test host: (first, second) results.
+
+    The first run is plain ansible-playbook; the second is what `edgectl deploy` runs
+    (fleet_ansible.deploy: the project's serial and max-fail defaults, --limit pi4).
+    """
+    from edgectl.fleet_ansible import deploy
+
     extra = {"edge_agent_wheel": str(wheel), "edge_model_bundle": str(bundle_dir)}
     first = _run_local("deploy.yml", local_prefix, extra)
     assert first.ok, first.output[-3000:]
-    second = _run_local("deploy.yml", local_prefix, extra)
-    assert second.ok, second.output[-3000:]
+    lines: list[str] = []
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGECTL_LOCAL_PREFIX", str(local_prefix))
+    try:
+        second = deploy(LOCAL_INVENTORY, bundle=bundle_dir, wheel=wheel, limit="pi4",
+                        echo=lines.append)
+    finally:
+        mp.undo()
+    assert second.output.splitlines() == lines  # streamed line by line as it ran
     return first, second
 
 

@@ -40,7 +40,8 @@ def _replay(bundle: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def install(staged: Path, models: Path, public_key: str | None, check: bool) -> dict[str, Any]:
+def install(staged: Path, models: Path, public_key: str | None, check: bool,
+            allow_undeployable: bool = False) -> dict[str, Any]:
     """Verify ``staged`` and install it under ``models/versions``; idempotent per version."""
     from edge_common.bundle import MANIFEST, load_bundle
     from edge_common.errors import BundleError
@@ -50,6 +51,13 @@ def install(staged: Path, models: Path, public_key: str | None, check: bool) -> 
     work = Path(tempfile.mkdtemp(prefix=".incoming-", dir=versions))
     try:
         bundle = load_bundle(staged, public_key=public_key, extract_to=work / "x")
+        version = bundle.version
+        if not version or version.startswith(".") or "/" in version or "\\" in version:
+            raise BundleError(f"bundle version {version!r} cannot name a folder")
+        if not bundle.deployable and not allow_undeployable:
+            raise BundleError(
+                f"bundle {version} is marked not deployable (built below its accuracy gate)"
+            )
         target = versions / bundle.version
         if target.exists():
             installed = load_bundle(target, public_key=public_key)
@@ -77,12 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", type=Path, help="models folder (versions/ and current)")
     parser.add_argument("--public-key", default="", help="Ed25519 public key (PEM path)")
     parser.add_argument("--no-test-vectors", action="store_true", help="skip the replay")
+    parser.add_argument("--allow-undeployable", action="store_true",
+                        help="install a bundle built below its accuracy gate")
     args = parser.parse_args(argv)
     from edge_common.errors import EdgeError
 
     try:
         result = install(args.bundle, args.models, args.public_key or None,
-                         not args.no_test_vectors)
+                         not args.no_test_vectors, args.allow_undeployable)
     except (EdgeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
