@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,22 @@ TOLERANCE: dict[str, dict[str, float]] = {
     "fp32": {"max_abs_rel": 1e-3, "min_agreement": 0.99},
     "int8": {"max_abs_rel": 0.5, "min_agreement": 0.9},
 }
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the converters' chatter (onnxscript, litert-torch, JAX, ORT quantization log
+    INFO/WARNING lines by the hundred) unless debug logging is on (``edgectl -v``)."""
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        yield
+        return
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def artifact_name(fmt: str, precision: str = "fp32") -> str:
@@ -91,8 +108,7 @@ def export_onnx(model: nn.Module, path: str | Path, img_size: int, opset: int = 
     model = model.cpu().eval()
     example = _example(img_size)
     names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
-    with atomic_path(p) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with atomic_path(p) as tmp, quiet():
         raw = tmp.with_suffix(".raw.onnx")  # torch.onnx wants the suffix
         try:
             try:
@@ -154,8 +170,7 @@ def export_tflite(model: nn.Module, path: str | Path, img_size: int) -> Path:
         raise MissingExtraError("litert-torch", "tflite-export") from err
     p = Path(path)
     model = model.cpu().eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         try:
             edge_model = litert_torch.convert(model, (_example(img_size),))
         except Exception as err:  # noqa: BLE001 - conversion raises many types

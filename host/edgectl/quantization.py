@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 
 from edge_common.errors import MissingExtraError, ModelError
 from edge_common.fileio import atomic_path
+from edgectl.export import quiet
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,7 @@ def quantize_onnx(
             self._it = iter(batches)
 
     out = Path(out_path)
-    with tempfile.TemporaryDirectory(prefix="edgectl-quant-") as work, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory(prefix="edgectl-quant-") as work, quiet():
         pre = Path(work) / "pre.onnx"
         try:
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
@@ -163,8 +162,7 @@ def quantize_tflite(
     input_name = signatures[key]["inputs"][0]
     data = {key: [{input_name: x} for x in _batches(calib_inputs)]}
     out = Path(out_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         try:
             q = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
             calibration = q.calibrate(data, num_threads=max(1, min(4, os.cpu_count() or 1)))
