@@ -52,14 +52,13 @@ def _run_local(playbook: str, prefix: Path, extra: dict, *args: str):
     """Run a playbook against the local test host; return the PlaybookResult."""
     from edgectl.fleet_ansible import playbook_command, run_playbook
 
-    cmd = playbook_command(ANSIBLE / playbook, LOCAL_INVENTORY, extra_vars=extra,
-                           raw_extra_vars=args)
-    return run_playbook(cmd, env={"EDGECTL_LOCAL_PREFIX": str(prefix)})
+    cmd = playbook_command(ANSIBLE / playbook, LOCAL_INVENTORY, extra_vars=extra)
+    return run_playbook([*cmd, *args], env={"EDGECTL_LOCAL_PREFIX": str(prefix)})
 
 
 @pytest.fixture(scope="session")
 def run_local():
-    """run_local(playbook, prefix, extra_vars, *raw_extra_vars) -> PlaybookResult."""
+    """run_local(playbook, prefix, extra_vars, *more_args) -> PlaybookResult."""
     return _run_local
 
 

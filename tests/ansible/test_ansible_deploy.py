@@ -108,3 +108,23 @@ def test_install_script_refuses_tampered_bundle_and_reused_version(
         "changed": False, "version": "test-1", "name": "tiny-colour",
         "path": str(models / "versions" / "test-1"), "test_vectors": [],
     }
+
+
+def test_model_only_rollout_switches_current_and_keeps_the_previous_version(
+    deployed, local_prefix, bundle_dir, bundle_factory, run_local, tmp_path
+):
+    """`--tags model` on a fresh models folder, reusing the deployed agent's python."""
+    python = local_prefix / "opt" / "edge-agent" / "venv" / "bin" / "python"
+    board = tmp_path / "board"
+    models = board / "var" / "lib" / "edge-agent" / "models"
+    second = bundle_factory(tmp_path / "next", "test-2")
+    for bundle, version in ((bundle_dir, "test-1"), (second, "test-2")):
+        result = run_local("deploy.yml", board,
+                           {"edge_model_bundle": str(bundle), "edge_model_python": str(python)},
+                           "--tags", "model")
+        assert result.ok, result.output[-3000:]
+        assert result.recap["pi4-local"]["changed"] > 0
+        assert os.readlink(models / "current") == f"versions/{version}"
+    assert sorted(p.name for p in (models / "versions").iterdir()) == ["test-1", "test-2"]
+    assert [p.name for p in (models / "incoming").iterdir()] == ["next"]  # old upload gone
+    assert not (board / "opt").exists()  # the agent role did not run
