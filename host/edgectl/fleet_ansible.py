@@ -158,6 +158,7 @@ def playbook_command(
     extra_vars: Mapping[str, Any] | None = None,
     raw_extra_vars: Sequence[str] = (),
     check: bool = False,
+    tags: str | None = None,
 ) -> list[str]:
     """The ``ansible-playbook`` argv: our variables as one JSON ``-e`` (types kept), the
     user's ``-e`` strings after it (so they win)."""
@@ -168,6 +169,8 @@ def playbook_command(
         cmd += ["-e", json.dumps(dict(extra_vars), sort_keys=True)]
     for ev in raw_extra_vars:
         cmd += ["-e", ev]
+    if tags:
+        cmd += ["--tags", tags]
     if check:
         cmd.append("--check")
     return cmd
@@ -218,6 +221,7 @@ def deploy(
     serial: str = DEFAULT_SERIAL,
     max_fail_percentage: int = DEFAULT_MAX_FAIL_PERCENTAGE,
     raw_extra_vars: Sequence[str] = (),
+    tags: str | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> PlaybookResult:
     """Run ``ansible/deploy.yml``: build the wheel unless given, roll out in batches.
@@ -229,19 +233,20 @@ def deploy(
         raise ConfigError(f"inventory not found: {inv}")
     if bundle is not None and not Path(bundle).exists():
         raise ConfigError(f"bundle not found: {bundle}")
-    if wheel is None:
+    if wheel is None and tags != "model":  # a model-only rollout installs no code
         wheel = build_wheel(project_root() / "dist")
-    elif not Path(wheel).is_file():
+    elif wheel is not None and not Path(wheel).is_file():
         raise ConfigError(f"wheel not found: {wheel}")
     extra: dict[str, Any] = {
-        "edge_agent_wheel": str(Path(wheel).resolve()),
         "deploy_serial": serial,
         "deploy_max_fail_percentage": max_fail_percentage,
     }
+    if wheel is not None:
+        extra["edge_agent_wheel"] = str(Path(wheel).resolve())
     if bundle is not None:
         extra["edge_model_bundle"] = str(Path(bundle).resolve())
     cmd = playbook_command(ansible_dir() / "deploy.yml", inv, limit=limit, extra_vars=extra,
-                           raw_extra_vars=raw_extra_vars, check=check)
+                           raw_extra_vars=raw_extra_vars, check=check, tags=tags)
     result = run_playbook(cmd, echo=echo)
     if not result.ok:
         hosts = ", ".join(result.failed_hosts()) or "see the output above"

@@ -18,6 +18,8 @@ from edgectl import fleet_ansible as fa
               help="Model bundle (folder or .tar) to install and activate.")
 @click.option("--wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Use this edgectl wheel instead of building dist/edgectl-*.whl.")
+@click.option("--tags", type=click.Choice(["agent", "model"]), default=None,
+              help="Only the agent, or only the model bundle (agent already installed).")
 @click.option("--check", is_flag=True, help="Dry run: report what would change.")
 @click.option("--serial", default=fa.DEFAULT_SERIAL, show_default=True,
               help="Boards updated at once (number or percentage).")
@@ -27,7 +29,7 @@ from edgectl import fleet_ansible as fa
 @click.option("--extra-vars", "-e", "extra_vars", multiple=True, metavar="VARS",
               help="Extra Ansible variables (key=value, JSON or @file); repeatable.")
 def deploy(inventory: Path | None, limit: str | None, bundle: Path | None, wheel: Path | None,
-           check: bool, serial: str, max_fail_percentage: int,
+           tags: str | None, check: bool, serial: str, max_fail_percentage: int,
            extra_vars: tuple[str, ...]) -> None:
     """Roll out the edge agent and a model bundle to the boards with Ansible.
 
@@ -35,13 +37,13 @@ def deploy(inventory: Path | None, limit: str | None, bundle: Path | None, wheel
     a time, streaming its output. See docs/fleet.md.
     """
     inv = inventory or fa.default_inventory()
-    if wheel is None:
+    if wheel is None and tags != "model":
         click.echo("building the edgectl wheel ...", err=True)
         wheel = fa.build_wheel(fa.project_root() / "dist")
         click.echo(f"wheel: {wheel}", err=True)
     result = fa.deploy(inv, bundle=bundle, wheel=wheel, limit=limit, check=check,
                        serial=serial, max_fail_percentage=max_fail_percentage,
-                       raw_extra_vars=extra_vars, echo=click.echo)
+                       raw_extra_vars=extra_vars, tags=tags, echo=click.echo)
     hosts = len(result.recap)
     click.secho(f"deploy {'checked' if check else 'done'}: {hosts} host(s), "
                 f"{result.changed} change(s)", fg="green", err=True)
