@@ -17,6 +17,7 @@ checkpoints and exports see an ordinary model.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -168,7 +169,7 @@ def fit(
             )
             if "test_accuracy" in row:
                 msg += f", test acc {row['test_accuracy']:.3f}"
-            tqdm.write(msg + f" ({row['images_per_s']:.0f} img/s)")
+            tqdm.write(msg + f" ({row['images_per_s']:.0f} img/s)", file=sys.stderr)
     total = time.perf_counter() - t_start
     history["seconds"] = total
     history["images_per_s"] = seen_total / total if total else 0.0
