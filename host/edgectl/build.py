@@ -427,8 +427,8 @@ def _calibration(datasets: Any, n: int, seed: int) -> Any:
 
 
 def _gate_message(what: str, acc: float, min_acc: float, cfg: BuildConfig) -> str:
-    gate = (f"--min-accuracy {min_acc:.4f}" if cfg.min_accuracy is not None
-            else f"the default gate {min_acc:.4f} (baseline − {DEFAULT_MAX_DROP:.2f})")
+    gate = (f"--min-accuracy {min_acc:.2%}" if cfg.min_accuracy is not None
+            else f"the default gate {min_acc:.2%} (baseline − {100 * DEFAULT_MAX_DROP:.0f} points)")
     old = cfg.out / "bundle"
     note = f"; the earlier bundle in {old} is left as it was" if old.exists() else ""
     return (f"{what} reaches {acc:.2%} accuracy, below {gate}: no bundle written{note} "

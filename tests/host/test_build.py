@@ -135,7 +135,7 @@ def test_below_min_accuracy_refuses_and_cache_is_reused(cli_runner, tmp_path):
     ]
     res = _build(cli_runner, tmp_path, *args)
     assert res.exit_code == 1
-    assert "below --min-accuracy 1.0000: no bundle written" in res.output
+    assert "below --min-accuracy 100.00%: no bundle written" in res.output
     assert "--allow-below-min" in res.output
     assert not (tmp_path / "out" / "bundle").exists()
     assert not (tmp_path / "out" / "bundle.tar").exists()
