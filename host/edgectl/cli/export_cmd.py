@@ -54,6 +54,8 @@ def export(ctx: click.Context, model: str, formats: str, out_dir: str | None, th
     Each file is run in its own runtime (ONNX Runtime, LiteRT) on the test set and compared
     with PyTorch: max abs diff, top-1 agreement, accuracy recomputed from the artifact.
     A file that does not match is deleted and the command fails.
+
+    Data options default to the checkpoint's own data config (not the defaults shown).
     """
     from edgectl import export as ex
 

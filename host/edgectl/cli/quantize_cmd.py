@@ -39,6 +39,8 @@ def quantize(ctx: click.Context, model: str, formats: str, calib_size: int, cali
     (per-channel int8 weights, uint8 activations) and TFLite full-integer
     (ai-edge-quantizer). Every INT8 file is checked against PyTorch and its accuracy is
     recomputed on the test set beside its FP32 twin.
+
+    Data options default to the checkpoint's own data config (not the defaults shown).
     """
     from edgectl import export as ex
     from edgectl import quantization as q
