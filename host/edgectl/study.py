@@ -468,6 +468,8 @@ def _export_pair(model: Any, folder: Path, datasets: Any, cfg: StudyConfig) -> t
     from edgectl.export import export_onnx
     from edgectl.quantization import calibration_inputs, quantize_onnx
 
+    for noisy in ("onnx_ir", "onnxscript", "onnxruntime"):  # INFO chatter on every cell
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     fp32 = export_onnx(model, folder / "model.fp32.onnx", int(cfg.data.img_size))
     calib = FrameDataset(datasets.train.frames, test_transform(datasets.input_spec))
     int8 = quantize_onnx(
