@@ -279,3 +279,18 @@ def test_real_study_end_to_end_and_resume(cli_runner, tmp_path):
         ["unstructured-oneshot-0.30-seed0", "unstructured-oneshot-0.50-seed0",
          "structured-oneshot-0.50-seed0"])
     assert (out / "cells" / f"{gone}.json").is_file()
+
+    # --from reuses that baseline (no training): same baseline accuracy and weights.
+    reused = tmp_path / "from"
+    third = cli_runner.invoke(main, [
+        "study", "--methods", "unstructured", "--regimes", "oneshot", "--sparsities", "0.5",
+        "--train-size", "32", "--test-size", "12", "--img-size", "32", "--latency-runs", "3",
+        "--latency-time", "0", "--from", str(out / "baseline" / "model.pt"),
+        "--out", str(reused), "--json"])
+    assert third.exit_code == 0, third.output
+    rows = json.loads(third.stdout)["table"]
+    assert [r["method"] for r in rows] == ["baseline", "unstructured"]
+    assert rows[0]["accuracy"] == pytest.approx(base["accuracy"])
+    assert rows[0]["params"] == base["params"]
+    study_meta = json.loads((reused / "baseline" / "model.json").read_text())["study"]
+    assert study_meta == {"from": str(out / "baseline" / "model.pt"), "train_s": 0.0}
