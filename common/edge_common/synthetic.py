@@ -17,9 +17,9 @@ Everything is numpy (+ Pillow for the final blur), deterministic in ``(index, se
 size, difficulty)`` through a per-index generator ``np.random.default_rng([seed,
 index])``, so any image can be rendered alone, in any order, on the host or on the
 board (whose synthetic camera uses this module). Labels cycle with the index
-(``index % 6``), so every split is class-balanced. A 64×64 image takes about a
-millisecond: the part is drawn at twice the output size and box-downsampled, which
-gives anti-aliased outlines without a rasteriser.
+(``index % 6``), so every split is class-balanced. A 64×64 image costs about 2.5 ms
+of CPU on an x86 server core: the part is drawn at twice the output size and
+box-downsampled, which gives anti-aliased outlines without a rasteriser.
 
 **Difficulty.** ``difficulty`` is a float in ``[0, 1]`` (``DEFAULT_DIFFICULTY`` is what
 the defaults of ``edgectl train`` were tuned on: MobileNetV2 lands at roughly 90–97 %
