@@ -497,9 +497,9 @@ def _latencies(
 ) -> dict[str, dict[str, float]]:
     """Median batch-1 latency (ms) of each model on PyTorch eager, ORT FP32 and ORT INT8.
 
-    ``cfg.threads`` threads. With two models (a cell and the baseline) they are measured
-    alternately twice and the lower median kept, so a noisy neighbour hits both alike and
-    the speedup columns compare like with like.
+    ``cfg.threads`` threads. Each model is measured twice and the lower median kept; with
+    two models (a cell and the baseline) the rounds alternate, so a noisy neighbour hits
+    both alike and the speedup columns compare like with like.
     """
     import numpy as np
     import torch
@@ -519,7 +519,7 @@ def _latencies(
             "latency_ort_fp32_ms": lambda s=s32: s.run(x),
             "latency_ort_int8_ms": lambda s=s8: s.run(x),
         }
-    rounds = 2 if len(models) > 1 else 1
+    rounds = 2  # the baseline alone gets the same best-of-two as a cell
     out = {name: {col: math.inf for col, _ in RUNTIMES} for name in models}
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
