@@ -165,7 +165,7 @@ def quantize_tflite(
     with quiet():
         try:
             q = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
-            calibration = q.calibrate(data, num_threads=max(1, min(4, os.cpu_count() or 1)))
+            calibration = _calibrate_min_max(src, data)
             result = q.quantize(calibration, enable_progress_report=False)
         except Exception as err:  # noqa: BLE001
             raise ModelError(f"ai-edge-quantizer failed: {type(err).__name__}: {err}") from err
@@ -173,6 +173,26 @@ def quantize_tflite(
         tmp.write_bytes(bytes(result.quantized_model))
     _readable(out)
     return out
+
+
+def _calibrate_min_max(src: Path, data: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, Any]:
+    """Activation ranges as the global min/max over all calibration images.
+
+    ``Quantizer.calibrate`` keeps a moving average (0.95) of each image's min/max instead,
+    which on batch-1 models shrinks ranges well inside what the data reaches: measured on a
+    trained checkpoint, its output range was [-0.9, 0.6] for logits in [-2.3, 4.5], and the
+    clipped INT8 model lost accuracy where ORT's min/max (global) did not. Same recipe,
+    ai-edge-quantizer's own ``min_max_update``.
+    """
+    from ai_edge_quantizer import calibrator, recipe, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe.static_wi8_ai8())
+    cal = calibrator.Calibrator(src.read_bytes(), num_threads=max(1, min(4, os.cpu_count() or 1)),
+                                qsv_update_func=qsv_utils.min_max_update)
+    cal.calibrate(data, manager)
+    return cal.get_model_qsvs()
 
 
 def quantize(
