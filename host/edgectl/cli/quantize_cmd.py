@@ -56,11 +56,14 @@ def quantize(ctx: click.Context, model: str, formats: str, calib_size: int, cali
     click.echo(f"test set: {result['test_images']} images ({cfg.spec}, {cfg.img_size}px); "
                f"calibration: {result['calibration_images']} training images")
     click.echo(f"{'artifact':<20} {'size':>9} {'accuracy':>9} {'Δ vs fp32':>9} "
-               f"{'top-1 agree':>11} {'p50 ms':>8} {'p95 ms':>8}")
+               f"{'top-1 agree (clear)':>20} {'p50 ms':>8} {'p95 ms':>8}")
     for r in result["artifacts"]:
         lat = r.get("latency_ms") or {}
         drop = f"{-r['accuracy_drop'] * 100:+.2f} pt" if "accuracy_drop" in r else ""
+        agree = f"{r['top1_agreement']:.1%}"
+        if "top1_agreement_clear" in r:  # INT8: also where PyTorch's top-1 margin is clear
+            agree += f" ({r['top1_agreement_clear']:.0%} of {r['clear_n']})"
         click.echo(f"{Path(r['path']).name:<20} {r['bytes'] / 1e6:>6.2f} MB {r['accuracy']:>9.2%} "
-                   f"{drop:>9} {r['top1_agreement']:>11.2%} "
+                   f"{drop:>9} {agree:>20} "
                    f"{lat.get('p50', float('nan')):>8.3f} {lat.get('p95', float('nan')):>8.3f}")
     click.echo(f"written to {out} (latency: batch 1, {threads} thread(s))")
