@@ -573,6 +573,7 @@ def run_study(
         raise ConfigError(
             f"{out} already holds a study: pass --resume to continue it, or choose another --out"
         )
+    fresh = not out.exists()
     cells_dir.mkdir(parents=True, exist_ok=True)
     baseline_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "study.json", cfg.to_dict())
@@ -581,7 +582,12 @@ def run_study(
     t_start = time.perf_counter()
 
     say("study: baseline")
-    fingerprint = runner.baseline(cfg, baseline_dir)
+    try:
+        fingerprint = runner.baseline(cfg, baseline_dir)
+    except BaseException:
+        if fresh:  # e.g. a data folder that does not exist: leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     base_cell = Cell(BASELINE, "none", 0.0, cfg.seed0)
     base_key = cell_key(cfg, base_cell, fingerprint)
     base_row = _load_cell(cells_dir / f"{BASELINE}.json", base_key) if cfg.resume else None

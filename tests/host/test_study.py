@@ -117,6 +117,18 @@ def test_bad_config_is_one_clear_error(tmp_path, bad, message):
     assert not (tmp_path / "study").exists()  # nothing half-written
 
 
+def test_failed_baseline_leaves_no_half_made_study(tmp_path):
+    from edge_common.errors import DataNotFoundError
+
+    class NoData(FakeRunner):
+        def baseline(self, cfg: st.StudyConfig, baseline_dir: Path) -> str:
+            raise DataNotFoundError("data folder not found: /nowhere")
+
+    with pytest.raises(DataNotFoundError):
+        st.run_study(_cfg(tmp_path), runner=NoData(), echo=lambda m: None)
+    assert not (tmp_path / "study").exists()
+
+
 def test_study_writes_table_plots_report(tmp_path):
     runner = FakeRunner()
     res = st.run_study(_cfg(tmp_path), runner=runner, echo=lambda m: None)
