@@ -32,7 +32,7 @@ def write_keypair(out_dir: str | os.PathLike[str], force: bool = False) -> tuple
         )
     priv_pem, pub_pem = generate_keypair()
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(private) as tmp:  # mkstemp creates it 0600; keep it so
+    with atomic_path(private) as tmp:  # tighten to 0600 before any key byte is written
         os.chmod(tmp, 0o600)
         tmp.write_bytes(priv_pem)
     with atomic_path(public) as tmp:
