@@ -130,11 +130,15 @@ def cache_dir() -> Path:
 
 
 def baseline_key(cfg: BuildConfig) -> str:
-    """Hash of what determines the baseline: data config, training settings, code version."""
-    from edgectl.checkpoint import code_version
+    """Hash of what determines the baseline: data config, training settings, package version.
+
+    The package version, not the git commit: a commit that does not touch training must not
+    throw away a baseline that takes minutes to train (bump the version when training changes).
+    """
+    from importlib.metadata import version
 
     data = {k: v for k, v in cfg.data.to_dict().items() if k != "download"}
-    blob = json.dumps({"data": data, "train": cfg.train_settings(), "code": code_version()},
+    blob = json.dumps({"data": data, "train": cfg.train_settings(), "code": version("edgectl")},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
