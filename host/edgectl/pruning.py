@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from edge_common.errors import ConfigError, ModelError
 from torch import nn
 from torch.nn.utils import prune as tprune
 
+from edge_common.errors import ConfigError, ModelError
 from edgectl.metrics import count_macs, count_params
 from edgectl.schedules import schedule
 
@@ -401,7 +401,6 @@ def measure_speed(
 
     from edge_common.runtime import open_session
     from edge_common.timing import measure_latency
-
     from edgectl.metrics import compressed_size, file_size
     from edgectl.onnx_util import export_onnx
 

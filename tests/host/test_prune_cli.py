@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from edgectl.cli import main
 
 IMG = 32

@@ -7,12 +7,13 @@ import copy
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torchvision.models import mobilenet_v2
+
 from edge_common.errors import ConfigError, ModelError
 from edgectl import pruning
 from edgectl.metrics import count_params
 from edgectl.schedules import linear_schedule, polynomial_schedule, schedule
-from torch import nn
-from torchvision.models import mobilenet_v2
 
 IMG = 32
 

@@ -119,7 +119,6 @@ def prune(
           --sparsity 0.7 --step 0.1 --finetune-epochs 1 --out runs/u70 --json
     """
     from edge_common.errors import DataError
-
     from edgectl import pruning
     from edgectl.checkpoint import load_checkpoint, resolve, save_checkpoint
     from edgectl.data import load_datasets
