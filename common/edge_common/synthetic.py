@@ -44,7 +44,7 @@ from PIL import Image, ImageFilter
 LABELS: tuple[str, ...] = ("ok", "scratch", "crack", "spot", "chip", "missing_hole")
 REJECT_LABELS: tuple[str, ...] = LABELS[1:]
 SHAPES: tuple[str, ...] = ("washer", "gear", "hex_nut", "bracket")
-DEFAULT_DIFFICULTY = 0.5
+DEFAULT_DIFFICULTY = 0.0
 DEFAULT_SIZE = 64
 
 _F = np.float32
@@ -71,8 +71,8 @@ def _knobs(difficulty: float) -> _Knobs:
         return a + (b - a) * d
 
     return _Knobs(
-        defect_contrast=lerp(0.55, 0.14),
-        defect_scale=lerp(1.25, 0.6),
+        defect_contrast=lerp(1.0, 0.14),
+        defect_scale=lerp(3.0, 0.6),
         noise_sigma=lerp(2.0, 14.0),
         blur_max=lerp(0.2, 1.1),
         motion_max=lerp(0.0, 2.0),
@@ -307,9 +307,11 @@ def render(
         th = drng.uniform(0, 2 * math.pi)
         length = drng.uniform(0.5, 0.9) * ds
         p1 = p0 + length * np.array([math.cos(th), math.sin(th)])
-        w = max(0.022, 0.7 * px)
-        line = np.exp(-0.5 * (_seg_dist(u, v, p0, p1) / w) ** 2)
-        part = part + (c * line)[..., None]
+        w = max(0.022 * ds, 0.7 * px)
+        dist = _seg_dist(u, v, p0, p1)
+        line = np.exp(-0.5 * (dist / w) ** 2)
+        groove = np.exp(-0.5 * (dist / (2.2 * w)) ** 2) - line  # dark burr beside the bright core
+        part = part * (1 - (0.8 * c * groove)[..., None]).clip(0.1, 1) + (c * line)[..., None]
     elif name == "crack":
         p = _edge_point(drng, shape, teeth) * 0.97
         th = math.atan2(-p[1], -p[0]) + drng.uniform(-0.5, 0.5)  # head inwards

@@ -11,7 +11,7 @@ Data specs (``--data``):
 
 - ``synthetic`` (default): :mod:`edge_common.synthetic`, rendered at the model input
   size; train images are indices ``0..N-1``, test images start at ``TEST_OFFSET`` so
-  the two never overlap. Default sizes 4000 train / 1000 test.
+  the two never overlap. Default sizes 16000 train / 1000 test.
 - ``cifar10:DIR``: torchvision's ``CIFAR10`` reading ``DIR/cifar-10-batches-py``;
   downloads only with ``--download``. Frames are 32×32 and resized to the input size.
 - ``folder:DIR``: ``DIR/train/<class>/*`` and ``DIR/test/<class>/*``, or just
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 BILINEAR = transforms.InterpolationMode.BILINEAR
 
 KINDS = ("synthetic", "cifar10", "folder")
-SYNTHETIC_TRAIN_SIZE = 4000
+SYNTHETIC_TRAIN_SIZE = 16000  # from scratch, unique images beat extra epochs (docs/dataset.md)
 SYNTHETIC_TEST_SIZE = 1000
 TEST_OFFSET = 10_000_000  # synthetic test images start here; train images at 0
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp"}
@@ -187,12 +187,21 @@ def test_transform(spec: InputSpec) -> Callable[[Image.Image], torch.Tensor]:
     )
 
 
+class _RandomRot90:
+    """Rotate a PIL image by a random multiple of 90° (parts on a belt have no "up")."""
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        k = int(torch.randint(4, (1,)))
+        return img.rotate(90 * k) if k else img
+
+
 def train_transform(spec: InputSpec, kind: str) -> Callable[[Image.Image], torch.Tensor]:
     """Light augmentation: flips (parts seen from above are valid both ways; photos
     only left-right), then the test-time transform."""
     flips: list[Any] = [transforms.RandomHorizontalFlip()]
     if kind == "synthetic":
         flips.append(transforms.RandomVerticalFlip())
+        flips.append(_RandomRot90())
     return transforms.Compose(
         [
             transforms.Resize((spec.size, spec.size), interpolation=BILINEAR),

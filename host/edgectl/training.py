@@ -16,7 +16,6 @@ checkpoints and exports see an ordinary model.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ AfterStep = Callable[[nn.Module], None]
 
 DEFAULT_EPOCHS = 8
 DEFAULT_BATCH_SIZE = 64
-DEFAULT_LR = 1e-3
+DEFAULT_LR = 2e-3
 FINE_TUNE_LR = 2e-4
 
 
@@ -106,8 +105,10 @@ def fit(
     loader = _loader(datasets.train, batch_size, shuffle=True, seed=seed)
     steps_total = max(1, epochs * len(loader))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps_total) / steps_total))
+    # One-cycle: short warm-up then cosine decay; from scratch it learns markedly faster
+    # than a plain cosine from the peak (measured on the synthetic set, docs/dataset.md).
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=steps_total + 1, pct_start=0.15
     )
     loss_fn = nn.CrossEntropyLoss()
     model = model.to(memory_format=torch.channels_last) if channels_last else model
@@ -118,7 +119,7 @@ def fit(
             "lr": lr,
             "seed": seed,
             "optimizer": "adam",
-            "schedule": "cosine",
+            "schedule": "onecycle",
             "weight_decay": weight_decay,
             "channels_last": channels_last,
             "threads": torch.get_num_threads(),

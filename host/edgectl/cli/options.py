@@ -30,7 +30,7 @@ data_options = _stack(
     click.option("--data", "data_spec", default="synthetic", show_default=True, metavar="SPEC",
                  help="synthetic | cifar10:DIR | folder:DIR"),
     click.option("--train-size", type=int, default=None, callback=_positive, metavar="N",
-                 help="Training images (default: 4000 synthetic, all for other data)."),
+                 help="Training images (default: 16000 synthetic, all for other data)."),
     click.option("--test-size", type=int, default=None, callback=_positive, metavar="N",
                  help="Test images (default: 1000 synthetic, all for other data)."),
     click.option("--img-size", type=int, default=64, show_default=True, callback=_positive,
