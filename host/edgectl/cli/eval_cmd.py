@@ -6,36 +6,13 @@ from typing import Any
 
 import click
 
-from edgectl.cli.options import data_options, echo_json, json_option, threads_option
-
-_DATA_PARAMS = ("data_spec", "train_size", "test_size", "img_size", "seed", "download")
-
-
-def _data_config(ctx: click.Context, meta: dict[str, Any], kwargs: dict[str, Any]) -> Any:
-    """The checkpoint's own data config, with any data option given on the command line on top."""
-    from edgectl.cli.options import data_config_from
-    from edgectl.data import DataConfig
-
-    given = {
-        k
-        for k in _DATA_PARAMS
-        if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)
-    }
-    if "data" not in meta:
-        return data_config_from(kwargs)
-    base = DataConfig.from_dict(meta["data"])
-    if "data_spec" in given:
-        new = DataConfig.from_spec(kwargs["data_spec"], img_size=base.img_size, seed=base.seed)
-        if new.kind != base.kind or new.path != base.path:  # other data: its own default sizes
-            base = new
-    changes = {
-        k: kwargs[k]
-        for k in ("train_size", "test_size", "img_size", "seed", "download")
-        if k in given
-    }
-    for k in _DATA_PARAMS:
-        kwargs.pop(k, None)
-    return base.replace(**changes) if changes else base
+from edgectl.cli.options import (
+    checkpoint_data_config,
+    data_options,
+    echo_json,
+    json_option,
+    threads_option,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,7 +52,7 @@ def eval_(
     from edgectl.evaluation import evaluate, format_report
 
     net, meta = load_checkpoint(model)
-    cfg = _data_config(ctx, meta, kwargs)
+    cfg = checkpoint_data_config(ctx, meta, kwargs)
     ds = load_datasets(cfg, augment=False)
     if meta.get("labels") and list(meta["labels"]) != list(ds.labels):
         raise DataError(

@@ -23,10 +23,10 @@ def out_option(f: Any) -> Any:
 def load(ctx: click.Context, model_path: str, kwargs: dict[str, Any]) -> tuple[Any, dict, Any]:
     """Checkpoint, its meta and the data config (its own unless data options say otherwise)."""
     from edgectl.checkpoint import load_checkpoint
-    from edgectl.cli.eval_cmd import _data_config
+    from edgectl.cli.options import checkpoint_data_config
 
     model, meta = load_checkpoint(model_path)
-    return model, meta, _data_config(ctx, meta, kwargs)
+    return model, meta, checkpoint_data_config(ctx, meta, kwargs)
 
 
 def default_out(model_path: str, out_dir: str | None) -> Path:

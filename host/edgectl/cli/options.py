@@ -35,14 +35,15 @@ data_options = _stack(
                  help="Test images (default: 1000 synthetic, all for other data)."),
     click.option("--img-size", type=int, default=64, show_default=True, callback=_positive,
                  help="Model input size in pixels (square)."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed for data and training."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Seed for data and training."),
     click.option("--download", is_flag=True, help="Allow downloading CIFAR-10 (needs network)."),
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
-threads_option = click.option("--threads", type=int, default=1, show_default=True, callback=_positive,
-                              help="CPU threads for latency measurements.")
+threads_option = click.option("--threads", type=int, default=1, show_default=True,
+                              callback=_positive, help="CPU threads for latency measurements.")
 
 
 def data_config_from(kwargs: dict[str, Any]) -> Any:
@@ -57,6 +58,35 @@ def data_config_from(kwargs: dict[str, Any]) -> Any:
         seed=kwargs.pop("seed"),
         download=kwargs.pop("download"),
     )
+
+
+DATA_PARAMS = ("data_spec", "train_size", "test_size", "img_size", "seed", "download")
+
+
+def checkpoint_data_config(ctx: click.Context, meta: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+    """The checkpoint's own data config (``meta["data"]``) with data options typed on the
+    command line on top (defaults do not count). Pops the data options out of ``kwargs``.
+
+    Shared by ``eval``, ``prune``, ``export`` and ``quantize``: a model is evaluated on the
+    data it was trained on unless the user says otherwise.
+    """
+    from edgectl.data import DataConfig
+
+    given = {
+        k for k in DATA_PARAMS
+        if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)
+    }
+    if "data" not in meta:
+        return data_config_from(kwargs)
+    base = DataConfig.from_dict(meta["data"])
+    if "data_spec" in given:
+        new = DataConfig.from_spec(kwargs["data_spec"], img_size=base.img_size, seed=base.seed)
+        if new.kind != base.kind or new.path != base.path:  # other data: its own default sizes
+            base = new
+    changes = {k: kwargs[k] for k in DATA_PARAMS[1:] if k in given}
+    for k in DATA_PARAMS:
+        kwargs.pop(k, None)
+    return base.replace(**changes) if changes else base
 
 
 def echo_json(obj: Any) -> None:

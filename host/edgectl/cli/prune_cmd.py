@@ -11,34 +11,13 @@ from typing import Any
 
 import click
 
-from edgectl.cli.options import data_options, echo_json, json_option, threads_option
-
-_DATA_PARAMS = ("data_spec", "train_size", "test_size", "img_size", "seed", "download")
-
-
-def _data_config(ctx: click.Context, meta: dict[str, Any], kwargs: dict[str, Any]) -> Any:
-    """The checkpoint's own data config (``meta["data"]``), given data options on top.
-
-    Same rule as ``edgectl eval``: an option counts only when typed on the command line.
-    """
-    from edgectl.cli.options import data_config_from
-    from edgectl.data import DataConfig
-
-    given = {
-        k for k in _DATA_PARAMS
-        if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)
-    }
-    if "data" not in meta:
-        return data_config_from(kwargs)
-    base = DataConfig.from_dict(meta["data"])
-    if "data_spec" in given:
-        new = DataConfig.from_spec(kwargs["data_spec"], img_size=base.img_size, seed=base.seed)
-        if new.kind != base.kind or new.path != base.path:
-            base = new
-    changes = {k: kwargs[k] for k in _DATA_PARAMS[1:] if k in given}
-    for k in _DATA_PARAMS:
-        kwargs.pop(k, None)
-    return base.replace(**changes) if changes else base
+from edgectl.cli.options import (
+    checkpoint_data_config,
+    data_options,
+    echo_json,
+    json_option,
+    threads_option,
+)
 
 
 def _fine_tuner(datasets: Any, epochs: int, lr: float | None, seed: int, progress: bool) -> Any:
@@ -128,7 +107,7 @@ def prune(
     net, meta = load_checkpoint(model)
     orig_params, orig_channels = pruning.lineage(meta, net)
     pruning.check_start(net, method, sparsity, orig_params, exclude_classifier)
-    cfg = _data_config(ctx, meta, kwargs)
+    cfg = checkpoint_data_config(ctx, meta, kwargs)
     ds = load_datasets(cfg, augment=True)
     if meta.get("labels") and list(meta["labels"]) != list(ds.labels):
         raise DataError(
