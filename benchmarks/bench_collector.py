@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+
 from edge_common.timing import percentiles
 
 

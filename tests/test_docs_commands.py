@@ -1,4 +1,4 @@
-"""Every `edgectl` / `edge-agent` command shown in README.md and docs/ exists with the options shown.
+"""Every `edgectl` / `edge-agent` command in README.md and docs/ exists with the options shown.
 
 Command lines are taken from fenced code blocks (lines starting with the program name,
 optionally after `$ ` or `make`-free shell prompts). Each is resolved against the real
@@ -88,7 +88,9 @@ LINES = _command_lines()
 
 def test_docs_show_commands():
     # The README must show the product's commands; an empty scan would make this file vacuous.
-    assert any(line.startswith("edgectl build") for _, line in LINES) or not (ROOT / "docs").exists()
+    assert (
+        any(line.startswith("edgectl build") for _, line in LINES) or not (ROOT / "docs").exists()
+    )
 
 
 @pytest.mark.parametrize("where,line", LINES, ids=[w for w, _ in LINES] or None)

@@ -91,7 +91,9 @@ def preprocess(frame: np.ndarray, spec: InputSpec, source_order: str = "RGB") ->
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def preprocess_batch(frames: list[np.ndarray], spec: InputSpec, source_order: str = "RGB") -> np.ndarray:
+def preprocess_batch(
+    frames: list[np.ndarray], spec: InputSpec, source_order: str = "RGB"
+) -> np.ndarray:
     """Preprocess several frames into one batch."""
     return np.concatenate([preprocess(f, spec, source_order) for f in frames], axis=0)
 

@@ -30,7 +30,9 @@ class OrtSession:
 
     format = "onnx"
 
-    def __init__(self, path: str | Path, threads: int = 1, providers: list[str] | None = None) -> None:
+    def __init__(
+        self, path: str | Path, threads: int = 1, providers: list[str] | None = None
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as err:

@@ -23,7 +23,9 @@ box-downsampled, which gives anti-aliased outlines without a rasteriser.
 
 **Difficulty.** ``difficulty`` is a float in ``[0, 1]`` (``DEFAULT_DIFFICULTY`` is what
 the defaults of ``edgectl train`` were tuned on: MobileNetV2 lands at roughly 90–97 %
-test accuracy; measured: 91.4 % with 16000 training images, see docs/dataset.md). Raising it makes defects smaller and fainter and the nuisances
+test accuracy;
+measured: 91.4 % with 16000 training images, see docs/dataset.md). Raising it makes
+defects smaller and fainter and the nuisances
 stronger: more sensor noise and blur, wider lighting and colour variation, more dirt,
 seams and glints that look a little like defects. ``0`` gives large, high-contrast
 defects on a clean belt (near 100 % accuracy); ``1`` is hard even for a person at

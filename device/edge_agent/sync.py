@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from edge_common.errors import ConfigError
 
 from edge_agent.journal import Journal
+from edge_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_agent.sync import HostClient, HostUnavailable
 from edge_common.errors import EdgeError
 from edge_common.fileio import write_json_atomic
-
-from edge_agent.sync import HostClient, HostUnavailable
 
 log = logging.getLogger(__name__)
 

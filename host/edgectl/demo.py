@@ -6,7 +6,7 @@
 4. ``edge-agent run`` — synthetic camera, interval trigger, mock GPIO pins, syncing to the collector
 5. ``edgectl fleet status`` — what the host sees
 6. ``edgectl bench --device local`` — the agent's own benchmark of every artifact
-7. a short report: baseline vs deployed model, items, rejects, live accuracy, p99, where the files are
+7. a short report: baseline vs deployed model, items, rejects, live accuracy, p99, files
 
 Every step is a real command a user can type; this module only strings them together,
 shows progress, and cleans up the processes it started (also on Ctrl-C).
@@ -106,14 +106,27 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *a: (cleanup(), sys.exit(143)))
     try:
         # 1. build --------------------------------------------------------------------
-        _say(f"1/6 edgectl build: train → {args.prune} {args.sparsity} → INT8 → ONNX + TFLite → bundle")
+        _say(
+            f"1/6 edgectl build: train → {args.prune} {args.sparsity} → INT8 → ONNX+TFLite → bundle"
+        )
         keys = out / "keys"
         if not (keys / "edge-signing.key").exists():
             subprocess.run([_tool("edgectl"), "keys", "generate", "--out", str(keys)], check=True)
         build_cmd = [
-            _tool("edgectl"), "build", "--prune", args.prune, "--sparsity", str(args.sparsity),
-            "--quantize", "int8", "--key", str(keys / "edge-signing.key"),
-            "--out", str(out / "build"), "--json", *args.build_args.split(),
+            _tool("edgectl"),
+            "build",
+            "--prune",
+            args.prune,
+            "--sparsity",
+            str(args.sparsity),
+            "--quantize",
+            "int8",
+            "--key",
+            str(keys / "edge-signing.key"),
+            "--out",
+            str(out / "build"),
+            "--json",
+            *args.build_args.split(),
         ]
         build = _run_json(build_cmd, env)
         bundle = Path(build["bundle"])
@@ -126,26 +139,49 @@ def main(argv: list[str] | None = None) -> int:
         if data_dir.exists():
             shutil.rmtree(data_dir)
         serve_log = open(out / "collector.log", "wb")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen(
-            [_tool("edgectl"), "serve", "--data-dir", str(data_dir), "--port", str(port)],
-            stdout=serve_log, stderr=subprocess.STDOUT, env=env,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [_tool("edgectl"), "serve", "--data-dir", str(data_dir), "--port", str(port)],
+                stdout=serve_log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
         _wait_http(url + "/openapi.json")
         print(f"collector up at {url} (log: {out / 'collector.log'})")
         token_file = data_dir / "admin.token"
 
         # 3. device token ---------------------------------------------------------------
         _say("3/6 edgectl fleet add-device: a token for the simulated station")
-        dev = _run_json([
-            _tool("edgectl"), "fleet", "add-device", "station-1", "--group", "sim",
-            "--server", url, "--token-file", str(token_file), "--json",
-        ])
+        dev = _run_json(
+            [
+                _tool("edgectl"),
+                "fleet",
+                "add-device",
+                "station-1",
+                "--group",
+                "sim",
+                "--server",
+                url,
+                "--token-file",
+                str(token_file),
+                "--json",
+            ]
+        )
         device_token = dev["token"]
 
         # 4. agent --------------------------------------------------------------------
-        _say(f"4/6 edge-agent run: {args.items} items at {args.rate:g}/s, synthetic camera, mock pins")
-        cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "agent-sim.yaml").read_text()) \
-            if (Path(__file__).resolve().parents[2] / "examples" / "agent-sim.yaml").exists() else {}
+        _say(
+            f"4/6 edge-agent run: {args.items} items at {args.rate:g}/s, synthetic camera, "
+            "mock pins"
+        )
+        cfg = (
+            yaml.safe_load(
+                (Path(__file__).resolve().parents[2] / "examples" / "agent-sim.yaml").read_text()
+            )
+            if (Path(__file__).resolve().parents[2] / "examples" / "agent-sim.yaml").exists()
+            else {}
+        )
         cfg["device_id"] = "station-1"
         cfg.setdefault("bundle", {})["path"] = str(bundle)
         cfg["bundle"]["public_key"] = str(keys / "edge-signing.pub")
@@ -157,30 +193,68 @@ def main(argv: list[str] | None = None) -> int:
         (out / "agent").mkdir(parents=True, exist_ok=True)
         (out / "agent" / "device.token").write_text(device_token + "\n")
         os.chmod(out / "agent" / "device.token", 0o600)
-        cfg["host"] = {"url": url, "token_file": str(out / "agent" / "device.token"),
-                       "interval_s": 1.0, "heartbeat_s": 2.0}
+        cfg["host"] = {
+            "url": url,
+            "token_file": str(out / "agent" / "device.token"),
+            "interval_s": 1.0,
+            "heartbeat_s": 2.0,
+        }
         agent_cfg = out / "agent" / "agent.yaml"
         agent_cfg.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        summary = _run_json([_tool("edge-agent"), "run", "--config", str(agent_cfg),
-                             "--max-items", str(args.items), "--json"], env)
+        summary = _run_json(
+            [
+                _tool("edge-agent"),
+                "run",
+                "--config",
+                str(agent_cfg),
+                "--max-items",
+                str(args.items),
+                "--json",
+            ],
+            env,
+        )
 
         # 5. fleet status -----------------------------------------------------------------
         _say("5/6 edgectl fleet status: what the host sees")
         status: Any = None
         for _ in range(30):
-            status = _run_json([_tool("edgectl"), "fleet", "status", "--server", url,
-                                "--token-file", str(token_file), "--json"])
+            status = _run_json(
+                [
+                    _tool("edgectl"),
+                    "fleet",
+                    "status",
+                    "--server",
+                    url,
+                    "--token-file",
+                    str(token_file),
+                    "--json",
+                ]
+            )
             rows = status if isinstance(status, list) else status.get("devices", [])
             if rows and all(int(r.get("received") or 0) >= args.items for r in rows):
                 break
             time.sleep(1)
-        subprocess.run([_tool("edgectl"), "fleet", "status", "--server", url,
-                        "--token-file", str(token_file)], check=False)
+        subprocess.run(
+            [_tool("edgectl"), "fleet", "status", "--server", url, "--token-file", str(token_file)],
+            check=False,
+        )
 
         # 6. bench --------------------------------------------------------------------
         _say("6/6 edgectl bench --device local: the agent's benchmark of every artifact")
-        bench = _run_json([_tool("edgectl"), "bench", "--device", "local", "--bundle", str(bundle),
-                           "--results-dir", str(out / "bench"), "--json"], env)
+        bench = _run_json(
+            [
+                _tool("edgectl"),
+                "bench",
+                "--device",
+                "local",
+                "--bundle",
+                str(bundle),
+                "--results-dir",
+                str(out / "bench"),
+                "--json",
+            ],
+            env,
+        )
     finally:
         cleanup()
 
@@ -190,54 +264,81 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _report(build: dict[str, Any], summary: dict[str, Any], status: Any, bench: Any,
-            out: Path, elapsed: float) -> str:
+def _report(
+    build: dict[str, Any],
+    summary: dict[str, Any],
+    status: Any,
+    bench: Any,
+    out: Path,
+    elapsed: float,
+) -> str:
     base, model = build.get("baseline", {}), build.get("model", {})
     lines = [
-        "# edgectl demo report", "",
-        "| | baseline | deployed |", "|---|---|---|",
+        "# edgectl demo report",
+        "",
+        "| | baseline | deployed |",
+        "|---|---|---|",
         f"| accuracy | {base.get('accuracy', 0):.4f} | {model.get('accuracy', 0):.4f} |",
         f"| params | {base.get('params', 0):,} | {model.get('params', 0):,} |",
         f"| sparsity | {base.get('sparsity', 0):.3f} | {model.get('sparsity', 0):.3f} |",
         f"| checkpoint size | {_mb(base.get('size_bytes'))} | {_mb(model.get('size_bytes'))} |",
         f"| PyTorch latency (1 thread, p50) | {_fmt_ms(base.get('latency_ms'))} "
         f"| {_fmt_ms(model.get('latency_ms'))} |",
-        "", "| artifact | bytes | accuracy | latency p50 | max abs diff |", "|---|---|---|---|---|",
+        "",
+        "| artifact | bytes | accuracy | latency p50 | max abs diff |",
+        "|---|---|---|---|---|",
     ]
     for a in build.get("artifacts", []):
-        lines.append(f"| {a['format']} {a['precision']} | {_mb(a.get('bytes'))} | "
-                     f"{a.get('accuracy', 0):.4f} | {_fmt_ms(a.get('latency_ms'))} | "
-                     f"{a.get('max_abs_diff', 0):.2g} |")
+        lines.append(
+            f"| {a['format']} {a['precision']} | {_mb(a.get('bytes'))} | "
+            f"{a.get('accuracy', 0):.4f} | {_fmt_ms(a.get('latency_ms'))} | "
+            f"{a.get('max_abs_diff', 0):.2g} |"
+        )
     lat = summary.get("latency_ms", {})
     total = lat.get("total") or lat.get("trigger_to_decision") or {}
     lines += [
-        "", "## Line (edge-agent, synthetic camera, mock pins)", "",
+        "",
+        "## Line (edge-agent, synthetic camera, mock pins)",
+        "",
         f"- items inspected: {summary.get('items')}",
         f"- rejects: {summary.get('rejects')}, reviews: {summary.get('reviews')}, "
         f"deadline misses: {summary.get('deadline_misses')}",
         f"- live accuracy (ground truth of the synthetic camera): {summary.get('accuracy')}",
         f"- throughput: {summary.get('fps', 0):.1f} items/s",
-        "- p99 latency: " + ", ".join(
+        "- p99 latency: "
+        + ", ".join(
             f"{stage} {v.get('p99', 0):.2f} ms" for stage, v in lat.items() if isinstance(v, dict)
         ),
         f"- end-to-end p99: {_fmt_ms(total, 'p99')}",
-        "", "## Fleet status (collector)", "", "```", json.dumps(status, indent=1)[:2000], "```",
-        "", "## Bench (edge-agent bench on this machine)", "",
+        "",
+        "## Fleet status (collector)",
+        "",
+        "```",
+        json.dumps(status, indent=1)[:2000],
+        "```",
+        "",
+        "## Bench (edge-agent bench on this machine)",
+        "",
     ]
     results = bench.get("results", []) if isinstance(bench, dict) else []
     for r in results:
-        lines.append(f"- {r.get('artifact')} ({r.get('threads')} thr): "
-                     f"p50 {_fmt_ms(r.get('latency_ms'))}, p99 {_fmt_ms(r.get('latency_ms'), 'p99')}, "
-                     f"{r.get('throughput_fps', 0):.0f} fps")
+        lines.append(
+            f"- {r.get('artifact')} ({r.get('threads')} thr): "
+            f"p50 {_fmt_ms(r.get('latency_ms'))}, p99 {_fmt_ms(r.get('latency_ms'), 'p99')}, "
+            f"{r.get('throughput_fps', 0):.0f} fps"
+        )
     lines += [
-        "", "## Files", "",
+        "",
+        "## Files",
+        "",
         f"- bundle: {build.get('bundle')}",
         f"- build output: {out / 'build'}",
         f"- agent config and journal: {out / 'agent'}",
         f"- collector data: {out / 'collector'}",
         f"- bench results: {out / 'bench'}",
         f"- this report: {out / 'report.md'}",
-        "", f"Demo finished in {elapsed / 60:.1f} min.",
+        "",
+        f"Demo finished in {elapsed / 60:.1f} min.",
     ]
     return "\n".join(lines) + "\n"
 

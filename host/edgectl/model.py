@@ -49,7 +49,8 @@ def _load_imagenet_state(weights: str) -> dict[str, torch.Tensor]:
         if not local.exists():
             raise ModelError(
                 f"ImageNet weights not found at {local}; on a machine with network run "
-                f"`python -c \"import torchvision; torchvision.models.mobilenet_v2(weights='IMAGENET1K_V2')\"` "
+                "`python -c \"import torchvision; "
+                "torchvision.models.mobilenet_v2(weights='IMAGENET1K_V2')\"` "
                 f"or download {w.url} and pass --weights PATH"
             )
         path = local

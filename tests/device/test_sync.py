@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edge_agent.journal import Journal
 from edge_agent.sync import (
     HostClient,

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from devicekit import agent_cmd, write_config
+
 from edge_agent.journal import Journal
 from edgectl.collector.server import LocalCollector
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from devicekit import make_bundle, write_config
+
 from edge_agent.config import load_config
 from edge_agent.journal import Journal
 from edge_agent.service import Agent

@@ -13,11 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from PIL import Image
+
 from edgectl.collector import status as S
 from edgectl.collector.server import ServerThread, reserve_port
 from edgectl.collector.settings import Settings
 from edgectl.collector.store import Store
-from PIL import Image
 
 API = "/api/v1"
 

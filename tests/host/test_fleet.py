@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from edge_common.bundle import sha256_file, write_manifest
 from edge_common.preprocess import InputSpec
 from edgectl.cli import main

@@ -17,20 +17,29 @@ from edge_common.errors import EdgeError
 
 # name -> (module, attribute, one-line help shown by `edgectl --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "data": ("edgectl.cli.data_cmd", "data", "Inspect or export datasets (built-in synthetic set, CIFAR-10, folders)."),
+    "data": ("edgectl.cli.data_cmd", "data",
+        "Inspect or export datasets (built-in synthetic set, CIFAR-10, folders)."),
     "train": ("edgectl.cli.train_cmd", "train", "Train the MobileNetV2 baseline."),
-    "eval": ("edgectl.cli.eval_cmd", "eval_", "Evaluate a checkpoint: accuracy, size, sparsity, MACs, latency."),
-    "prune": ("edgectl.cli.prune_cmd", "prune", "Prune a checkpoint (unstructured/structured, one-shot/iterative/gradual)."),
-    "quantize": ("edgectl.cli.quantize_cmd", "quantize", "INT8 post-training static quantization (ONNX QDQ, TFLite)."),
-    "export": ("edgectl.cli.export_cmd", "export", "Export a checkpoint to ONNX / TFLite with parity checks."),
-    "build": ("edgectl.cli.build_cmd", "build", "Whole pipeline: train, prune, fine-tune, quantize, export, bundle."),
+    "eval": ("edgectl.cli.eval_cmd", "eval_",
+        "Evaluate a checkpoint: accuracy, size, sparsity, MACs, latency."),
+    "prune": ("edgectl.cli.prune_cmd", "prune",
+        "Prune a checkpoint (unstructured/structured, one-shot/iterative/gradual)."),
+    "quantize": ("edgectl.cli.quantize_cmd", "quantize",
+        "INT8 post-training static quantization (ONNX QDQ, TFLite)."),
+    "export": ("edgectl.cli.export_cmd", "export",
+        "Export a checkpoint to ONNX / TFLite with parity checks."),
+    "build": ("edgectl.cli.build_cmd", "build",
+        "Whole pipeline: train, prune, fine-tune, quantize, export, bundle."),
     "bundle": ("edgectl.cli.bundle_cmd", "bundle", "Show or verify a model bundle."),
     "keys": ("edgectl.cli.keys_cmd", "keys", "Generate the Ed25519 key pair that signs bundles."),
-    "study": ("edgectl.cli.study_cmd", "study", "Regenerate the pruning study: table, plots, report."),
-    "bench": ("edgectl.cli.bench_cmd", "bench", "Benchmark a bundle on a board (through Ansible) or locally."),
+    "study": ("edgectl.cli.study_cmd", "study",
+        "Regenerate the pruning study: table, plots, report."),
+    "bench": ("edgectl.cli.bench_cmd", "bench",
+        "Benchmark a bundle on a board (through Ansible) or locally."),
     "serve": ("edgectl.cli.serve_cmd", "serve", "Run the host collector that boards sync to."),
     "deploy": ("edgectl.cli.deploy_cmd", "deploy", "Roll out the agent and a bundle with Ansible."),
-    "fleet": ("edgectl.cli.fleet_cmd", "fleet", "Fleet overview and management (devices, desired models)."),
+    "fleet": ("edgectl.cli.fleet_cmd", "fleet",
+        "Fleet overview and management (devices, desired models)."),
 }
 
 

@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from edge_common.errors import BundleError
-from edge_common.fileio import write_bytes_atomic
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -26,6 +24,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from edge_common.errors import BundleError
+from edge_common.fileio import write_bytes_atomic
 from edgectl.collector import status as fleet_status
 from edgectl.collector.auth import Principal, hash_token, new_token, tokens_match
 from edgectl.collector.bundles import read_tar_manifest

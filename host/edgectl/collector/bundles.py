@@ -13,7 +13,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edge_common.errors import BundleError
-
 from edgectl.collector.names import is_safe_name
 
 MANIFEST = "manifest.json"

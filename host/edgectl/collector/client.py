@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
 from edge_common.bundle import pack_tar
 from edge_common.errors import EdgeError
 
