@@ -60,7 +60,7 @@ class BuildConfig:
     quantize: str = "int8"
     formats: tuple[str, ...] = ("onnx", "tflite")
     epochs: int | None = None  # None: training.DEFAULT_EPOCHS
-    finetune_epochs: int = 2
+    finetune_epochs: int = 5
     batch_size: int = 64
     lr: float | None = None
     calib_size: int = 300

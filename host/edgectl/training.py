@@ -32,7 +32,7 @@ AfterStep = Callable[[nn.Module], None]
 DEFAULT_EPOCHS = 8
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_LR = 2e-3
-FINE_TUNE_LR = 2e-4
+FINE_TUNE_LR = 1e-3  # half the training peak: recovers structured pruning far faster than 2e-4
 
 
 def _loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:

@@ -43,7 +43,7 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[st
               help="Artifact formats, comma-separated.")
 @click.option("--epochs", type=click.IntRange(0), default=None,
               help="Baseline training epochs (default: the trainer's, 8).")
-@click.option("--finetune-epochs", type=click.IntRange(0), default=2, show_default=True,
+@click.option("--finetune-epochs", type=click.IntRange(0), default=5, show_default=True,
               help="Fine-tune epochs after pruning (per step when iterative/gradual).")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--calib-size", type=click.IntRange(1), default=300, show_default=True,
