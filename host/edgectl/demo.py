@@ -68,8 +68,11 @@ def _wait_http(url: str, timeout_s: float = 30.0) -> None:
     raise SystemExit(f"demo: collector did not answer at {url} within {timeout_s:.0f}s")
 
 
-def _fmt_ms(d: dict[str, Any] | None, key: str = "p50") -> str:
-    if not d or d.get(key) is None:
+def _fmt_ms(d: Any, key: str = "p50") -> str:
+    """Milliseconds from a latency object (``{p50, p95, ...}``) or a bare number."""
+    if isinstance(d, (int, float)):
+        return f"{float(d):.2f} ms"
+    if not isinstance(d, dict) or d.get(key) is None:
         return "-"
     return f"{float(d[key]):.2f} ms"
 
@@ -258,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cleanup()
 
+    for name, obj in (("agent-summary", summary), ("fleet-status", status), ("bench", bench)):
+        (out / f"{name}.json").write_text(json.dumps(obj, indent=2, default=str))
     report = _report(build, summary, status, bench, out, time.monotonic() - t0)
     (out / "report.md").write_text(report)
     print("\n" + report)
@@ -291,8 +296,8 @@ def _report(
     for a in build.get("artifacts", []):
         lines.append(
             f"| {a['format']} {a['precision']} | {_mb(a.get('bytes'))} | "
-            f"{a.get('accuracy', 0):.4f} | {_fmt_ms(a.get('latency_ms'))} | "
-            f"{a.get('max_abs_diff', 0):.2g} |"
+            f"{a.get('accuracy') or 0:.4f} | {_fmt_ms(a.get('latency_ms'))} | "
+            f"{a.get('max_abs_diff') or 0:.2g} |"
         )
     lat = summary.get("latency_ms", {})
     total = lat.get("total") or lat.get("trigger_to_decision") or {}
@@ -304,10 +309,10 @@ def _report(
         f"- rejects: {summary.get('rejects')}, reviews: {summary.get('reviews')}, "
         f"deadline misses: {summary.get('deadline_misses')}",
         f"- live accuracy (ground truth of the synthetic camera): {summary.get('accuracy')}",
-        f"- throughput: {summary.get('fps', 0):.1f} items/s",
+        f"- throughput: {summary.get('fps') or 0:.1f} items/s",
         "- p99 latency: "
         + ", ".join(
-            f"{stage} {v.get('p99', 0):.2f} ms" for stage, v in lat.items() if isinstance(v, dict)
+            f"{stage} {_fmt_ms(v, 'p99')}" for stage, v in lat.items() if isinstance(v, dict)
         ),
         f"- end-to-end p99: {_fmt_ms(total, 'p99')}",
         "",
@@ -320,7 +325,8 @@ def _report(
         "## Bench (edge-agent bench on this machine)",
         "",
     ]
-    results = bench.get("results", []) if isinstance(bench, dict) else []
+    reports = bench if isinstance(bench, list) else [bench] if isinstance(bench, dict) else []
+    results = [r for rep in reports if isinstance(rep, dict) for r in rep.get("results", [])]
     for r in results:
         lines.append(
             f"- {r.get('artifact')} ({r.get('threads')} thr): "
