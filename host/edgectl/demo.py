@@ -285,7 +285,9 @@ def _report(
         "|---|---|---|",
         f"| accuracy | {base.get('accuracy', 0):.4f} | {model.get('accuracy', 0):.4f} |",
         f"| params | {base.get('params', 0):,} | {model.get('params', 0):,} |",
-        f"| sparsity | {base.get('sparsity', 0):.3f} | {model.get('sparsity', 0):.3f} |",
+        f"| pruned (target {build.get('pruning', {}).get('target', 0) or 0:.2f}) | - | "
+        f"{build.get('pruning', {}).get('actual', model.get('sparsity', 0)) or 0:.3f} "
+        f"({build.get('pruning', {}).get('method', 'none')}) |",
         f"| checkpoint size | {_mb(base.get('size_bytes'))} | {_mb(model.get('size_bytes'))} |",
         f"| PyTorch latency (1 thread, p50) | {_fmt_ms(base.get('latency_ms'))} "
         f"| {_fmt_ms(model.get('latency_ms'))} |",
