@@ -34,6 +34,7 @@ import pandas as pd
 
 from edge_common.errors import ConfigError
 from edge_common.fileio import write_bytes_atomic, write_json_atomic
+from edgectl.training import DEFAULT_LR, FINE_TUNE_LR
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ DEFAULT_SPARSITIES = (0.3, 0.5, 0.7)
 DEFAULT_EPOCHS = 8  # baseline training epochs (= edgectl.training.DEFAULT_EPOCHS)
 # Fine-tune budget of every cell, in epochs of the training set: one-shot spends it after
 # its single prune, iterative splits it evenly over its steps (same images seen in total).
-DEFAULT_FINETUNE_EPOCHS = 0.5
+DEFAULT_FINETUNE_EPOCHS = 1.0
 DEFAULT_STEP = 0.2  # iterative: prune in steps of 0.2 of the original model
 ACCURACY_TOLERANCE = 0.01  # best trade-off rule: within 1 point of the baseline
 BASELINE = "baseline"
@@ -136,8 +137,8 @@ class StudyConfig:
     threads: int = 1
     width_mult: float = 1.0
     batch_size: int = 64
-    lr: float = 1e-3  # Adam, as edgectl.training.DEFAULT_LR
-    finetune_lr: float = 2e-4  # edgectl.training.FINE_TUNE_LR
+    lr: float = DEFAULT_LR  # Adam, as edgectl train
+    finetune_lr: float = FINE_TUNE_LR  # as edgectl prune / build
     latency_runs: int = 50
     latency_warmup: int = 10
     latency_min_s: float = 0.5
