@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# Shared test helpers (tests/onnxkit.py) import as top-level modules.
+sys.path.insert(0, str(Path(__file__).parent))
 
 # Tests run on 2-core machines next to other work: keep math libraries to one thread each.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

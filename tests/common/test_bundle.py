@@ -9,34 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnxkit import LABELS, SIZE, tiny_onnx
 
 from edge_common import bundle as B
 from edge_common.errors import BundleError, IntegrityError
 from edge_common.preprocess import InputSpec
-
-LABELS = ["ok", "scratch", "crack"]
-SIZE = 4
-
-
-def _tiny_onnx(path: Path, seed: int = 0) -> None:
-    """Flatten → Gemm: (N,3,4,4) float32 → (N,3) logits; no torch needed."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=(3 * SIZE * SIZE, len(LABELS))).astype(np.float32)
-    b = rng.normal(size=(len(LABELS),)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["x"], ["f"], axis=1),
-         helper.make_node("Gemm", ["f", "w", "b"], ["y"])],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", len(LABELS)])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
 
 
 def make_bundle(root: Path, key: bytes | None = None) -> Path:
@@ -44,7 +21,7 @@ def make_bundle(root: Path, key: bytes | None = None) -> Path:
     from edge_common.runtime import open_session
 
     root.mkdir(parents=True)
-    _tiny_onnx(root / "model.fp32.onnx")
+    tiny_onnx(root / "model.fp32.onnx")
     (root / "model.int8.tflite").write_bytes(b"TFL3" + bytes(range(256)) * 4)
     (root / "model.int8.onnx").write_bytes(b"fake int8 onnx" * 10)
     x = np.random.default_rng(1).normal(size=(4, 3, SIZE, SIZE)).astype(np.float32)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnxkit import LABELS, SIZE, tiny_onnx
 
 from edge_common import bundle as B
 from edge_common.errors import BundleError
@@ -14,34 +15,9 @@ from edge_common.preprocess import InputSpec
 from edgectl.bundle_writer import write_bundle
 from edgectl.cli import main
 
-LABELS = ["ok", "scratch", "crack"]
-SIZE = 4
-
-
-def _tiny_onnx(path: Path, seed: int = 0) -> Path:
-    """Flatten → Gemm: (N,3,4,4) float32 → (N,3) logits; no torch needed."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=(3 * SIZE * SIZE, len(LABELS))).astype(np.float32)
-    b = rng.normal(size=(len(LABELS),)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["x"], ["f"], axis=1),
-         helper.make_node("Gemm", ["f", "w", "b"], ["y"])],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", len(LABELS)])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
-
 
 def _write(tmp_path: Path, out: Path, key: bytes | None = None, **kw) -> Path:
-    src = _tiny_onnx(tmp_path / "src.onnx")
+    src = tiny_onnx(tmp_path / "src.onnx")
     x = np.random.default_rng(2).normal(size=(20, 3, SIZE, SIZE)).astype(np.float32)
     args = dict(
         name="tiny", version="v1", labels=LABELS, reject_labels=LABELS[1:],
@@ -134,7 +110,7 @@ def test_verify_cli_refuses_tampering(cli_runner, tmp_path, keys):
 def test_verify_cli_reports_test_vector_failure(cli_runner, tmp_path):
     """A model swapped for another one with a re-written manifest (unsigned) fails replay."""
     out = _write(tmp_path, tmp_path / "bundle")
-    _tiny_onnx(out / "model.fp32.onnx", seed=7)
+    tiny_onnx(out / "model.fp32.onnx", seed=7)
     m = json.loads((out / "manifest.json").read_text())
     m["artifacts"][0]["sha256"] = B.sha256_file(out / "model.fp32.onnx")
     m["artifacts"][0]["bytes"] = (out / "model.fp32.onnx").stat().st_size
