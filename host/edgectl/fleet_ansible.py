@@ -394,7 +394,9 @@ def load_runs(
             continue
         rec["file"] = str(path)
         runs.append(rec)
-    runs.sort(key=lambda r: (str(r.get("created", "")), r["file"]))
+    # Same-second runs are stored as X.json, X-2.json, X-10.json: shorter name first keeps
+    # them in the order they were written ("-" sorts before "." as a plain string).
+    runs.sort(key=lambda r: (str(r.get("created", "")), len(r["file"]), r["file"]))
     return runs
 
 
