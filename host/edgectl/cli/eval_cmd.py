@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from edgectl.cli.options import (
+    check_labels,
     checkpoint_data_config,
     data_options,
     echo_json,
@@ -46,7 +47,6 @@ def eval_(
       edgectl eval runs/baseline --threads 2 --json
       edgectl eval runs/pruned/model.pt --data folder:~/parts --img-size 64
     """
-    from edge_common.errors import DataError
     from edgectl.checkpoint import load_checkpoint, resolve
     from edgectl.data import load_datasets
     from edgectl.evaluation import evaluate, format_report
@@ -54,10 +54,7 @@ def eval_(
     net, meta = load_checkpoint(model)
     cfg = checkpoint_data_config(ctx, meta, kwargs)
     ds = load_datasets(cfg, augment=False)
-    if meta.get("labels") and list(meta["labels"]) != list(ds.labels):
-        raise DataError(
-            f"{model} was trained on labels {meta['labels']}, but {cfg.spec} has {list(ds.labels)}"
-        )
+    check_labels(model, meta, cfg, ds.labels)
     path = resolve(model)
     result = evaluate(
         net, ds, threads=threads, checkpoint_path=path, latency_runs=runs, latency=not no_latency

@@ -89,5 +89,15 @@ def checkpoint_data_config(ctx: click.Context, meta: dict[str, Any], kwargs: dic
     return base.replace(**changes) if changes else base
 
 
+def check_labels(model: Any, meta: dict[str, Any], cfg: Any, labels: Any) -> None:
+    """A checkpoint can only be evaluated or fine-tuned on data with its own labels."""
+    from edge_common.errors import DataError
+
+    if meta.get("labels") and list(meta["labels"]) != list(labels):
+        raise DataError(
+            f"{model} was trained on labels {meta['labels']}, but {cfg.spec} has {list(labels)}"
+        )
+
+
 def echo_json(obj: Any) -> None:
     click.echo(_json.dumps(obj, indent=2, sort_keys=True, default=str))

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from edgectl.cli.options import (
+    check_labels,
     checkpoint_data_config,
     data_options,
     echo_json,
@@ -97,7 +98,6 @@ def prune(
       edgectl prune runs/baseline --method unstructured --regime iterative \\
           --sparsity 0.7 --step 0.1 --finetune-epochs 1 --out runs/u70 --json
     """
-    from edge_common.errors import DataError
     from edgectl import pruning
     from edgectl.checkpoint import load_checkpoint, resolve, save_checkpoint
     from edgectl.data import load_datasets
@@ -109,10 +109,7 @@ def prune(
     pruning.check_start(net, method, sparsity, orig_params, exclude_classifier)
     cfg = checkpoint_data_config(ctx, meta, kwargs)
     ds = load_datasets(cfg, augment=True)
-    if meta.get("labels") and list(meta["labels"]) != list(ds.labels):
-        raise DataError(
-            f"{model} was trained on labels {meta['labels']}, but {cfg.spec} has {list(ds.labels)}"
-        )
+    check_labels(model, meta, cfg, ds.labels)
     parent = resolve(model)
     img = ds.input_spec.size
     before = evaluate(net, ds, threads=threads, checkpoint_path=parent, latency_runs=latency_runs)
