@@ -14,7 +14,9 @@ import binascii
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -38,7 +40,13 @@ REQUIRED_FIELDS = (
 )
 ARTIFACT_FIELDS = ("path", "format", "precision", "sha256", "bytes")
 DEFAULT_TOLERANCE: dict[str, Any] = {"max_abs": 1e-3, "top1": True}
-MAX_TAR_BYTES = 2 * 1024**3  # refuse archives that would unpack to more than this
+# Size limits. A full-width MobileNetV2 bundle (6 classes) is about 25 MB: 8.9 MB per
+# FP32 artifact (ONNX, TFLite), ~2.5 MB per INT8 one, test vectors under 5 MB even at
+# 224 px. The limits leave room for bigger inputs and heads, and refuse the rest.
+MAX_MEMBER_BYTES = 64 * 1024**2   # any one file
+MAX_BUNDLE_BYTES = 256 * 1024**2  # all files together
+MAX_MANIFEST_BYTES = 1024**2
+MAX_SIGNATURE_BYTES = 4096
 
 KeyLike = bytes | str | os.PathLike[str]
 
@@ -213,6 +221,27 @@ def replay_test_vectors(bundle: Bundle, threads: int = 1) -> list[dict[str, Any]
     return rows
 
 
+# --------------------------------------------------------------------------- versions
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """The sort key of a bundle version: natural order.
+
+    The version is cut into runs of digits and runs of letters (anything else separates);
+    digit runs compare as numbers, letter runs as text, a number before a word, and a
+    version that is a prefix of another is older. The builder writes
+    ``YYYY.MM.DD-HHMMSS-<prune>-<sparsity>`` (UTC), so a later build is a newer version;
+    ``test-2`` is newer than ``test-1`` and older than ``test-10``.
+    """
+    return tuple((0, int(t)) if t.isdigit() else (1, t.lower())
+                 for t in re.findall(r"[0-9]+|[A-Za-z]+", version))
+
+
+def is_older(version: str, than: str) -> bool:
+    """True when bundle ``version`` is older than ``than`` (see :func:`version_key`)."""
+    return version_key(version) < version_key(than)
+
+
 # --------------------------------------------------------------------------- hashing, keys
 
 
@@ -364,46 +393,164 @@ def pack_tar(bundle_dir: str | os.PathLike[str], tar_path: str | os.PathLike[str
 # --------------------------------------------------------------------------- loading
 
 
-def _check_member(m: tarfile.TarInfo) -> None:
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def parse_manifest(raw: bytes, label: str = "bundle") -> dict[str, Any]:
+    """Parse manifest bytes strictly: the one reader of ``manifest.json`` (board, host,
+    collector). A duplicated key, NaN/Infinity or anything but a JSON object is refused,
+    so no two readers can see different manifests in the same bytes."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{label}: {MANIFEST} is {len(raw)} bytes, over {MAX_MANIFEST_BYTES}")
+    try:
+        manifest = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except _DuplicateKey as err:
+        raise BundleError(f"{label}: {MANIFEST} has a {err}") from err
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise BundleError(f"{label}: {MANIFEST} is not valid JSON: {err}") from err
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{label}: {MANIFEST} must hold a JSON object")
+    return manifest
+
+
+def listed_files(manifest: dict[str, Any]) -> set[str]:
+    """Every file a bundle may hold: the manifest, its signature, the artifacts and the
+    test vectors the manifest lists. Anything else in a bundle is refused."""
+    names = {MANIFEST, SIGNATURE}
+    for a in manifest.get("artifacts") or []:
+        if isinstance(a, dict) and isinstance(a.get("path"), str):
+            names.add(a["path"])
+    tv = manifest.get("test_vectors")
+    if isinstance(tv, dict) and isinstance(tv.get("path"), str):
+        names.add(tv["path"])
+    return {PurePosixPath(n).as_posix() for n in names}
+
+
+def _parents(names: set[str]) -> set[str]:
+    return {p.as_posix() for n in names for p in PurePosixPath(n).parents if p.as_posix() != "."}
+
+
+def _check_member(m: tarfile.TarInfo, max_member_bytes: int = MAX_MEMBER_BYTES) -> None:
+    """Header checks, before a byte is written: relative path, no ``..``, a regular file
+    or directory (no symlink, hard link, device or FIFO), not over the size limit."""
     name = m.name
     parts = PurePosixPath(name).parts
-    if name.startswith(("/", "\\")) or (parts and ":" in parts[0]):
+    if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or "\\" in name:
         raise BundleError(f"unsafe tar member {name!r}: absolute path")
     if ".." in parts:
         raise BundleError(f"unsafe tar member {name!r}: '..' in path")
+    if m.issym() or m.islnk():
+        raise BundleError(f"unsafe tar member {name!r}: link")
     if not (m.isreg() or m.isdir()):
-        kind = "link" if (m.issym() or m.islnk()) else "device or special file"
-        raise BundleError(f"unsafe tar member {name!r}: {kind}")
+        raise BundleError(f"unsafe tar member {name!r}: device or special file")
+    if m.size > max_member_bytes:
+        raise BundleError(f"tar member {name!r} is {m.size} bytes, over the limit "
+                          f"of {max_member_bytes}")
 
 
-def extract_tar(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+def _copy_limited(src: Any, dest: Path, size: int, name: str) -> None:
+    """Stream one member to a new file, never writing more than its header's ``size``."""
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    written = 0
+    with os.fdopen(fd, "wb") as out:
+        while True:
+            chunk = src.read(min(1 << 20, size - written + 1))
+            if not chunk:
+                break
+            written += len(chunk)
+            if written > size:
+                raise BundleError(f"tar member {name!r} holds more than its header's "
+                                  f"{size} bytes")
+            out.write(chunk)
+    if written != size:
+        raise BundleError(f"tar member {name!r} is truncated ({written} of {size} bytes)")
+
+
+def extract_tar(
+    tar_path: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    max_bytes: int = MAX_BUNDLE_BYTES,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+) -> Path:
     """Extract a bundle tar into ``dest`` (new or empty) safely; return the bundle root.
 
-    Members must be regular files or directories with relative paths and no ``..``;
-    tarfile's ``data`` filter runs as a second line of defence.
+    Every header is checked before anything is written (see ``_check_member``; no member
+    named twice; the total under ``max_bytes``); then the manifest is read from the
+    archive (strictly, :func:`parse_manifest`) and every member it does not list is
+    refused. Members are streamed out by this code (not ``extractall``) so a member can
+    never write more than its header said, and files are created with ``O_EXCL`` and
+    ``O_NOFOLLOW``. tarfile's ``data`` filter, where this Python has it (3.11.4+; not
+    Debian 12's 3.11.2), is asked too, as a second opinion only.
     """
     src, out = Path(tar_path), Path(dest)
     if out.exists() and any(out.iterdir()):
         raise BundleError(f"cannot extract into {out}: directory is not empty")
+    label = f"bundle archive {src.name}"
     try:
-        with tarfile.open(src, "r:*") as tar:
+        with tarfile.open(src, "r:") as tar:
             members = tar.getmembers()
-            total = 0
+            total, seen = 0, set()
             for m in members:
-                _check_member(m)
+                _check_member(m, max_member_bytes)
+                key = PurePosixPath(m.name).as_posix()
+                if key in seen:
+                    raise BundleError(f"{label}: member {key!r} appears twice")
+                seen.add(key)
                 total += m.size
-            if total > MAX_TAR_BYTES:
-                raise BundleError(f"{src}: unpacks to {total} bytes, over {MAX_TAR_BYTES}")
+                if hasattr(tarfile, "data_filter"):
+                    tarfile.data_filter(m, str(out))
+            if total > max_bytes:
+                raise BundleError(f"{label}: unpacks to {total} bytes, over the limit "
+                                  f"of {max_bytes}")
+            by_name = {PurePosixPath(m.name).as_posix(): m for m in members}
+            if MANIFEST in by_name:
+                prefix = ""
+            else:  # the bundle in one top folder
+                tops = [n for n in by_name if PurePosixPath(n).parts[1:] == (MANIFEST,)]
+                if len(tops) != 1:
+                    raise BundleError(f"{label}: missing file {MANIFEST}")
+                prefix = tops[0][: -len(MANIFEST)]
+            if not by_name[prefix + MANIFEST].isreg():
+                raise BundleError(f"{label}: {MANIFEST} is not a regular file")
+            fh = tar.extractfile(by_name[prefix + MANIFEST])
+            assert fh is not None
+            manifest = parse_manifest(fh.read(MAX_MANIFEST_BYTES + 1), label)
+            allowed = listed_files(manifest)
+            dirs = _parents(allowed)
+            for name, m in by_name.items():
+                rel = name[len(prefix):] if name.startswith(prefix) else None
+                if m.isdir() and (name == "." or (prefix and name == prefix.rstrip("/"))):
+                    continue
+                if rel is None or not ((m.isreg() and rel in allowed)
+                                       or (m.isdir() and rel.rstrip("/") in dirs)):
+                    raise BundleError(f"{label}: member {name!r} is not listed in the manifest")
             out.mkdir(parents=True, exist_ok=True)
-            tar.extractall(out, members=members, filter="data")
+            for m in sorted(members, key=lambda m: m.name):
+                target = out / PurePosixPath(m.name)
+                if m.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                data = tar.extractfile(m)
+                assert data is not None
+                _copy_limited(data, target, m.size, m.name)
     except (tarfile.TarError, OSError, EOFError) as err:
         raise BundleError(f"cannot read bundle archive {src}: {err}") from err
-    if (out / MANIFEST).is_file():
-        return out
-    subdirs = [p for p in out.iterdir() if p.is_dir()]
-    if len(subdirs) == 1 and (subdirs[0] / MANIFEST).is_file():
-        return subdirs[0]
-    raise BundleError(f"bundle {src.name}: missing file {MANIFEST}")
+    return out / prefix if prefix else out
 
 
 def _safe_rel(path: Any, what: str) -> str:
@@ -415,17 +562,53 @@ def _safe_rel(path: Any, what: str) -> str:
     return path
 
 
-def _check_file(root: Path, label: str, rel: str, sha: Any, size: Any) -> None:
+def _check_file(root: Path, label: str, rel: str, sha: Any, size: Any,
+                max_member_bytes: int = MAX_MEMBER_BYTES) -> None:
     f = root / rel
-    if not f.is_file():
-        raise BundleError(f"bundle {label}: missing file {rel}")
-    actual = f.stat().st_size
-    if actual != size:
+    try:
+        st = f.lstat()  # lstat: a symlink is refused, never followed
+    except OSError:
+        raise BundleError(f"bundle {label}: missing file {rel}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BundleError(f"bundle {label}: {rel} is not a regular file")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= max_member_bytes:
+        raise BundleError(f"bundle {label}: {rel} size {size!r} is not an integer within the "
+                          f"limit of {max_member_bytes} bytes")
+    if st.st_size != size:
         raise IntegrityError(
-            f"bundle {label}: {rel} size mismatch ({actual} bytes, manifest says {size})"
+            f"bundle {label}: {rel} size mismatch ({st.st_size} bytes, manifest says {size})"
         )
     if sha256_file(f) != sha:
         raise IntegrityError(f"bundle {label}: {rel} sha256 mismatch")
+
+
+def _check_listing(root: Path, label: str, allowed: set[str], max_bytes: int) -> None:
+    """Refuse anything in the bundle folder the manifest does not list: other files,
+    symlinks (never followed), FIFOs, devices; and a total over ``max_bytes``."""
+    dirs = _parents(allowed)
+    total = 0
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        with os.scandir(folder) as it:
+            for e in it:
+                rel = prefix + e.name
+                if e.is_symlink():
+                    raise BundleError(f"bundle {label}: {rel} is a symlink (not followed)")
+                if e.is_dir(follow_symlinks=False) and rel in dirs:
+                    stack.append((Path(e.path), rel + "/"))
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    raise BundleError(f"bundle {label}: folder {rel} is not listed in the "
+                                      "manifest")
+                if not e.is_file(follow_symlinks=False):
+                    raise BundleError(f"bundle {label}: {rel} is a special file "
+                                      "(FIFO, device or socket)")
+                if rel not in allowed:
+                    raise BundleError(f"bundle {label}: {rel} is not listed in the manifest")
+                total += e.stat(follow_symlinks=False).st_size
+    if total > max_bytes:
+        raise BundleError(f"bundle {label}: {total} bytes in all, over the limit of {max_bytes}")
 
 
 def _parse_artifacts(manifest: dict[str, Any], label: str) -> list[Artifact]:
@@ -465,33 +648,44 @@ def _parse_artifacts(manifest: dict[str, Any], label: str) -> list[Artifact]:
     return out
 
 
-def verify_dir(root: Path, public_key: KeyLike | None = None) -> Bundle:
-    """Verify a bundle directory in place (signature, fields, files) and return it."""
+def verify_dir(root: Path, public_key: KeyLike | None = None,
+               max_bytes: int = MAX_BUNDLE_BYTES,
+               max_member_bytes: int = MAX_MEMBER_BYTES) -> Bundle:
+    """Verify a bundle directory in place (signature, fields, listing, files) and return it.
+
+    ``root`` itself may be a symlink (an installed ``current``); nothing inside may be.
+    """
     label = root.name
     mpath = root / MANIFEST
     if not root.is_dir():
         raise BundleError(f"bundle not found: {root}")
-    if not mpath.is_file():
-        raise BundleError(f"bundle {label}: missing file {MANIFEST}")
+    try:
+        mst = mpath.lstat()
+    except OSError:
+        raise BundleError(f"bundle {label}: missing file {MANIFEST}") from None
+    if not stat.S_ISREG(mst.st_mode):
+        raise BundleError(f"bundle {label}: {MANIFEST} is not a regular file")
+    if mst.st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"bundle {label}: {MANIFEST} is {mst.st_size} bytes, over "
+                          f"{MAX_MANIFEST_BYTES}")
     raw = mpath.read_bytes()
     signed = False
     if public_key is not None:
         sig = root / SIGNATURE
-        if not sig.is_file():
+        try:
+            sst = sig.lstat()
+        except OSError:
             raise IntegrityError(
                 f"bundle {label}: bundle is not signed but a public key is configured"
-            )
+            ) from None
+        if not stat.S_ISREG(sst.st_mode) or sst.st_size > MAX_SIGNATURE_BYTES:
+            raise IntegrityError(f"bundle {label}: {SIGNATURE} is not a small regular file")
         try:
             verify_signature(raw, sig.read_bytes(), public_key)
         except IntegrityError as err:
             raise IntegrityError(f"bundle {label}: {err}") from err
         signed = True
-    try:
-        manifest = json.loads(raw)
-    except ValueError as err:
-        raise BundleError(f"bundle {label}: {MANIFEST} is not valid JSON: {err}") from err
-    if not isinstance(manifest, dict):
-        raise BundleError(f"bundle {label}: {MANIFEST} must hold a JSON object")
+    manifest = parse_manifest(raw, f"bundle {label}")
     if "schema_version" not in manifest:
         raise BundleError(f"bundle {label}: manifest field 'schema_version' missing")
     if manifest["schema_version"] != SCHEMA_VERSION:
@@ -517,8 +711,9 @@ def verify_dir(root: Path, public_key: KeyLike | None = None) -> Bundle:
     except (TypeError, ValueError) as err:
         raise BundleError(f"bundle {label}: manifest field 'input': {err}") from err
     artifacts = _parse_artifacts(manifest, label)
+    _check_listing(root, label, listed_files(manifest), max_bytes)
     for a in artifacts:
-        _check_file(root, label, a.path, a.sha256, a.bytes)
+        _check_file(root, label, a.path, a.sha256, a.bytes, max_member_bytes)
     tv = manifest.get("test_vectors")
     if tv is not None:
         if not isinstance(tv, dict) or "path" not in tv:
@@ -527,7 +722,7 @@ def verify_dir(root: Path, public_key: KeyLike | None = None) -> Bundle:
         for key in ("sha256", "bytes"):
             if key not in tv:
                 raise BundleError(f"bundle {label}: manifest field 'test_vectors.{key}' missing")
-        _check_file(root, label, rel, tv["sha256"], tv["bytes"])
+        _check_file(root, label, rel, tv["sha256"], tv["bytes"], max_member_bytes)
     return Bundle(root=root, manifest=manifest, artifacts=artifacts, input_spec=spec, signed=signed)
 
 
@@ -535,6 +730,8 @@ def load_bundle(
     path: str | os.PathLike[str],
     public_key: KeyLike | None = None,
     extract_to: str | os.PathLike[str] | None = None,
+    max_bytes: int = MAX_BUNDLE_BYTES,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
 ) -> Bundle:
     """Load and verify a bundle directory or ``.tar``.
 
@@ -546,7 +743,7 @@ def load_bundle(
     """
     p = Path(path)
     if p.is_dir():
-        return verify_dir(p, public_key)
+        return verify_dir(p, public_key, max_bytes, max_member_bytes)
     if not p.exists():
         raise BundleError(f"bundle not found: {p}")
     if not tarfile.is_tarfile(p):
@@ -559,8 +756,8 @@ def load_bundle(
         dest = Path(extract_to)
     created = not dest.exists()
     try:
-        root = extract_tar(p, dest)
-        bundle = verify_dir(root, public_key)
+        root = extract_tar(p, dest, max_bytes, max_member_bytes)
+        bundle = verify_dir(root, public_key, max_bytes, max_member_bytes)
     except BaseException:
         if tmp is not None:
             tmp.cleanup()
@@ -590,8 +787,9 @@ def describe(bundle: Bundle) -> dict[str, Any]:
 
 
 __all__ = [
-    "Artifact", "Bundle", "SCHEMA_VERSION", "describe", "extract_tar", "generate_keypair",
-    "load_bundle", "load_private_key", "load_public_key", "pack_tar", "replay_test_vectors",
-    "sha256_file",
-    "sign_manifest", "verify_dir", "verify_signature", "write_manifest",
+    "MAX_BUNDLE_BYTES", "MAX_MEMBER_BYTES", "Artifact", "Bundle", "SCHEMA_VERSION", "describe",
+    "extract_tar", "generate_keypair", "is_older", "listed_files", "load_bundle",
+    "load_private_key", "load_public_key", "pack_tar", "parse_manifest", "replay_test_vectors",
+    "sha256_file", "sign_manifest", "verify_dir", "verify_signature", "version_key",
+    "write_manifest",
 ]

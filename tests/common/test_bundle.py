@@ -307,3 +307,72 @@ def test_keys_must_be_ed25519(tmp_path):
         B.load_public_key(pem)
     with pytest.raises(BundleError, match="cannot read public key"):
         B.load_public_key(tmp_path / "missing.pub")
+
+
+# -- hostile bundles (tests/common/badbundles.py; also for benchmarks/bench_faults.py) --
+
+from badbundles import CASES  # noqa: E402
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_bundle_is_refused_with_one_line(case, tmp_path):
+    good = make_bundle(tmp_path / "good")
+    work = tmp_path / "work"
+    work.mkdir()
+    bad = case.make(good, work)
+    dest = tmp_path / "extract"
+    with pytest.raises(BundleError) as err:
+        B.load_bundle(bad, extract_to=dest, **case.kwargs)
+    msg = str(err.value)
+    assert case.error in msg and "\n" not in msg, msg
+    assert not dest.exists()  # nothing half-written
+    B.load_bundle(good).close()  # the good one still loads: the case broke only its copy
+
+
+def test_listed_members_in_a_top_folder_still_load(tmp_path):
+    good = make_bundle(tmp_path / "tiny")
+    tar_path = tmp_path / "nested.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        tar.add(good, arcname="tiny")
+    b = B.load_bundle(tar_path)
+    assert b.root.name == "tiny" and b.version == "v1"
+    b.close()
+
+
+def test_tar_stream_cannot_exceed_its_header(tmp_path):
+    """A member whose data runs past its header's size is cut there, never written on."""
+    class Endless(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def readinto(self, buf):
+            buf[:] = b"\0" * len(buf)
+            return len(buf)
+
+    with pytest.raises(BundleError, match="holds more than its header's 10 bytes"):
+        B._copy_limited(Endless(), tmp_path / "out", 10, "m")
+
+
+def test_bundle_root_may_be_a_symlink(tmp_path):
+    """An installed `current` symlink to a version folder is fine; only its contents
+    must not be links."""
+    good = make_bundle(tmp_path / "v1")
+    (tmp_path / "current").symlink_to(good)
+    assert B.load_bundle(tmp_path / "current").version == "v1"
+
+
+def test_manifest_strict_loader():
+    assert B.parse_manifest(b'{"a": 1}') == {"a": 1}
+    with pytest.raises(BundleError, match="duplicate key 'a'"):
+        B.parse_manifest(b'{"b": {"a": 1, "a": 2}}')
+    with pytest.raises(BundleError, match="Infinity is not allowed"):
+        B.parse_manifest(b'{"a": Infinity}')
+    with pytest.raises(BundleError, match="must hold a JSON object"):
+        B.parse_manifest(b"[1]")
+
+
+def test_version_order():
+    assert B.is_older("test-1", "test-2") and B.is_older("test-2", "test-10")
+    assert not B.is_older("test-2", "test-2") and not B.is_older("test-10", "test-9")
+    assert B.is_older("2026.11.26-235959-unstructured-0.50", "2026.11.27-000000-dense")
+    assert B.is_older("2026.02.01-000000-dense", "2026.10.01-000000-dense")
