@@ -200,7 +200,12 @@ class UpdateConfig:
     lock_file: str | None = _f(None, "While this file exists, updates wait", path=True)
     lock_pin: int | str | None = _f(None, "While this input pin is active, updates wait")
     health_window_s: float = _f(120.0, "Roll back if the new model is unhealthy within, s", min=0.0)
-    keys_dir: str | None = _f(None, "Folder of trusted Ed25519 public keys (PEM)", path=True)
+    keys_dir: str | None = _f(
+        "/etc/edge-agent/keys",
+        "Folder of trusted Ed25519 public keys (PEM files); every update must be signed by "
+        "one of them, and none usable refuses every update (null: unsigned updates)",
+        path=True,
+    )
     public_key: str | None = _f(None, "One trusted public key (PEM)", path=True)
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.sync import HostClient, HostUnavailable
+from edge_common.bundle import is_older, load_public_key
 from edge_common.errors import EdgeError
 from edge_common.fileio import write_json_atomic
 
@@ -47,16 +48,22 @@ MIN_ERRORS = 3
 
 
 def plan(current: str | None, desired: dict[str, Any], refused: dict[str, str]) -> str | None:
-    """What to do with the host's answer: ``"update"`` or None (nothing to do).
+    """What to do with the host's answer: ``"update"``, ``"older"`` or None (nothing).
 
-    Nothing when no model is set, when the desired version is already serving, or when
-    this exact bundle (version and sha256) was refused or rolled back before.
+    Nothing when no model is set, when the desired version is already serving (an equal
+    version is a no-op, whatever its bytes), or when this exact bundle (version and
+    sha256) was refused or rolled back before. ``"older"`` (to be refused) when the
+    desired version is older than the one serving (``edge_common.bundle.version_key``)
+    and the host did not say ``allow_downgrade`` (``edgectl fleet set-model
+    --allow-downgrade``).
     """
     version = desired.get("version")
     if not version or version == current:
         return None
     if refused.get(version) == desired.get("sha256"):
         return None
+    if current and is_older(str(version), current) and not desired.get("allow_downgrade"):
+        return "older"
     return "update"
 
 
@@ -107,8 +114,8 @@ class UpdateWorker:
     def __init__(self, agent: Any, client: HostClient, *, poll_s: float = 60.0,
                  health_window_s: float = 120.0, lock_file: str | None = None,
                  lock_input: Any = None, public_keys: list[str] | None = None,
-                 state_dir: str | Path | None = None,
-                 loader: Callable[[str, str | None], Any] | None = None,
+                 keys_dir: str | Path | None = None, state_dir: str | Path | None = None,
+                 loader: Callable[[str, bytes | None], Any] | None = None,
                  rng: random.Random | None = None) -> None:
         self.agent = agent
         self.client = client
@@ -116,12 +123,14 @@ class UpdateWorker:
         self.health_window_s = health_window_s
         self.lock_file = Path(lock_file) if lock_file else None
         self.lock_input = lock_input
-        self.public_keys: list[str | None] = list(public_keys) if public_keys else [None]
+        self.public_keys = [str(k) for k in public_keys or []]
+        self.keys_dir = Path(keys_dir) if keys_dir is not None else None
         self.dir = Path(state_dir) if state_dir else Path(agent.config.journal.dir) / UPDATES_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
         self.loader = loader or self._load_classifier
         self.rng = rng or random.Random()
         self.outcomes: list[Outcome] = []
+        self._last_refusal: tuple[str, str] | None = None
         self.state = self._read_state()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -131,8 +140,6 @@ class UpdateWorker:
         cfg = agent.config
         u = cfg.update
         keys = [u.public_key] if u.public_key else []
-        if u.keys_dir:
-            keys += sorted(str(p) for p in Path(u.keys_dir).glob("*.pem"))
         if cfg.bundle.public_key and cfg.bundle.public_key not in keys:
             keys.append(cfg.bundle.public_key)
         lock_input = None
@@ -143,7 +150,7 @@ class UpdateWorker:
                 u.lock_pin, pin_factory=make_pin_factory(cfg.trigger.pin_factory))
         return cls(agent, client or HostClient.from_config(cfg), poll_s=u.poll_s,
                    health_window_s=u.health_window_s, lock_file=u.lock_file,
-                   lock_input=lock_input, public_keys=keys)
+                   lock_input=lock_input, public_keys=keys, keys_dir=u.keys_dir)
 
     # -- state (refused bundles, reports not yet sent) ---------------------------------
 
@@ -192,9 +199,19 @@ class UpdateWorker:
         self._send_reports()
         desired = self.client.desired()
         current = self.agent.classifier.version if self.agent.classifier else None
-        if plan(current, desired, self.state["refused"]) is None:
+        todo = plan(current, desired, self.state["refused"])
+        if todo is None:
             return None
         version, sha = str(desired["version"]), str(desired.get("sha256") or "")
+        if todo == "older":
+            return self._refuse_for_now(version, current, f"version {version} is older than "
+                                        f"the installed {current} (set it with --allow-downgrade)")
+        if self.signing_configured:
+            try:
+                self.trusted_keys()
+            except UpdateRefused as err:
+                return self._refuse_for_now(version, current, str(err))
+        self._last_refusal = None
         try:
             tar = self._fetch(version, sha)
             new = self._verify(tar)
@@ -209,6 +226,16 @@ class UpdateWorker:
                     new.close()
                     return None
         return self._switch(new, version, sha, current)
+
+    def _refuse_for_now(self, version: str, current: str | None, reason: str) -> Outcome:
+        """Refuse without remembering the bundle as bad (no download, no sha recorded):
+        once the operator allows a downgrade or installs a key, the same bundle is tried
+        again. Reported once per reason, not at every poll."""
+        outcome = Outcome(version, "refused", reason, current)
+        if self._last_refusal != (version, reason):
+            self._last_refusal = (version, reason)
+            self._record(outcome)
+        return outcome
 
     def _fetch(self, version: str, sha: str) -> Path:
         """The bundle tar in the local cache (downloaded if needed), sha256-checked."""
@@ -230,10 +257,53 @@ class UpdateWorker:
         finally:
             part.unlink(missing_ok=True)
 
+    @property
+    def signing_configured(self) -> bool:
+        """A public key or a keys folder is configured: every bundle must then be signed."""
+        return bool(self.public_keys) or self.keys_dir is not None
+
+    def trusted_keys(self) -> list[bytes]:
+        """The usable Ed25519 public keys (PEM), read afresh for every bundle.
+
+        ``public_keys`` files, and every file in ``keys_dir`` (any name; dot files
+        skipped). A file that cannot be read or is not an Ed25519 public key is skipped
+        with a warning. Fails closed: with signing configured and no usable key, raise
+        UpdateRefused, so no bundle (signed or not) is applied.
+        """
+        candidates = [Path(k) for k in self.public_keys]
+        where = ", ".join(self.public_keys)
+        if self.keys_dir is not None:
+            where = ", ".join(filter(None, [where, f"{self.keys_dir}/"]))
+            try:
+                candidates += sorted(p for p in self.keys_dir.iterdir()
+                                     if not p.name.startswith(".") and p.is_file())
+            except OSError as err:
+                log.warning("update: cannot read keys folder %s: %s", self.keys_dir,
+                            err.strerror or err)
+        usable: list[bytes] = []
+        for path in candidates:
+            try:
+                pem = path.read_bytes()
+                load_public_key(pem)
+            except (OSError, EdgeError) as err:
+                log.warning("update: %s is not a usable public key (%s)", path,
+                            getattr(err, "strerror", None) or err)
+                continue
+            usable.append(pem)
+        if not usable:
+            raise UpdateRefused(f"signing is configured but no usable public key in {where}: "
+                                "every bundle is refused")
+        return usable
+
     def _verify(self, tar: Path) -> Any:
-        """Load with each trusted key in turn (checksums, signature, test vectors)."""
+        """Load with each trusted key in turn (checksums, signature, test vectors).
+
+        With no key and no keys folder configured, bundles are checked unsigned (the
+        agent's config default configures a keys folder; see ``docs/bundle-format.md``).
+        """
         errors = []
-        for key in self.public_keys:
+        keys: list[bytes | None] = list(self.trusted_keys()) if self.signing_configured else [None]
+        for key in keys:
             try:
                 return self.loader(str(tar), key)
             except EdgeError as err:
@@ -241,7 +311,7 @@ class UpdateWorker:
         tar.unlink(missing_ok=True)  # never keep a bundle that failed verification
         raise UpdateRefused("; ".join(dict.fromkeys(errors)))
 
-    def _load_classifier(self, path: str, public_key: str | None) -> Any:
+    def _load_classifier(self, path: str, public_key: bytes | None) -> Any:
         from edge_agent.classifier import Classifier
 
         rt = self.agent.config.runtime

@@ -240,3 +240,86 @@ def test_update_waits_for_the_lock(line, bundles, tmp_path):
     lock.unlink()
     t.join(20)
     assert result[0].outcome == "applied" and agent.classifier.version == "test-2"
+
+
+# -- fail closed: key store and anti-rollback --------------------------------------------
+
+
+def test_plan_refuses_older_versions_unless_allowed():
+    assert plan("test-2", {"version": "test-1", "sha256": "a"}, {}) == "older"
+    assert plan("test-2", {"version": "test-10", "sha256": "a"}, {}) == "update"
+    assert plan("test-2", {"version": "test-1", "sha256": "a", "allow_downgrade": True},
+                {}) == "update"
+    assert plan(None, {"version": "test-1", "sha256": "a"}, {}) == "update"
+
+
+def test_configured_key_store_without_a_usable_key_refuses_every_bundle(line, tmp_path):
+    """Empty keys folder, a folder of non-keys, a missing folder: all refuse, even a
+    correctly signed bundle; once a real key (any file name) is there, it applies."""
+    agent, c, admin, _ = line
+    priv, pub = generate_keypair()
+    signed = make_bundle(tmp_path / "signed", version="test-5")
+    sign_manifest(signed, priv)
+    admin.upload_bundle(signed)
+    admin.set_desired("device", DEVICE, "test-5")
+    keys = tmp_path / "keys"
+    w = worker(agent, c, keys_dir=str(keys))
+    out = w.check_once()                                     # missing folder
+    assert out.outcome == "refused" and "no usable public key" in out.reason
+    keys.mkdir()
+    out = w.check_once()                                     # empty folder
+    assert out.outcome == "refused" and "no usable public key" in out.reason
+    (keys / "junk.pem").write_text("not a key\n")
+    (keys / "private.pem").write_bytes(priv)                 # a private key is no public key
+    out = w.check_once()
+    assert out.outcome == "refused" and "no usable public key" in out.reason
+    assert agent.classifier.version == "test-1"
+    assert [r["outcome"] for r in reports(c)] == ["refused"]  # reported once, not per poll
+    (keys / "edge-signing.pub").write_bytes(pub)              # what `edgectl keys` writes
+    out = w.check_once()
+    assert out.outcome == "applied", out
+    assert agent.classifier.version == "test-5"
+
+
+def test_unsigned_bundle_refused_with_a_key_configured(line, bundles, tmp_path):
+    agent, c, admin, _ = line
+    _, pub = generate_keypair()
+    (tmp_path / "k.pub").write_bytes(pub)
+    admin.upload_bundle(bundles[1])                           # test-2, unsigned
+    admin.set_desired("device", DEVICE, "test-2")
+    out = worker(agent, c, public_keys=[str(tmp_path / "k.pub")]).check_once()
+    assert out.outcome == "refused" and "not signed" in out.reason
+    assert agent.classifier.version == "test-1"
+
+
+def test_default_config_requires_signatures(line, bundles):
+    """The shipped default (update.keys_dir) is a key store: no keys there, no update."""
+    agent, c, admin, _ = line
+    assert agent.config.update.keys_dir == "/etc/edge-agent/keys"
+    client = worker(agent, c).client
+    w = UpdateWorker.from_config(agent, client)
+    assert w.signing_configured
+    admin.upload_bundle(bundles[1])
+    admin.set_desired("device", DEVICE, "test-2")
+    if not Path("/etc/edge-agent/keys").exists():
+        out = w.check_once()
+        assert out.outcome == "refused" and "no usable public key" in out.reason
+        assert agent.classifier.version == "test-1"
+
+
+def test_older_bundle_is_refused_unless_the_operator_allows_a_downgrade(line, tmp_path):
+    agent, c, admin, _ = line
+    old = make_bundle(tmp_path / "old", version="test-0")
+    admin.upload_bundle(old)
+    admin.set_desired("device", DEVICE, "test-0")
+    w = worker(agent, c)
+    out = w.check_once()
+    assert out.outcome == "refused" and "older than the installed test-1" in out.reason
+    assert agent.classifier.version == "test-1"
+    assert w.check_once().outcome == "refused"               # still refused, not re-reported
+    assert [r["outcome"] for r in reports(c)] == ["refused"]
+    assert not list(w.dir.glob("*.tar"))                     # never even downloaded
+    admin.set_desired("device", DEVICE, "test-0", allow_downgrade=True)
+    out = w.check_once()
+    assert out.outcome == "applied", out
+    assert agent.classifier.version == "test-0"

@@ -127,9 +127,13 @@ def devices(server: str, token_file: str | None, ca_cert: str | None, as_json: b
               help="TARGET is a group (needed when no device is in it yet).")
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Check the bundle's signature with this key before uploading.")
+@click.option("--allow-downgrade", is_flag=True,
+              help="Let boards running a newer version go back to this one (they refuse "
+                   "an older version otherwise).")
 @server_options
 def set_model(target: str, bundle: Path, force_group: bool, public_key: str | None,
-              server: str, token_file: str | None, ca_cert: str | None) -> None:
+              allow_downgrade: bool, server: str, token_file: str | None,
+              ca_cert: str | None) -> None:
     """Upload BUNDLE (a folder or .tar) to the collector and make it the desired model of
     TARGET, a device or a group. The bundle is verified here first."""
     from edge_common.bundle import load_bundle
@@ -152,7 +156,7 @@ def set_model(target: str, bundle: Path, force_group: bool, public_key: str | No
             raise click.ClickException(f"no device or group named {target!r} "
                                        "(pass --group to target an empty group)")
     up = client.upload_bundle(bundle)
-    client.set_desired(kind, target, up["version"])
+    client.set_desired(kind, target, up["version"], allow_downgrade=allow_downgrade)
     click.echo(f"{kind} {target} -> {version} (sha256 {up['sha256'][:12]}, {up['bytes']} bytes)")
 
 

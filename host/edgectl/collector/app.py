@@ -121,6 +121,7 @@ class NewDevice(BaseModel):
 
 class DesiredModel(BaseModel):
     version: str
+    allow_downgrade: bool = False
 
     @field_validator("version")
     @classmethod
@@ -294,7 +295,8 @@ def create_app(store: Store, settings: Settings) -> FastAPI:
         if d is None:
             return {"device": device, "version": None}
         return {"device": device, "version": d["version"], "sha256": d["sha256"],
-                "bytes": d["bytes"], "source": d["kind"]}
+                "bytes": d["bytes"], "source": d["kind"],
+                "allow_downgrade": d["allow_downgrade"]}
 
     @app.get(f"{API}/devices/{{device}}/bundle", tags=["device"],
              response_class=FileResponse,
@@ -378,10 +380,11 @@ def create_app(store: Store, settings: Settings) -> FastAPI:
         if kind == "device" and store.device(target) is None:
             raise HTTPException(404, f"unknown device {target!r}")
         try:
-            store.set_desired(kind, target, body.version)
+            store.set_desired(kind, target, body.version, allow_downgrade=body.allow_downgrade)
         except KeyError as err:
             raise HTTPException(404, str(err.args[0])) from err
-        return {"kind": kind, "target": target, "version": body.version}
+        return {"kind": kind, "target": target, "version": body.version,
+                "allow_downgrade": body.allow_downgrade}
 
     @app.get(f"{API}/desired", tags=["admin"])
     def list_desired(_: Admin) -> list[dict[str, Any]]:

@@ -7,11 +7,11 @@ must not trust the network or the host's disk.
 
 from __future__ import annotations
 
-import json
 import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edge_common.bundle import parse_manifest
 from edge_common.errors import BundleError
 from edgectl.collector.names import is_safe_name
 
@@ -51,13 +51,10 @@ def read_tar_manifest(path: str | Path) -> dict[str, Any]:
                 raise BundleError("bundle manifest.json is too large")
             fh = tar.extractfile(member)
             assert fh is not None
-            manifest = json.loads(fh.read())
+            # The one strict reader the board uses too: duplicate keys and NaN refused.
+            manifest = parse_manifest(fh.read(), "bundle")
     except (tarfile.TarError, OSError) as err:
         raise BundleError(f"not a bundle tar: {err}") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BundleError(f"bundle manifest.json is not valid JSON: {err}") from err
-    if not isinstance(manifest, dict):
-        raise BundleError("bundle manifest.json is not an object")
     if not is_safe_name(manifest.get("version")):
         raise BundleError(f"bundle version {manifest.get('version')!r} is not a safe name")
     return manifest

@@ -79,6 +79,7 @@ class AdminClient:
             return self._call("POST", "/bundles", data=fh,  # type: ignore[no-any-return]
                               headers={"Content-Type": "application/x-tar"})
 
-    def set_desired(self, kind: str, target: str, version: str) -> dict[str, Any]:
+    def set_desired(self, kind: str, target: str, version: str,
+                    allow_downgrade: bool = False) -> dict[str, Any]:
         return self._call("PUT", f"/desired/{kind}/{target}",  # type: ignore[no-any-return]
-                          json={"version": version})
+                          json={"version": version, "allow_downgrade": allow_downgrade})

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS desired (
     target TEXT NOT NULL,
     version TEXT NOT NULL REFERENCES bundles(version),
     updated REAL NOT NULL,
+    allow_downgrade INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (kind, target)
 );
 CREATE TABLE IF NOT EXISTS updates (
@@ -94,6 +95,11 @@ class Store:
         self._conns_lock = threading.Lock()
         with self._write_lock:
             self._conn().executescript(SCHEMA)  # executescript manages its own transaction
+            cols = {r[1] for r in self._conn().execute("PRAGMA table_info(desired)")}
+            if "allow_downgrade" not in cols:  # a collector.db from before the column
+                self._conn().execute("ALTER TABLE desired ADD COLUMN allow_downgrade "
+                                     "INTEGER NOT NULL DEFAULT 0")
+                self._conn().commit()
 
     # -- connections ---------------------------------------------------------------------
 
@@ -271,31 +277,35 @@ class Store:
                                     "FROM bundles ORDER BY created").fetchall()
         return [dict(r) for r in rows]
 
-    def set_desired(self, kind: str, target: str, version: str, now: float | None = None) -> None:
-        """Set the desired bundle version of one device or a whole group."""
+    def set_desired(self, kind: str, target: str, version: str, now: float | None = None,
+                    allow_downgrade: bool = False) -> None:
+        """Set the desired bundle version of one device or a whole group; boards refuse a
+        version older than the one they run unless ``allow_downgrade``."""
         if kind not in ("device", "group"):
             raise ValueError(f"kind must be 'device' or 'group', got {kind!r}")
         with self._write() as db:
             if db.execute("SELECT 1 FROM bundles WHERE version=?", (version,)).fetchone() is None:
                 raise KeyError(f"unknown bundle version {version!r}")
-            db.execute("INSERT INTO desired(kind, target, version, updated) VALUES (?,?,?,?) "
-                       "ON CONFLICT(kind, target) DO UPDATE SET version=excluded.version, "
-                       "updated=excluded.updated", (kind, target, version, now or time.time()))
+            db.execute("INSERT INTO desired(kind, target, version, updated, allow_downgrade) "
+                       "VALUES (?,?,?,?,?) ON CONFLICT(kind, target) DO UPDATE SET "
+                       "version=excluded.version, updated=excluded.updated, "
+                       "allow_downgrade=excluded.allow_downgrade",
+                       (kind, target, version, now or time.time(), int(allow_downgrade)))
 
     def desired(self) -> list[dict[str, Any]]:
-        rows = self._conn().execute("SELECT kind, target, version, updated FROM desired "
-                                    "ORDER BY kind, target").fetchall()
-        return [dict(r) for r in rows]
+        rows = self._conn().execute("SELECT kind, target, version, updated, allow_downgrade "
+                                    "FROM desired ORDER BY kind, target").fetchall()
+        return [dict(r, allow_downgrade=bool(r["allow_downgrade"])) for r in rows]
 
     def desired_for(self, device: str) -> dict[str, Any] | None:
         """The bundle a device should run: its own setting wins over its group's."""
         row = self._conn().execute(
-            "SELECT b.version, b.name, b.filename, b.sha256, b.bytes, d.kind "
+            "SELECT b.version, b.name, b.filename, b.sha256, b.bytes, d.kind, d.allow_downgrade "
             "FROM devices v JOIN desired d ON (d.kind='device' AND d.target=v.name) "
             "  OR (d.kind='group' AND d.target=v.grp) "
             "JOIN bundles b ON b.version=d.version WHERE v.name=? "
             "ORDER BY d.kind='device' DESC LIMIT 1", (device,)).fetchone()
-        return None if row is None else dict(row)
+        return None if row is None else dict(row, allow_downgrade=bool(row["allow_downgrade"]))
 
     # -- update reports ------------------------------------------------------------------
 
