@@ -83,10 +83,11 @@ def test_show_and_verify_cli(cli_runner, tmp_path, keys):
     assert info["version"] == "v1" and info["signed"] and info["deployable"] is False
     res = cli_runner.invoke(main, ["bundle", "show", str(out)])
     assert "model.fp32.onnx" in res.output and "NO (built below" in res.output
+    out = _write(tmp_path, tmp_path / "bundle", keys[0])  # the same, deployable
     res = cli_runner.invoke(main, ["bundle", "verify", str(out), "--key", str(pub), "--json"])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.output)
-    assert rep["ok"] and rep["signature"] == "verified"
+    assert rep["ok"] and rep["signature"] == "verified" and rep["deployable"]
     assert rep["artifacts"][0]["status"] == "ok" and rep["artifacts"][0]["max_abs_diff"] < 1e-4
     tar = B.pack_tar(out, tmp_path / "bundle.tar")
     res = cli_runner.invoke(main, ["bundle", "verify", str(tar), "--key", str(pub)])
@@ -120,3 +121,20 @@ def test_verify_cli_reports_test_vector_failure(cli_runner, tmp_path):
     rep = json.loads(res.output)
     assert rep["ok"] is False and rep["artifacts"][0]["status"] == "failed"
     assert "model.fp32.onnx test vectors" in rep["artifacts"][0]["error"]
+
+
+def test_verify_cli_fails_for_a_bundle_marked_not_deployable(cli_runner, tmp_path, keys):
+    """Signature, hashes and test vectors all fine, but built below its gate: a board
+    refuses it, so verify must not say OK."""
+    out = _write(tmp_path, tmp_path / "bundle", keys[0], deployable=False)
+    pub = tmp_path / "k.pub"
+    pub.write_bytes(keys[1])
+    res = cli_runner.invoke(main, ["bundle", "verify", str(out), "--key", str(pub)])
+    assert res.exit_code == 1, res.output
+    assert ("bundle v1 is marked not deployable: built below its accuracy gate "
+            "(accuracy 90.00%, gate 50.00%)") in res.output
+    res = cli_runner.invoke(main, ["bundle", "verify", str(out), "--json"])
+    assert res.exit_code == 1
+    rep = json.loads(res.output)
+    assert rep["ok"] is False and rep["deployable"] is False
+    assert rep["artifacts"][0]["status"] == "ok"             # not a test-vector failure

@@ -74,7 +74,8 @@ def verify(path: Path, key: Path | None, threads: int, as_json: bool) -> None:
     """Verify a bundle as a board would: signature (with --key), hashes, test vectors.
 
     Test vectors are replayed on every artifact whose runtime is installed here.
-    Exits 1 if anything fails.
+    Exits 1 if anything fails, or if the bundle is marked not deployable (the reason
+    is printed): a board refuses it.
     """
     from edge_common.bundle import load_bundle, replay_test_vectors
 
@@ -82,13 +83,16 @@ def verify(path: Path, key: Path | None, threads: int, as_json: bool) -> None:
     try:
         rows = replay_test_vectors(b, threads=threads)
         name, version, signed = b.name, b.version, b.signed
+        undeployable = None if b.deployable else not_deployable_reason(b)
     finally:
         b.close()
-    ok = all(r["status"] != "failed" for r in rows)
+    vectors_ok = all(r["status"] != "failed" for r in rows)
+    ok = vectors_ok and undeployable is None
     if as_json:
         echo_json({"bundle": str(path), "name": name, "version": version,
                    "signature": "verified" if signed else "not checked",
-                   "artifacts": rows, "ok": ok})
+                   "artifacts": rows, "deployable": undeployable is None,
+                   "not_deployable_reason": undeployable, "ok": ok})
     else:
         click.echo(f"{name} {version}: manifest and hashes OK; signature "
                    f"{'verified' if signed else 'not checked (no --key)'}")
@@ -104,5 +108,18 @@ def verify(path: Path, key: Path | None, threads: int, as_json: bool) -> None:
     if not ok:
         failed = ", ".join(r["path"] for r in rows if r["status"] == "failed")
         if not as_json:
-            click.secho(f"error: test vectors failed for {failed}", fg="red", err=True)
+            if not vectors_ok:
+                click.secho(f"error: test vectors failed for {failed}", fg="red", err=True)
+            if undeployable is not None:
+                click.secho(f"error: {undeployable}", fg="red", err=True)
         raise SystemExit(1)
+
+
+def not_deployable_reason(b: Any) -> str:
+    """Why a bundle marked ``deployable: false`` must not go to a board, in one line."""
+    acc = b.metrics.get("accuracy")
+    gate = b.min_accuracy
+    detail = (f" (accuracy {_acc(acc)}, gate {_acc(gate)})"
+              if isinstance(acc, (int, float)) and gate is not None else "")
+    return (f"bundle {b.version} is marked not deployable: built below its accuracy "
+            f"gate{detail} with --allow-below-min")
