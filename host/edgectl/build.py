@@ -32,7 +32,8 @@ from edge_common.errors import ConfigError, EdgeError, ModelError
 
 PRUNE_METHODS = ("none", "unstructured", "structured")
 REGIMES = ("oneshot", "iterative", "gradual")
-DEFAULT_MAX_DROP = 0.02  # default gate: baseline accuracy minus 2 points
+DEFAULT_MAX_DROP = 0.02  # default gate: baseline accuracy minus 2 points...
+CHANCE_MARGIN = 0.05  # ...and never less than always-the-majority-class plus 5 points
 PARITY_IMAGES = 64
 VECTOR_CANDIDATES = 64
 
@@ -41,6 +42,23 @@ Echo = Callable[[str], None]
 
 class BelowMinAccuracy(EdgeError, ValueError):
     """The built model misses its accuracy gate; no deployable bundle is written."""
+
+
+def chance_floor(counts: dict[str, int], margin: float = CHANCE_MARGIN) -> tuple[float, str]:
+    """``(majority share + margin, majority label)`` from the test set's class counts:
+    a model must beat answering the most common class every time by a clear margin."""
+    total = sum(counts.values())
+    if total <= 0:
+        return margin, "-"
+    label = max(counts, key=lambda k: counts[k])
+    return min(1.0, counts[label] / total + margin), label
+
+
+def default_gate(baseline_accuracy: float, counts: dict[str, int]) -> float:
+    """The accuracy gate when ``--min-accuracy`` is not given: the larger of the baseline
+    minus ``DEFAULT_MAX_DROP`` and :func:`chance_floor`, so a model that scores at chance
+    (or whose baseline does) is never deployable by default."""
+    return round(max(baseline_accuracy - DEFAULT_MAX_DROP, chance_floor(counts)[0]), 4)
 
 
 def _stderr(msg: str) -> None:
@@ -267,8 +285,17 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
     baseline = evaluate(baseline_model, datasets, threads=cfg.threads, checkpoint_path=base_ckpt,
                         latency_runs=cfg.latency_runs)
     echo(f"  baseline accuracy {baseline['accuracy']:.2%}")
+    from edgectl.data import class_counts
+
+    counts = class_counts(datasets.test, datasets.labels)
+    floor, majority = chance_floor(counts)
     min_acc = (cfg.min_accuracy if cfg.min_accuracy is not None
-               else max(0.0, round(baseline["accuracy"] - DEFAULT_MAX_DROP, 4)))
+               else default_gate(baseline["accuracy"], counts))
+    if cfg.min_accuracy is not None and cfg.min_accuracy < floor:
+        echo(f"  warning: --min-accuracy {cfg.min_accuracy:.2%} is below chance level "
+             f"({majority!r} is {floor - CHANCE_MARGIN:.2%} of the test set): a model that "
+             "always answers one class passes it")
+    chance = (floor, majority)
 
     report: dict[str, Any] | None = None
     if cfg.prune == "none":
@@ -295,7 +322,8 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
                       latency_runs=cfg.latency_runs)
     echo(f"  model accuracy {result['accuracy']:.2%} (baseline {baseline['accuracy']:.2%})")
     if result["accuracy"] < min_acc and not cfg.allow_below_min:
-        raise BelowMinAccuracy(_gate_message("the pruned model", result["accuracy"], min_acc, cfg))
+        raise BelowMinAccuracy(_gate_message("the pruned model", result["accuracy"], min_acc,
+                                             cfg, chance))
 
     stage(f"export: {', '.join(cfg.formats)} (FP32) with parity checks")
     frames = list(raw_test_images(cfg.data))
@@ -342,7 +370,8 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
     deployable = result["accuracy"] >= min_acc and not below
     if below and not cfg.allow_below_min:
         worst = min(below, key=lambda a: a["accuracy"])
-        raise BelowMinAccuracy(_gate_message(worst["path"].name, worst["accuracy"], min_acc, cfg))
+        raise BelowMinAccuracy(_gate_message(worst["path"].name, worst["accuracy"], min_acc,
+                                             cfg, chance))
 
     stage("bundle" + ("" if deployable else " (NOT deployable: below --min-accuracy)"))
     version = _version(cfg)
@@ -430,9 +459,13 @@ def _calibration(datasets: Any, n: int, seed: int) -> Any:
     return preprocess_batch(frames, datasets.input_spec)
 
 
-def _gate_message(what: str, acc: float, min_acc: float, cfg: BuildConfig) -> str:
+def _gate_message(what: str, acc: float, min_acc: float, cfg: BuildConfig,
+                  floor: tuple[float, str] | None = None) -> str:
+    chance = (f", at least majority class {floor[1]!r} {floor[0] - CHANCE_MARGIN:.2%} + "
+              f"{100 * CHANCE_MARGIN:.0f} points" if floor else "")
     gate = (f"--min-accuracy {min_acc:.2%}" if cfg.min_accuracy is not None
-            else f"the default gate {min_acc:.2%} (baseline − {100 * DEFAULT_MAX_DROP:.0f} points)")
+            else f"the default gate {min_acc:.2%} (baseline − {100 * DEFAULT_MAX_DROP:.0f} "
+                 f"points{chance})")
     old = cfg.out / "bundle"
     note = f"; the earlier bundle in {old} is left as it was" if old.exists() else ""
     return (f"{what} reaches {acc:.2%} accuracy, below {gate}: no bundle written{note} "

@@ -212,3 +212,23 @@ def test_default_build_meets_the_issue_criteria(cli_runner, tmp_path):
         if a["precision"] == "int8":
             assert abs(a["accuracy_vs_fp32"]) <= 0.01, a
     assert B.load_bundle(s["bundle"]).deployable
+
+
+def test_default_gate_is_above_chance():
+    from edgectl.build import CHANCE_MARGIN, chance_floor, default_gate
+
+    counts = {"ok": 12, "scratch": 4, "crack": 4, "spot": 4}
+    assert chance_floor(counts) == (0.5 + CHANCE_MARGIN, "ok")
+    assert default_gate(0.3, counts) == 0.55        # a chance-level baseline cannot lower it
+    assert default_gate(0.9, counts) == 0.88        # a good baseline: baseline − 2 points
+
+
+def test_untrained_model_is_not_deployable_by_default(cli_runner, tmp_path, monkeypatch):
+    """No --min-accuracy: an untrained model (at chance) is refused, the message says why."""
+    monkeypatch.setattr("edgectl.checkpoint.code_version", lambda: "0.0.0+test")
+    res = _build(cli_runner, tmp_path, "--epochs", "0", "--prune", "none",
+                 "--finetune-epochs", "0", "--quantize", "none", "--formats", "onnx",
+                 "--out", str(tmp_path / "out"))
+    assert res.exit_code == 1, res.output
+    assert "below the default gate" in res.output and "at least majority class" in res.output
+    assert not (tmp_path / "out" / "bundle").exists()
