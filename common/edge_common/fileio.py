@@ -19,15 +19,19 @@ os.umask(_UMASK)
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success rename it over ``path``."""
+def atomic_path(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success rename it over ``path``.
+
+    ``mode``: the file's permissions (e.g. ``0o640`` for data, ``0o600`` for secrets), set
+    before anything is written; default what a plain ``open()`` gives (0666 & ~umask).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask).
-    os.chmod(tmp_path, 0o666 & ~_UMASK)
+    os.chmod(tmp_path, (0o666 & ~_UMASK) if mode is None else mode)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -38,10 +42,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes,
+                       mode: int | None = None) -> None:
+    with atomic_path(path, mode) as tmp:
         tmp.write_bytes(data)
 
 
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, mode: int | None = None) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 env=env,
             )
         )
-        _wait_http(url + "/openapi.json")
+        _wait_http(url + "/api/v1/health")
         print(f"collector up at {url} (log: {out / 'collector.log'})")
         token_file = data_dir / "admin.token"
 

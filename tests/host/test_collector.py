@@ -79,10 +79,34 @@ def upload(c, path: Path) -> requests.Response:
 # -- basics ------------------------------------------------------------------------------
 
 
-def test_openapi_and_health_are_served(collector):
-    spec = requests.get(collector.url.replace(API, "/openapi.json"), timeout=10).json()
-    assert f"{API}/devices/{{device}}/decisions" in spec["paths"]
+def test_api_docs_are_off_by_default(collector):
+    for page in ("/openapi.json", "/docs", "/redoc"):
+        r = requests.get(collector.url.replace(API, page), timeout=10)
+        assert r.status_code == 404, page
     assert requests.get(f"{collector.url}/health", timeout=10).json()["ok"] is True
+
+
+def test_api_docs_when_asked_for(tmp_path):
+    data = tmp_path / "collector"
+    store = Store(data / "collector.db")
+    srv = ServerThread(store, Settings.for_data_dir(data, api_docs=True), reserve_port()).start()
+    try:
+        spec = requests.get(srv.url + "/openapi.json", timeout=10).json()
+        assert f"{API}/devices/{{device}}/decisions" in spec["paths"]
+        assert requests.get(srv.url + "/docs", timeout=10).status_code == 200
+    finally:
+        srv.stop()
+        store.close()
+
+
+def test_collector_files_are_not_world_readable(collector):
+    tok = add_device(collector, "pi-1")
+    assert put_sample(collector, tok, "pi-1", "s1", jpeg()).status_code == 200
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(collector.data / "collector.db") == 0o640
+    assert mode(collector.data / "samples" / "pi-1" / "s1.jpg") == 0o640
+    assert mode(collector.data / "samples") == 0o750
+    assert mode(collector.data / "admin.token") == 0o600
 
 
 def test_admin_token_file_is_private(collector):
@@ -234,6 +258,33 @@ def test_bad_samples_are_refused_and_nothing_is_stored(collector, data, ctype, c
     assert r.status_code == code, r.text
     assert collector.store.sample_count() == 0
     assert not any(p.is_file() for p in (collector.data / "samples").rglob("*"))
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width``×``height`` (a decompression bomb's header) and holds
+    one tiny IDAT: Pillow reads the size before decoding anything."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width,height", [
+    (6000, 6000),         # 36 Mpx: over the collector's 25 Mpx limit, under Pillow's guard
+    (100_000, 100_000),   # 10 Gpx: Pillow's DecompressionBombError (was a 500)
+    (20_000, 5),          # in limits, but its pixel data is missing: undecodable
+])
+def test_png_bombs_and_broken_pngs_are_422_never_500(collector, width, height):
+    tok = add_device(collector, "pi-1")
+    r = put_sample(collector, tok, "pi-1", "s1", _png_header(width, height), "image/png")
+    assert r.status_code == 422, r.text
+    assert collector.store.sample_count() == 0
 
 
 def test_chunked_oversize_sample_is_refused(collector):

@@ -34,3 +34,14 @@ def test_refuses_to_overwrite_without_force(cli_runner, tmp_path):
     assert res.exit_code == 0
     assert (tmp_path / "edge-signing.key").read_bytes() != before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edge-signing.key", "edge-signing.pub"]
+
+
+def test_new_key_folder_is_private_and_force_keeps_the_key_private(cli_runner, tmp_path):
+    out = tmp_path / "new" / "keys"
+    assert cli_runner.invoke(main, ["keys", "generate", "--out", str(out)]).exit_code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert cli_runner.invoke(main, ["keys", "generate", "--out", str(out),
+                                    "--force"]).exit_code == 0
+    assert stat.S_IMODE((out / "edge-signing.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "edge-signing.pub").stat().st_mode) == 0o644
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp left behind

@@ -14,8 +14,8 @@ PUBLIC_NAME = "edge-signing.pub"
 
 
 def write_keypair(out_dir: str | os.PathLike[str], force: bool = False) -> tuple[Path, Path]:
-    """Write ``edge-signing.key`` (PKCS#8 PEM, mode 0600) and ``edge-signing.pub`` in
-    ``out_dir``; refuse to replace existing keys unless ``force``."""
+    """Write ``edge-signing.key`` (PKCS#8 PEM, mode 0600) and ``edge-signing.pub`` (0644)
+    in ``out_dir`` (created 0700); refuse to replace existing keys unless ``force``."""
     from edge_common.bundle import generate_keypair
     from edge_common.errors import ConfigError
     from edge_common.fileio import atomic_path
@@ -31,13 +31,11 @@ def write_keypair(out_dir: str | os.PathLike[str], force: bool = False) -> tuple
             "(boards holding the old public key will then refuse new bundles)"
         )
     priv_pem, pub_pem = generate_keypair()
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(private) as tmp:  # tighten to 0600 before any key byte is written
-        os.chmod(tmp, 0o600)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new key folder: owner only
+    with atomic_path(private, mode=0o600) as tmp:  # 0600 before any key byte is written
         tmp.write_bytes(priv_pem)
-    with atomic_path(public) as tmp:
+    with atomic_path(public, mode=0o644) as tmp:  # public by design: boards get a copy
         tmp.write_bytes(pub_pem)
-        os.chmod(tmp, 0o644)
     return private, public
 
 

@@ -25,11 +25,14 @@ from edgectl.collector.settings import DEFAULT_PORT, default_data_dir
               default=None, help="Private key of --tls-cert (PEM).")
 @click.option("--stale-after", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="Seconds without news after which a device shows as stale.")
+@click.option("--api-docs", is_flag=True,
+              help="Serve /docs, /redoc and /openapi.json (off by default: they are not "
+                   "behind a token; for development on a trusted network).")
 def serve(db: str | None, data_dir: Path | None, host: str, port: int,
           admin_token_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
-          stale_after: float) -> None:
+          stale_after: float, api_docs: bool) -> None:
     """Run the host collector: heartbeats, decision batches, samples, desired models,
-    bundle downloads, update reports. OpenAPI spec at /openapi.json, docs at /docs."""
+    bundle downloads, update reports. With --api-docs: OpenAPI at /openapi.json, /docs."""
     from edgectl.collector.server import make_server
     from edgectl.collector.settings import Settings, db_path_from_url
     from edgectl.collector.store import Store
@@ -37,7 +40,8 @@ def serve(db: str | None, data_dir: Path | None, host: str, port: int,
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     data_dir = data_dir or default_data_dir()
-    settings = Settings.for_data_dir(data_dir, admin_token_file, stale_after_s=stale_after)
+    settings = Settings.for_data_dir(data_dir, admin_token_file, stale_after_s=stale_after,
+                                     api_docs=api_docs)
     try:
         db_path = db_path_from_url(db, data_dir)
     except ValueError as err:

@@ -4,7 +4,8 @@ Devices (each with its own bearer token) post heartbeats, decision batches, samp
 update outcomes under ``/api/v1/devices/{device}/...`` and may write only their own
 records; they read the model they should run and download its bundle. The admin token
 (the ``edgectl fleet`` CLI) registers devices and bundles, sets desired versions and
-reads fleet status. OpenAPI at ``/openapi.json``, docs at ``/docs``.
+reads fleet status. OpenAPI (``/openapi.json``, ``/docs``, ``/redoc``) only with
+``Settings.api_docs`` (``edgectl serve --api-docs``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from edgectl.collector import status as fleet_status
 from edgectl.collector.auth import Principal, hash_token, new_token, tokens_match
 from edgectl.collector.bundles import read_tar_manifest
 from edgectl.collector.names import check_name, is_safe_name
-from edgectl.collector.settings import Settings
+from edgectl.collector.settings import DIR_MODE, FILE_MODE, Settings
 from edgectl.collector.store import DuplicateError, Store
 
 API = "/api/v1"
@@ -221,12 +222,15 @@ Admin = Annotated[Principal, Depends(admin)]
 
 def create_app(store: Store, settings: Settings) -> FastAPI:
     """The collector app over ``store``; files (samples, bundles) under ``settings.data_dir``."""
+    docs = settings.api_docs  # off by default: no unauthenticated map of the API
     app = FastAPI(title="edgectl collector", version="1",
-                  description="Boards sync decisions, samples and heartbeats; pull their model.")
+                  description="Boards sync decisions, samples and heartbeats; pull their model.",
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
     app.add_middleware(BodyLimit, limit=settings.max_json_bytes,  # type: ignore[arg-type]
                        exempt_suffixes=(f"{API}/bundles",))
-    settings.samples_dir.mkdir(parents=True, exist_ok=True)
-    settings.bundles_dir.mkdir(parents=True, exist_ok=True)
+    settings.samples_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    settings.bundles_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     app.state.store = store
     app.state.settings = settings
 
@@ -283,7 +287,7 @@ def create_app(store: Store, settings: Settings) -> FastAPI:
         if fmt != IMAGE_TYPES[ctype]:
             raise HTTPException(415, f"content is {fmt}, not {ctype}")
         path = _inside(settings.samples_dir, device, f"{sample_id}.{EXTENSIONS[fmt]}")
-        await run_in_threadpool(write_bytes_atomic, path, data)
+        await run_in_threadpool(write_bytes_atomic, path, data, FILE_MODE)
         rel = path.relative_to(settings.data_dir).as_posix()
         new = await run_in_threadpool(store.add_sample, device, sample_id, rel, len(data), ctype)
         return {"stored": new, "duplicate": not new}
@@ -424,8 +428,14 @@ async def _read_limited(request: Request, limit: int, what: str) -> bytes:
 
 
 def _check_image(data: bytes, max_pixels: int) -> str:
-    """Decode ``data`` fully with Pillow; return its format, or 422 if it is not an image."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode ``data`` fully with Pillow; return its format.
+
+    422 when it has more than ``max_pixels`` pixels (read from the header, before any
+    pixel is decoded) or cannot be decoded; never a 500. Pillow's own guard,
+    ``Image.MAX_IMAGE_PIXELS`` (``DecompressionBombError`` at twice that, raised inside
+    ``Image.open``), stays on as a second line; ``max_pixels`` is the tighter one.
+    """
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -433,11 +443,17 @@ def _check_image(data: bytes, max_pixels: int) -> str:
                 raise HTTPException(415, f"unsupported image format {im.format}")
             w, h = im.size
             if w * h > max_pixels:
-                raise HTTPException(413, f"image of {w}x{h} pixels is too large")
+                raise HTTPException(422, f"image of {w}x{h} pixels is over the limit of "
+                                         f"{max_pixels} pixels")
             im.load()
             return str(im.format)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise HTTPException(422, f"sample is not a decodable image: {err}") from err
+    except HTTPException:
+        raise
+    except Image.DecompressionBombError as err:
+        raise HTTPException(422, f"image refused as a decompression bomb: {err}") from err
+    except Exception as err:  # noqa: BLE001 - any decoder failure is the sender's bad image
+        raise HTTPException(422, f"sample is not a decodable image: "
+                                 f"{type(err).__name__}: {err}") from err
 
 
 def _inside(root: Path, *parts: str) -> Path:

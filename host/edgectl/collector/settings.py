@@ -16,6 +16,8 @@ from edgectl.collector.auth import (
 
 DEFAULT_PORT = 8750
 MiB = 1024 * 1024
+FILE_MODE = 0o640  # samples, the database: the collector's user and group only
+DIR_MODE = 0o750
 
 
 def default_data_dir() -> Path:
@@ -39,6 +41,7 @@ class Settings:
     max_batch_records: int = 1000
     max_bundle_bytes: int = 1024 * MiB
     stale_after_s: float = 120.0
+    api_docs: bool = False  # serve /docs, /redoc, /openapi.json (off: they map the API)
 
     @property
     def samples_dir(self) -> Path:

@@ -9,6 +9,7 @@ shared across threads); writes are serialised by a process lock and ``BEGIN IMME
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -89,6 +90,8 @@ class Store:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Create it 0640 before SQLite does (0644); its -wal/-shm files copy the mode.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o640))
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._conns: list[sqlite3.Connection] = []
