@@ -50,7 +50,8 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[st
               help="Training images used to calibrate INT8.")
 @click.option("--min-accuracy", type=click.FloatRange(0.0, 1.0), default=None,
               help="Accuracy gate (0-1) for the model and every artifact "
-                   "[default: baseline accuracy - 0.02].")
+                   "[default: the larger of baseline accuracy - 0.02 and the test set's "
+                   "majority-class share + 0.05].")
 @click.option("--allow-below-min", is_flag=True,
               help="Write the bundle even below the gate, marked not deployable (experiments).")
 @click.option("--from", "from_model", type=click.Path(exists=True, path_type=Path),
