@@ -315,7 +315,9 @@ class UpdateWorker:
         from edge_agent.classifier import Classifier
 
         rt = self.agent.config.runtime
-        return Classifier.load(path, public_key, rt.type, rt.precision, rt.threads)
+        # load_bundle takes PEM bytes as well as a path (Classifier.load's hint says str).
+        key: Any = public_key
+        return Classifier.load(path, key, rt.type, rt.precision, rt.threads)
 
     def _counts(self) -> tuple[int, int]:
         c = dict(self.agent.counts)

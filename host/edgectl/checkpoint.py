@@ -86,7 +86,7 @@ def _resized(old: nn.Module, spec: list[Any], name: str) -> nn.Module:
                 and isinstance(dims[0], bool)):
             raise ModelError(f"checkpoint plan: layer {name} {spec} does not fit "
                              f"{type(old).__name__}")
-        old.use_res_connect = dims[0]
+        setattr(old, "use_res_connect", dims[0])  # noqa: B010 - a plain attribute, not a Module
         return old
     if type(old).__name__ != kind or not all(
             isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
@@ -96,8 +96,9 @@ def _resized(old: nn.Module, spec: list[Any], name: str) -> nn.Module:
         cin, cout, groups = dims
         if (old.in_channels, old.out_channels, old.groups) == (cin, cout, groups):
             return old
-        return nn.Conv2d(cin, cout, old.kernel_size, old.stride, old.padding, old.dilation,
-                         groups, bias=old.bias is not None, padding_mode=old.padding_mode)
+        conv: Any = nn.Conv2d  # its hints want 2-tuples; these are the built layer's own
+        return conv(cin, cout, old.kernel_size, old.stride, old.padding, old.dilation,
+                    groups, bias=old.bias is not None, padding_mode=old.padding_mode)
     if isinstance(old, nn.BatchNorm2d) and len(dims) == 1:
         return old if old.num_features == dims[0] else nn.BatchNorm2d(
             dims[0], eps=old.eps, momentum=old.momentum)
