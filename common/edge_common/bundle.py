@@ -726,6 +726,14 @@ def verify_dir(root: Path, public_key: KeyLike | None = None,
     return Bundle(root=root, manifest=manifest, artifacts=artifacts, input_spec=spec, signed=signed)
 
 
+def _empty_dir(folder: Path) -> None:
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def load_bundle(
     path: str | os.PathLike[str],
     public_key: KeyLike | None = None,
@@ -763,6 +771,8 @@ def load_bundle(
             tmp.cleanup()
         elif created and dest.exists():
             shutil.rmtree(dest, ignore_errors=True)
+        elif dest.is_dir():  # it was given empty: leave it empty, nothing half-written
+            _empty_dir(dest)
         raise
     bundle._tmp = tmp
     return bundle

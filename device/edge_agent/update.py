@@ -126,7 +126,7 @@ class UpdateWorker:
         self.public_keys = [str(k) for k in public_keys or []]
         self.keys_dir = Path(keys_dir) if keys_dir is not None else None
         self.dir = Path(state_dir) if state_dir else Path(agent.config.journal.dir) / UPDATES_DIR
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
         self.loader = loader or self._load_classifier
         self.rng = rng or random.Random()
         self.outcomes: list[Outcome] = []
@@ -164,7 +164,7 @@ class UpdateWorker:
         return state
 
     def _save_state(self) -> None:
-        write_json_atomic(self.dir / "state.json", self.state)
+        write_json_atomic(self.dir / "state.json", self.state, mode=0o640)
 
     def _record(self, outcome: Outcome, sha: str | None = None) -> None:
         self.outcomes.append(outcome)

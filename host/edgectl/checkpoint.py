@@ -165,6 +165,8 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "unsupported global" not in str(err).lower():  # junk, not pickled objects
+            raise ModelError(f"{p} is not an edgectl checkpoint (UnpicklingError)") from err
         raise ModelError(
             f"{p} holds pickled Python objects (an edgectl checkpoint from before version "
             f"{VERSION}, or a crafted file); refusing to unpickle it, as that can run code: "

@@ -376,3 +376,14 @@ def test_version_order():
     assert not B.is_older("test-2", "test-2") and not B.is_older("test-10", "test-9")
     assert B.is_older("2026.11.26-235959-unstructured-0.50", "2026.11.27-000000-dense")
     assert B.is_older("2026.02.01-000000-dense", "2026.10.01-000000-dense")
+
+
+def test_refused_tar_leaves_a_given_empty_folder_empty(tmp_path, keys):
+    """Extracted fine, refused by the signature check: the folder is emptied again."""
+    good = make_bundle(tmp_path / "good")
+    tar = B.pack_tar(good, tmp_path / "b.tar")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(IntegrityError, match="not signed"):
+        B.load_bundle(tar, public_key=keys[1], extract_to=dest)
+    assert dest.is_dir() and not any(dest.iterdir())

@@ -316,6 +316,7 @@ def test_older_bundle_is_refused_unless_the_operator_allows_a_downgrade(line, tm
     out = w.check_once()
     assert out.outcome == "refused" and "older than the installed test-1" in out.reason
     assert agent.classifier.version == "test-1"
+    assert (w.dir / "state.json").stat().st_mode & 0o777 == 0o640
     assert w.check_once().outcome == "refused"               # still refused, not re-reported
     assert [r["outcome"] for r in reports(c)] == ["refused"]
     assert not list(w.dir.glob("*.tar"))                     # never even downloaded
