@@ -387,3 +387,19 @@ def test_refused_tar_leaves_a_given_empty_folder_empty(tmp_path, keys):
     with pytest.raises(IntegrityError, match="not signed"):
         B.load_bundle(tar, public_key=keys[1], extract_to=dest)
     assert dest.is_dir() and not any(dest.iterdir())
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name.endswith("-tar")],
+                         ids=lambda c: c.name)
+def test_tar_checks_hold_without_tarfiles_data_filter(case, tmp_path, monkeypatch):
+    """Debian 12's Python 3.11.2 has no tarfile.data_filter: our own checks refuse alone."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    good = make_bundle(tmp_path / "good")
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(BundleError) as err:
+        B.load_bundle(case.make(good, work), extract_to=tmp_path / "x")
+    assert case.error in str(err.value)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "passwd").exists()
+    tar = B.pack_tar(good, tmp_path / "ok.tar")              # and a good tar still loads
+    B.load_bundle(tar).close()
