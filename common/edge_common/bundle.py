@@ -395,7 +395,11 @@ def extract_tar(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str]) 
             if total > MAX_TAR_BYTES:
                 raise BundleError(f"{src}: unpacks to {total} bytes, over {MAX_TAR_BYTES}")
             out.mkdir(parents=True, exist_ok=True)
-            tar.extractall(out, members=members, filter="data")
+            # Python 3.11.2 (Debian bookworm's) predates tarfile's extraction filters.
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(out, members=members, filter="data")
+            else:
+                tar.extractall(out, members=members)
     except (tarfile.TarError, OSError, EOFError) as err:
         raise BundleError(f"cannot read bundle archive {src}: {err}") from err
     if (out / MANIFEST).is_file():
