@@ -27,6 +27,8 @@ TESTHOST = Path(__file__).with_name("testhost.sh")
 HOSTNAME = "testboard"
 AGENT = "/opt/edge-agent/venv/bin/edge-agent"
 VENV_PY = "/opt/edge-agent/venv/bin/python"
+# The edgectl command of the interpreter running the tests (the project's .venv).
+EDGECTL = Path(sys.executable).parent / "edgectl"
 
 
 def _devicekit():
@@ -172,7 +174,7 @@ class Collector:
 def collector(board, tmp_path_factory) -> Collector:
     """`edgectl serve` on the host side of the veth, with the board registered."""
     data = tmp_path_factory.mktemp("collector")
-    edgectl = [sys.executable, "-m", "edgectl.cli"]
+    edgectl = [str(EDGECTL)]
     out = subprocess.run([*edgectl, "fleet", "add-device", HOSTNAME, "--group", "board",
                           "--data-dir", str(data)], capture_output=True, text=True, check=True)
     token = out.stdout.strip().splitlines()[-1]
@@ -233,9 +235,12 @@ def inventory(board, collector, keys, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def timings() -> dict[str, float]:
-    """Deploy wall times (s), printed at the end of the session (never asserted)."""
+    """Deploy wall times (s), written to runs/board/timings.json (never asserted)."""
+    import json
+
     data: dict[str, float] = {}
     yield data
     if data:
-        print("\nboard deploy timings (s): "
-              + ", ".join(f"{k} {v:.1f}" for k, v in data.items()), file=sys.stderr)
+        out = ROOT / "runs" / "board" / "timings.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({k: round(v, 1) for k, v in data.items()}, indent=2) + "\n")

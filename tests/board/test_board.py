@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -184,17 +185,58 @@ def test_edgectl_bench_on_the_board(board, inventory, make_tar, keys, tmp_path):
     tar = make_tar("board-bench", keys["private"], with_tflite=True)
     since = board.sh("date +%s").stdout.strip()
     out = subprocess.run(
-        [sys.executable, "-m", "edgectl.cli", "bench", "--device", HOSTNAME, "--inventory",
+        [str(Path(sys.executable).parent / "edgectl"), "bench", "--device", HOSTNAME, "--inventory",
          str(inventory), "--bundle", str(tar), "--runs", "20"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     table = out.stdout
     assert "bundle tiny-colour@board-bench" in table
-    onnx = [line for line in table.splitlines() if line.startswith("model.fp32.onnx")]
-    tfl = [line for line in table.splitlines() if line.startswith("model.int8.tflite")]
-    assert onnx and "skipped" not in onnx[0]
-    assert tfl and "skipped" in tfl[0]
+    rows = [line.strip() for line in table.splitlines()]
+    onnx = [line for line in rows if line.startswith("model.fp32.onnx")]
+    tfl = [line for line in rows if line.startswith("model.int8.tflite")]
+    assert onnx and "skipped" not in onnx[0], table
+    assert len(onnx[0].split()) == 9, table  # artifact, thr and the 7 measured columns
+    assert tfl and "skipped" in tfl[0] and "not installed" in tfl[0], table
     # sudo's log on the board: the benchmark ran as the agent's user, never as root.
     sudo_log = board.sh(f"journalctl _COMM=sudo --since @{since} --no-pager").stdout
     assert "USER=edge" in sudo_log
+
+
+def test_tflite_extra_keeps_debians_numpy(board, inventory, wheel):
+    """The tflite extra (ai-edge-litert) installs against Debian's numpy 1.24: the role
+    pins the virtualenv's numpy to the OS's, and LiteRT imports with it. Last: it changes
+    the board's runtimes (the bench above needs an ONNX-only board)."""
+    _deploy(inventory, wheel=wheel,
+            raw_extra_vars=['{"edge_agent_extras": ["device", "tflite"]}'])
+    pin = board.sh("cat /opt/edge-agent/constraints.txt").stdout.strip()
+    out = board.sh(f"runuser -u edge -- {VENV_PY} -c 'import numpy, onnxruntime; "
+                   "from ai_edge_litert.interpreter import Interpreter; "
+                   "print(numpy.__version__, numpy.__file__)'")
+    version, path = out.stdout.split()
+    assert pin == f"numpy=={version}" and version.startswith("1.24."), out.stdout
+    assert path.startswith("/usr/lib/python3/dist-packages/"), out.stdout
+    listed = board.sh(f"{VENV_PY} -m pip list --local --format=freeze").stdout
+    assert "numpy==" not in listed  # no second numpy inside the virtualenv
+    assert "ai-edge-litert==" in listed
+    assert board.sh("systemctl is-active edge-agent").stdout.strip() == "active"
+
+
+def test_apt_repository_and_no_recommends(board, inventory, wheel):
+    """What group_vars/pi4.yml relies on: an extra apt repository is defined (deb822) and
+    its lists fetched before installing, and packages come without their Recommends
+    (python3-smbus recommends i2c-tools). The repository here is this machine's Debian
+    mirror (bookworm-backports): the Raspberry Pi archive is out of reach of the test host."""
+    mirror = board.sh("awk '$1 == \"deb\" {print $2; exit}' /etc/apt/sources.list").stdout.strip()
+    repo = {"name": "extra", "uris": mirror, "suites": "bookworm-backports",
+            "components": "main",
+            "signed_by": "/usr/share/keyrings/debian-archive-keyring.gpg"}
+    extra = {"edge_agent_apt_repositories": [repo],
+             "edge_agent_os_packages": ["python3-venv", "python3-numpy", "python3-smbus"]}
+    _deploy(inventory, wheel=wheel, raw_extra_vars=[json.dumps(extra)])
+    sources = board.sh("cat /etc/apt/sources.list.d/extra.sources").stdout
+    assert "Suites: bookworm-backports" in sources
+    policy = board.sh("apt-cache policy").stdout
+    assert "bookworm-backports" in policy  # the lists were fetched
+    assert board.sh("dpkg -s python3-smbus | grep -c 'ok installed'").stdout.strip() == "1"
+    assert board.sh("dpkg -s i2c-tools", check=False).returncode != 0
