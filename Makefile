@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 EXTRAS ?= host,tflite,tflite-export,device,dev
 
-.PHONY: install demo test test-slow test-arm64 lint bench clean
+.PHONY: install demo test test-slow test-board test-arm64 lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# The deploy path against a real Debian host (tests/board/testhost.sh; needs root,
+# debootstrap, systemd-container, iproute2, iptables, openssh-client).
+test-board: $(STAMP)
+	$(PY) -m pytest -q -m board --timeout 1800 tests/board
 
 # arm64 userland under qemu-user (root; tests/arm64/arm64root.sh). Records the smoke figures
 # in benchmarks/results/arm64.md. Root tarball cache: EDGECTL_ARM64_CACHE.

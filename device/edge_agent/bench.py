@@ -87,6 +87,19 @@ def measure_artifact(
     }
 
 
+def _measure_or_skip(*args: Any) -> dict[str, Any]:
+    """measure_artifact in the worker; an EdgeError comes back as a note, not raised.
+
+    Some of them (MissingExtraError: several base classes, extra __init__ arguments)
+    cannot be pickled back from a worker process, which breaks the pool; so the child
+    turns them into the row's ``error`` text and the artifact is skipped.
+    """
+    try:
+        return measure_artifact(*args)
+    except EdgeError as err:  # e.g. no TFLite runtime on this board
+        return {"error": f"skipped: {err}"}
+
+
 def run_bench(
     bundle_path: str,
     threads: list[int] | None = None,
@@ -123,11 +136,11 @@ def run_bench(
                     if isolate:
                         ctx = multiprocessing.get_context("spawn")
                         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-                            row.update(pool.submit(measure_artifact, *args).result())
+                            row.update(pool.submit(_measure_or_skip, *args).result())
                     else:
                         row.update(measure_artifact(*args))
                 except EdgeError as err:  # e.g. no TFLite runtime here: report, go on
-                    row["error"] = str(err)
+                    row["error"] = f"skipped: {err}"
                 results.append(row)
         return {
             "device": socket.gethostname(),

@@ -22,6 +22,9 @@ from edge_common.errors import EdgeError
 
 log = logging.getLogger("edge_agent")
 
+# Where the edge_agent Ansible role writes the config on a board (`edge-agent status`).
+DEFAULT_CONFIG = "/etc/edge-agent/agent.yaml"
+
 
 def _setup_logging(level: str) -> None:
     # stderr, no timestamps: journald adds them.
@@ -203,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate_config)
 
     s = sub.add_parser("status", help="show the running agent's status")
-    g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--config", "-c", help="agent YAML config (status file in journal.dir)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                   help=f"agent YAML config (status file in journal.dir; default {DEFAULT_CONFIG})")
     g.add_argument("--file", help="a status.json")
     s.add_argument("--json", action="store_true")
     s.add_argument("--stale-s", type=float, default=15.0, help="older than this = not running")

@@ -104,7 +104,9 @@ def test_install_script_refuses_tampered_bundle_and_reused_version(
 
     proc = install(models / "incoming" / "tiny")  # the deployed one: nothing to do
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {
+    mark, _, result = proc.stdout.strip().partition(" ")
+    assert mark == "EDGECTL-INSTALL-RESULT"
+    assert json.loads(result) == {
         "changed": False, "version": "test-1", "name": "tiny-colour",
         "path": str(models / "versions" / "test-1"), "test_vectors": [],
     }

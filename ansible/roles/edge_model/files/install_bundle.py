@@ -4,7 +4,10 @@ Run by the edge_model role with the agent virtualenv's python, so the checks are
 agent's own (edge_common.bundle): schema, every file's sha256 and size, the manifest
 signature when a key is given, and the test vectors replayed with the board's runtimes.
 Installed versions are immutable: the same version with other contents is refused.
-Prints one JSON object: {"changed", "version", "name", "path", "test_vectors"}.
+Prints one line "EDGECTL-INSTALL-RESULT <json>" with {"changed", "version", "name", "path",
+"test_vectors"}; everything else (runtime banners: LiteRT prints one to stdout, and under
+Ansible's PTY stdout and stderr are one stream) goes to stderr, so the result line is
+found however much the runtimes print.
 Exit status 1 with a one-line "error: ..." on stderr when the bundle is refused.
 """
 
@@ -18,6 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+# Prefix of the one result line (the edge_model role looks for it).
+RESULT_MARK = "EDGECTL-INSTALL-RESULT"
 
 
 def _replay(bundle: Any) -> list[dict[str, Any]]:
@@ -90,13 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from edge_common.errors import EdgeError
 
+    # Native code (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate") writes to
+    # file descriptor 1 directly: point fd 1 at stderr while working, keep the real one.
+    sys.stdout.flush()
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
     try:
         result = install(args.bundle, args.models, args.public_key or None,
                          not args.no_test_vectors, args.allow_undeployable)
     except (EdgeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps(result, sort_keys=True))
+    finally:
+        sys.stdout.flush()
+        os.dup2(result_fd, 1)
+        os.close(result_fd)
+    print(f"{RESULT_MARK} {json.dumps(result, sort_keys=True)}", flush=True)
     return 0
 
 
