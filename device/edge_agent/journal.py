@@ -269,7 +269,7 @@ class Journal:
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return [rec["id"] for rec, _ in prepared]
 
@@ -334,7 +334,7 @@ class Journal:
                     self._bump("deadline_misses", misses)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return n
 
@@ -365,7 +365,7 @@ class Journal:
                     self._bump("reconciled", n)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return n
 
@@ -383,7 +383,7 @@ class Journal:
                     self._bump("quarantined", 1)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return bool(cur.rowcount)
 
@@ -394,6 +394,17 @@ class Journal:
                 "SELECT body FROM decisions WHERE sent = ? ORDER BY seq", (QUARANTINED,)
             ).fetchall()
         return [json.loads(r["body"]) for r in rows]
+
+    def _rollback(self) -> None:
+        # SQLite rolls back by itself on some errors (disk full, I/O): a second ROLLBACK
+        # would raise and hide the real error.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the database and truncate it (frees disk space)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _bump(self, name: str, n: int) -> None:
         self._db.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, name))
@@ -414,7 +425,7 @@ class Journal:
                     n += cur.rowcount
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return n
 

@@ -208,7 +208,7 @@ class Agent:
                 os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()
             ) / f"edge-agent-journal-{self.config.device_id}"
             self._fault(
-                "journal",
+                "journal_open",
                 f"cannot open the journal in {jc.dir} ({err}); journaling to {fallback} "
                 "(lost on power loss) until it is fixed",
             )
@@ -538,6 +538,10 @@ class Agent:
                     self._fault("journal_corrupt", f"corrupt journal moved to {aside}")
                     continue
                 self._fault("journal", f"cannot write decisions: {err}")
+                try:
+                    self.journal.checkpoint()  # a WAL that cannot grow: fold it back in
+                except Exception:  # noqa: BLE001
+                    pass
                 for rec, _, t_trig, rejects in batch:
                     if rejects and not self.actuator.schedule(t_trig):
                         self.stats.add_miss()
@@ -643,8 +647,8 @@ class Agent:
         try:
             write_json_atomic(status_path(self.config), self.snapshot())
             self.notifier.status(self.status_line())
-        except Exception:  # noqa: BLE001
-            log.exception("cannot write the status file")
+        except Exception as err:  # noqa: BLE001 - e.g. the disk is full (a fault already)
+            log.warning("cannot write the status file: %s", err)
 
     def summary(self) -> dict[str, Any]:
         """The end-of-run summary (``edge-agent run`` prints it)."""
