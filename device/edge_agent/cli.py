@@ -85,7 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_json(
             {
                 k: rec.get(k)
-                for k in ("id", "item", "decision", "label", "action", "truth", "deadline_missed")
+                for k in (
+                    "id", "item", "decision", "label", "action", "truth", "deadline_missed",
+                    "t_trigger_ns",
+                )
             }
         )
 

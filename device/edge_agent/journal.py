@@ -240,6 +240,10 @@ class Journal:
                 bumps: dict[str, int] = {}
                 for rec, sample_row in prepared:
                     kind = rec["decision"]
+                    if self._db.execute(
+                        "SELECT 1 FROM decisions WHERE id = ?", (rec["id"],)
+                    ).fetchone():
+                        continue  # already committed (a retried batch): recorded once
                     act = actuation.get(rec["id"])
                     cur = self._db.execute(
                         "INSERT INTO decisions (id, ts, decision, deadline_missed, actuation,"
