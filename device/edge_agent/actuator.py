@@ -11,8 +11,14 @@ Scheduling: one scheduler thread with a heap of (time, on/off) events, not one
 a thread is itself milliseconds on a Pi, and a burst of items means a burst of threads),
 and stopping safely would mean cancelling every pending Timer. One thread keeps events
 ordered, lets several items be in flight, merges overlapping pulses, and gives one place
-that forces the safe state (off) on stop. A decision that arrives after its pulse should
+that forces the safe state on stop. A decision that arrives after its pulse should
 have started is not actuated: it is counted as a deadline miss.
+
+Safe state: the pin is driven to ``safe_on`` (``actuator.safe_state``; off by default) the
+moment the device opens (gpiozero's ``initial_value``), on every fault and on stop; the
+line idles off while the agent inspects (``arm``). ``drive_safe`` is the same for a
+process that holds nothing else: ``edge-agent safe-state``, the unit's ``ExecStopPost=``,
+which covers SIGKILL, SIGABRT and SIGSEGV, where no code of ours runs.
 """
 
 from __future__ import annotations
@@ -43,22 +49,19 @@ class Actuator:
         active_high: bool = True,
         pin_factory: Any = None,
         on_fire: Callable[[int, int], None] | None = None,
+        safe_on: bool = False,
+        on_done: Callable[[list[Any]], None] | None = None,
     ) -> None:
         self.delay_ns = int(delay_ms * 1e6)
         self.pulse_ns = int(pulse_ms * 1e6)
         self.on_fire = on_fire
-        self.device: Any = None
-        if pin is not None:
-            gz = gpiozero()
-            try:
-                self.device = gz.DigitalOutputDevice(
-                    pin, active_high=active_high, initial_value=False, pin_factory=pin_factory
-                )
-            except Exception as err:  # noqa: BLE001
-                raise HardwareError(f"actuator: cannot use pin {pin!r}: {err}") from err
+        self.on_done = on_done  # called with the tags of pulses that ended (or were dropped)
+        self.safe_on = bool(safe_on)
+        self.device: Any = open_output(pin, active_high, safe_on, pin_factory)
         self.pulses = 0
         self.misses = 0
-        self._heap: list[tuple[int, int, int, int]] = []  # (t_ns, seq, ON/OFF, t_trigger_ns)
+        # (t_ns, seq, ON/OFF, t_trigger_ns, tag)
+        self._heap: list[tuple[int, int, int, int, Any]] = []
         self._seq = 0
         self._active = 0
         self._cv = threading.Condition()
@@ -66,11 +69,18 @@ class Actuator:
         self._thread = threading.Thread(target=self._run, name="actuator", daemon=True)
         self._thread.start()
 
-    def schedule(self, t_trigger_ns: int, now_ns: int | None = None) -> bool:
+    def arm(self) -> None:
+        """Leave the safe level for the running idle level (off); the line inspects now."""
+        with self._cv:
+            if self.device is not None and not self._stopping and self._active == 0:
+                self.device.off()
+
+    def schedule(self, t_trigger_ns: int, now_ns: int | None = None, tag: Any = None) -> bool:
         """Schedule one reject pulse for the item triggered at ``t_trigger_ns``.
 
         Returns False (and counts a deadline miss) when the pulse should already have
-        started: a late rejection would hit the wrong item.
+        started: a late rejection would hit the wrong item. ``tag`` (the journal id) is
+        handed to ``on_done`` once the pulse has ended or was dropped by a safe state.
         """
         now = time.monotonic_ns() if now_ns is None else now_ns
         start = t_trigger_ns + self.delay_ns
@@ -81,8 +91,8 @@ class Actuator:
         with self._cv:
             if self._stopping:
                 return False
-            self._push(start, ON, t_trigger_ns)
-            self._push(start + self.pulse_ns, OFF, t_trigger_ns)
+            self._push(start, ON, t_trigger_ns, tag)
+            self._push(start + self.pulse_ns, OFF, t_trigger_ns, tag)
             self.pulses += 1
             self._cv.notify()
         return True
@@ -92,9 +102,9 @@ class Actuator:
         now = time.monotonic_ns() if now_ns is None else now_ns
         return now <= t_trigger_ns + self.delay_ns
 
-    def _push(self, t: int, kind: int, trig: int) -> None:
+    def _push(self, t: int, kind: int, trig: int, tag: Any = None) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (t, self._seq, kind, trig))
+        heapq.heappush(self._heap, (t, self._seq, kind, trig, tag))
 
     def _run(self) -> None:
         with self._cv:
@@ -102,7 +112,7 @@ class Actuator:
                 if not self._heap:
                     self._cv.wait()
                     continue
-                t, _, kind, trig = self._heap[0]
+                t, _, kind, trig, tag = self._heap[0]
                 wait_ns = t - time.monotonic_ns()
                 if wait_ns > 0:
                     self._cv.wait(wait_ns / 1e9)
@@ -113,6 +123,15 @@ class Actuator:
                 except Exception:  # noqa: BLE001 - never let the pin stay on
                     log.exception("actuator: pin write failed; forcing safe state")
                     self._safe_locked()
+                if kind == OFF and tag is not None:
+                    self._done([tag])
+
+    def _done(self, tags: list[Any]) -> None:
+        if self.on_done is not None and tags:
+            try:
+                self.on_done(tags)
+            except Exception:  # noqa: BLE001
+                log.exception("actuator: on_done callback failed")
 
     def _apply(self, kind: int, trig: int) -> None:
         if kind == ON:
@@ -127,16 +146,18 @@ class Actuator:
                 self.device.off()
 
     def _safe_locked(self) -> None:
+        dropped = [e[4] for e in self._heap if e[2] == OFF and e[4] is not None]
         self._heap.clear()
         self._active = 0
         if self.device is not None:
             try:
-                self.device.off()
+                self.device.value = self.safe_on
             except Exception:  # noqa: BLE001
                 log.exception("actuator: cannot drive the pin to its safe state")
+        self._done(dropped)
 
     def safe(self) -> None:
-        """Drop every pending pulse and switch the actuator off now (on faults)."""
+        """Drop every pending pulse and drive the safe level now (on faults)."""
         with self._cv:
             self._safe_locked()
             self._cv.notify()
@@ -147,7 +168,7 @@ class Actuator:
             return sum(1 for e in self._heap if e[2] == ON) + self._active
 
     def stop(self) -> None:
-        """Safe state (off), stop the scheduler thread, release the pin. Idempotent."""
+        """Safe state, stop the scheduler thread, release the pin. Idempotent."""
         with self._cv:
             self._stopping = True
             self._safe_locked()
@@ -156,8 +177,37 @@ class Actuator:
             self._thread.join(timeout=2)
         if self.device is not None:
             try:
-                self.device.off()
+                self.device.value = self.safe_on
                 self.device.close()
             except Exception:  # noqa: BLE001
                 log.exception("actuator: close failed")
             self.device = None
+
+
+def open_output(
+    pin: int | str | None, active_high: bool, safe_on: bool, pin_factory: Any
+) -> Any:
+    """The output device, driven to its safe level as it opens (``None`` when no pin)."""
+    if pin is None:
+        return None
+    gz = gpiozero()
+    try:
+        # initial_value: gpiozero sets the line's level as it claims it, no glitch first.
+        return gz.DigitalOutputDevice(
+            pin, active_high=active_high, initial_value=safe_on, pin_factory=pin_factory
+        )
+    except Exception as err:  # noqa: BLE001
+        raise HardwareError(f"actuator: cannot use pin {pin!r}: {err}") from err
+
+
+def drive_safe(pin: int | str, active_high: bool, safe_on: bool, pin_factory: Any) -> None:
+    """Claim ``pin``, drive it to the safe level and release it (``edge-agent safe-state``).
+
+    A released line keeps its last level on many boards, so the level is driven actively,
+    not left to whatever the kernel does when the dead process's handle goes away.
+    """
+    device = open_output(pin, active_high, safe_on, pin_factory)
+    try:
+        device.value = safe_on
+    finally:
+        device.close()

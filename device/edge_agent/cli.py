@@ -1,4 +1,4 @@
-"""``edge-agent``: run, validate-config, status, bench.
+"""``edge-agent``: run, validate-config, safe-state, status, bench.
 
 argparse, not click: the board installs only the device extra, and argparse is in the
 standard library; four subcommands with a handful of flags don't need more. Commands are
@@ -56,6 +56,26 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_safe_state(args: argparse.Namespace) -> int:
+    """Drive the reject output to its safe level and exit (the unit's ExecStopPost=).
+
+    Reads only the config and the pin: never the model, the journal or the camera, so it
+    works (fast) whatever killed the agent.
+    """
+    from edge_agent.actuator import drive_safe
+    from edge_agent.config import load_config
+    from edge_agent.pins import make_pin_factory
+
+    cfg = load_config(args.config)
+    ac = cfg.actuator
+    if ac.type != "gpio" or ac.pin is None:
+        print(f"safe-state: no reject output configured (actuator.type {ac.type})")
+        return 0
+    drive_safe(ac.pin, ac.active_high, ac.safe_state == "on", make_pin_factory(ac.pin_factory))
+    print(f"safe-state: reject output {ac.pin} driven {ac.safe_state}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.config import load_config
     from edge_agent.service import Agent
@@ -68,7 +88,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_json(
             {
                 k: rec.get(k)
-                for k in ("id", "item", "decision", "label", "action", "truth", "deadline_missed")
+                for k in (
+                    "id", "item", "decision", "label", "action", "truth", "deadline_missed",
+                    "t_trigger_ns",
+                )
             }
         )
 
@@ -204,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate-config", help="check a config file and exit")
     v.add_argument("path")
     v.set_defaults(func=cmd_validate_config)
+
+    ss = sub.add_parser(
+        "safe-state",
+        help="drive the reject output to its safe level and exit (ExecStopPost=; no model)",
+    )
+    ss.add_argument("--config", "-c", required=True, help="agent YAML config")
+    ss.set_defaults(func=cmd_safe_state)
 
     s = sub.add_parser("status", help="show the running agent's status")
     g = s.add_mutually_exclusive_group()

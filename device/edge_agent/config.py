@@ -15,6 +15,7 @@ Environment overrides (for the systemd drop-in or a quick laptop run): ``EDGE_BU
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import types
@@ -27,7 +28,7 @@ import yaml
 
 from edge_common.errors import ConfigError
 
-PIN_FACTORIES = ("mock", "lgpio", "rpigpio", "pigpio", "native")
+PIN_FACTORIES = ("mock", "file", "lgpio", "rpigpio", "pigpio", "native")
 
 
 def _f(default: Any, doc: str, **meta: Any) -> Any:
@@ -140,10 +141,20 @@ class ActuatorConfig:
     type: str = _f("gpio", "gpio drives a pin; none only records", choices=("gpio", "none"))
     pin: int | str | None = _f(None, "Output pin (BCM number or gpiozero name)")
     active_high: bool = _f(True, "True: pin high = actuator on")
+    safe_state: str = _f(
+        "off",
+        "Level the output is driven to before the model loads, on every fault and stop, and "
+        "by `edge-agent safe-state` (the unit's ExecStopPost): off = actuator released, on = "
+        "held (a diverter that rejects everything while the agent is down)",
+        choices=("off", "on"),
+    )
     delay_ms: float = _f(200.0, "Trigger → pulse start: the conveyor's travel time, ms", min=0.0)
     pulse_ms: float = _f(50.0, "Pulse width, ms", min=0.1)
     pin_factory: str | None = _f(
-        None, "gpiozero pin factory; null = gpiozero's default", choices=PIN_FACTORIES
+        None,
+        "gpiozero pin factory; null = gpiozero's default; file = a stand-in whose levels "
+        "live in files under $EDGE_PIN_STATE_DIR (simulated station, fault benchmarks)",
+        choices=PIN_FACTORIES,
     )
 
 
@@ -254,7 +265,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         for arg in typing.get_args(tp):
             try:
                 return _coerce(value, arg, key)
-            except ConfigError:
+            except ConfigError as err:
+                if "finite" in str(err):
+                    raise
                 continue
         raise ConfigError(f"config: {key}: must be {_type_name(tp)}, got {value!r}")
     if tp is type(None):
@@ -268,6 +281,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # NaN compares false with every bound (a NaN threshold disabled every reject),
+            # so non-finite numbers are refused here, before any range check.
+            if not math.isfinite(value):
+                raise ConfigError(f"config: {key}: must be a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -350,6 +367,15 @@ def _check(cfg: AgentConfig) -> None:
         raise ConfigError("config: actuator.pin: required when actuator.type is gpio")
     if cfg.host.token and cfg.host.token_file:
         raise ConfigError("config: host.token: give token or token_file, not both")
+    if cfg.host.url and not (cfg.host.token or cfg.host.token_file):
+        raise ConfigError("config: host.token_file: set token or token_file to sync with the host")
+    if cfg.update.enabled and not cfg.host.url:
+        raise ConfigError("config: update.enabled: needs host.url")
+    if cfg.camera.retry_backoff_max_s < cfg.camera.retry_backoff_s:
+        raise ConfigError(
+            "config: camera.retry_backoff_max_s: must be ≥ camera.retry_backoff_s "
+            f"({cfg.camera.retry_backoff_s}), got {cfg.camera.retry_backoff_max_s}"
+        )
 
 
 def from_dict(

@@ -3,7 +3,17 @@
 Contract (docs/architecture.md, "Journal contract"): ``record`` writes and commits a
 decision before it returns, so anything the agent reports (logs, status, actuation
 report) is already on disk; sync reads ``unsent`` batches and ``mark_sent`` them;
-``prune`` bounds disk use, dropping the oldest *sent* rows first.
+``prune`` bounds disk use: samples first, then the oldest decisions (sent ones before
+unsent ones), counting every unsent thing it drops so the host sees the loss.
+
+Write-ahead actuation: a reject is committed with ``actuation = 'pending'`` before its
+pulse is scheduled; ``mark_actuated`` closes it once the pulse has ended. ``reconcile``
+(at start) closes what a dead process left pending as ``unconfirmed``: the item was
+decided reject but its pulse may not have fired; it stays counted as a reject and the
+reason is journaled. ``quarantine`` parks a record the host refuses (a poison record).
+
+A file that is not a database (or fails ``PRAGMA quick_check``) is moved aside as
+``journal.sqlite.corrupt-<UTC time>`` and a fresh journal started (``recovered``).
 
 Durability: WAL with ``synchronous=FULL`` by default (each commit is fsynced: survives
 power loss); ``normal`` survives a process kill (SIGKILL, crash) but may lose the last
@@ -48,6 +58,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     decision TEXT NOT NULL,
     deadline_missed INTEGER NOT NULL DEFAULT 0,
     sent INTEGER NOT NULL DEFAULT 0,
+    actuation TEXT,
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_sent ON decisions (sent, seq);
@@ -65,7 +76,28 @@ CREATE INDEX IF NOT EXISTS samples_decision ON samples (decision_id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
-_COUNTERS = ("total", "ok", "reject", "review", "deadline_misses")
+_COUNTERS = (
+    "total",
+    "ok",
+    "reject",
+    "review",
+    "deadline_misses",
+    "reconciled",  # rejects whose pulse a dead agent left unconfirmed
+    "actuated_before_journal",  # pulses fired while the journal could not be written
+    "dropped_decisions",  # unsent decisions dropped by the caps (the host never sees them)
+    "dropped_samples",  # unsent sample images dropped by the caps or a full disk
+    "quarantined",  # records the host refused (kept, not sent again)
+)
+SENT, UNSENT, QUARANTINED = 1, 0, 2
+CORRUPT = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def is_corrupt(err: BaseException) -> bool:
+    """Whether ``err`` says the database file itself is damaged (not full, not read-only)."""
+    name = getattr(err, "sqlite_errorname", "") or ""
+    return isinstance(err, sqlite3.DatabaseError) and (
+        name.startswith(CORRUPT) or "malformed" in str(err) or "not a database" in str(err)
+    )
 
 
 def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
@@ -106,22 +138,74 @@ class Journal:
         self.path = p
         self.samples_dir = Path(samples_dir) if samples_dir else p.parent / "samples"
         self.sample_format = sample_format
+        self.synchronous = synchronous
+        self.recovered: str | None = None  # where a corrupt file was moved, if one was
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            str(p), timeout=30.0, isolation_level=None, check_same_thread=False
+        try:
+            self._db = self._connect(check=True)
+        except sqlite3.DatabaseError as err:
+            if not is_corrupt(err):
+                raise
+            self.recover(str(err))
+
+    def _connect(self, check: bool = False) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        self._db.row_factory = sqlite3.Row
-        with self._lock:
+        try:
+            db.row_factory = sqlite3.Row
             # auto_vacuum must be chosen before the first table exists; harmless afterwards.
-            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.executescript(_SCHEMA)
-            self._db.executemany(
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            db.execute("PRAGMA busy_timeout=30000")
+            if check:
+                row = db.execute("PRAGMA quick_check").fetchone()
+                if row is None or row[0] != "ok":
+                    err = sqlite3.DatabaseError(f"database disk image is malformed: {row[0]}")
+                    err.sqlite_errorname = "SQLITE_CORRUPT"  # type: ignore[attr-defined]
+                    raise err
+            db.executescript(_SCHEMA)
+            cols = {r[1] for r in db.execute("PRAGMA table_info(decisions)")}
+            if "actuation" not in cols:  # a journal from before write-ahead actuation
+                db.execute("ALTER TABLE decisions ADD COLUMN actuation TEXT")
+            db.executemany(
                 "INSERT OR IGNORE INTO counters (name, value) VALUES (?, 0)",
                 [(c,) for c in _COUNTERS],
             )
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def recover(self, reason: str) -> Path:
+        """Move a corrupt database (and its WAL/SHM) aside and start a fresh one.
+
+        Returns where the old file went. The samples folder stays: its files are
+        harmless, and a person may still want them.
+        """
+        with self._lock:
+            old = getattr(self, "_db", None)
+            if old is not None:
+                try:
+                    old.close()
+                except sqlite3.Error:
+                    pass
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            n = 1
+            while aside.exists():
+                n += 1
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(self.path) + suffix)
+                if src.exists():
+                    os.replace(src, Path(str(aside) + suffix))
+            log.error("journal: %s is corrupt (%s); moved to %s, started a fresh journal",
+                      self.path, reason, aside)
+            self.recovered = str(aside)
+            self._db = self._connect()
+            return aside
 
     # -- writing -----------------------------------------------------------------------
 
@@ -135,12 +219,20 @@ class Journal:
         """
         return self.record_many([(decision, image)])[0]
 
-    def record_many(self, items: list[tuple[dict[str, Any], np.ndarray | None]]) -> list[str]:
+    def record_many(
+        self,
+        items: list[tuple[dict[str, Any], np.ndarray | None]],
+        actuation: dict[str, str] | None = None,
+    ) -> list[str]:
         """Like :meth:`record` for several decisions in one transaction (one fsync).
 
         All or nothing: if any record is invalid, none is written. The agent's journal
         writer uses it to commit whatever queued up while the previous commit was syncing.
+        ``actuation`` maps record ids (given in the records) to their actuation state
+        (``pending`` for a reject whose pulse is scheduled once this returns).
+        A sample image that cannot be written (disk full) is dropped, the decision kept.
         """
+        actuation = actuation or {}
         prepared = [self._prepare(d, img) for d, img in items]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -148,10 +240,15 @@ class Journal:
                 bumps: dict[str, int] = {}
                 for rec, sample_row in prepared:
                     kind = rec["decision"]
+                    if self._db.execute(
+                        "SELECT 1 FROM decisions WHERE id = ?", (rec["id"],)
+                    ).fetchone():
+                        continue  # already committed (a retried batch): recorded once
+                    act = actuation.get(rec["id"])
                     cur = self._db.execute(
-                        "INSERT INTO decisions (id, ts, decision, deadline_missed, body)"
-                        " VALUES (?, ?, ?, ?, '{}')",
-                        (rec["id"], float(rec["ts"]), kind, int(rec["deadline_missed"])),
+                        "INSERT INTO decisions (id, ts, decision, deadline_missed, actuation,"
+                        " body) VALUES (?, ?, ?, ?, ?, '{}')",
+                        (rec["id"], float(rec["ts"]), kind, int(rec["deadline_missed"]), act),
                     )
                     rec["seq"] = int(cur.lastrowid or 0)
                     self._db.execute(
@@ -166,6 +263,8 @@ class Journal:
                         )
                     for b in ["total", kind] + (
                         ["deadline_misses"] if rec["deadline_missed"] else []
+                    ) + (["actuated_before_journal"] if act == "before_journal" else []) + (
+                        ["dropped_samples"] if rec.get("sample_dropped") else []
                     ):
                         bumps[b] = bumps.get(b, 0) + 1
                 self._db.executemany(
@@ -174,7 +273,7 @@ class Journal:
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return [rec["id"] for rec, _ in prepared]
 
@@ -192,7 +291,13 @@ class Journal:
             rel = f"{time.strftime('%Y%m%d', time.gmtime(rec['ts']))}/{rec['id']}"
             rel += SAMPLE_FORMATS[self.sample_format]
             data = encode_image(image, self.sample_format)
-            write_bytes_atomic(self.samples_dir / rel, data)
+            try:
+                write_bytes_atomic(self.samples_dir / rel, data)
+            except OSError as err:  # disk full or read-only: samples go first
+                log.warning("journal: sample for %s not kept: %s", rec["id"], err)
+                rec["sample"] = None
+                rec["sample_dropped"] = True
+                return rec, None
             rec["sample"] = rel
             sample_row = (str(uuid.uuid4()), rec["id"], rel, len(data), float(rec["ts"]))
         else:
@@ -206,6 +311,107 @@ class Journal:
     def mark_samples_sent(self, ids: Iterable[str]) -> int:
         """Mark sample files as uploaded; unknown ids are ignored. Returns count."""
         return self._mark("samples", ids)
+
+    def mark_actuated(self, outcomes: dict[str, str]) -> int:
+        """Close pending actuations: ``{id: 'done' | 'missed'}``. A ``missed`` one (its
+        commit came after the pulse was due: no pulse) counts as a deadline miss."""
+        if not outcomes:
+            return 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                n = misses = 0
+                for rec_id, outcome in outcomes.items():
+                    cur = self._db.execute(
+                        "UPDATE decisions SET actuation = ? WHERE id = ? AND actuation = 'pending'",
+                        (outcome, rec_id),
+                    )
+                    n += cur.rowcount
+                    if outcome == "missed" and cur.rowcount:
+                        misses += 1
+                        self._db.execute(
+                            "UPDATE decisions SET deadline_missed = 1, body = json_set(body,"
+                            " '$.deadline_missed', json('true')) WHERE id = ?",
+                            (rec_id,),
+                        )
+                if misses:
+                    self._bump("deadline_misses", misses)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return n
+
+    def pending_actuations(self) -> list[str]:
+        """Ids of rejects committed but whose pulse was never confirmed, oldest first."""
+        with self._lock:
+            return [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM decisions WHERE actuation = 'pending' ORDER BY seq"
+                )
+            ]
+
+    def reconcile(self, reason: str) -> int:
+        """Close every pending actuation as ``unconfirmed`` with ``reason`` in its record
+        (run at start: a dead agent's in-flight rejects). They stay counted as rejects;
+        the ``reconciled`` counter shows how many. Returns the count."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "UPDATE decisions SET actuation = 'unconfirmed', body = json_set(body,"
+                    " '$.reconciled', ?) WHERE actuation = 'pending'",
+                    (reason,),
+                )
+                n = int(cur.rowcount)
+                if n:
+                    self._bump("reconciled", n)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return n
+
+    def quarantine(self, rec_id: str, reason: str) -> bool:
+        """Park a record the host refuses: kept, counted, never sent again."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "UPDATE decisions SET sent = ?, body = json_set(body, '$.quarantined', ?)"
+                    " WHERE id = ? AND sent = ?",
+                    (QUARANTINED, reason, rec_id, UNSENT),
+                )
+                if cur.rowcount:
+                    self._bump("quarantined", 1)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return bool(cur.rowcount)
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """The records the host refused, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM decisions WHERE sent = ? ORDER BY seq", (QUARANTINED,)
+            ).fetchall()
+        return [json.loads(r["body"]) for r in rows]
+
+    def _rollback(self) -> None:
+        # SQLite rolls back by itself on some errors (disk full, I/O): a second ROLLBACK
+        # would raise and hide the real error.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the database and truncate it (frees disk space)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _bump(self, name: str, n: int) -> None:
+        self._db.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, name))
 
     def _mark(self, table: str, ids: Iterable[str]) -> int:
         ids = list(ids)
@@ -223,7 +429,7 @@ class Journal:
                     n += cur.rowcount
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return n
 
@@ -268,14 +474,21 @@ class Journal:
             return [r[0] for r in self._db.execute("SELECT id FROM decisions ORDER BY seq")]
 
     def counts(self) -> dict[str, int]:
-        """Lifetime totals (``total, ok, reject, review, deadline_misses``; they survive
-        pruning), plus ``unsent`` and ``rows`` currently stored."""
+        """Lifetime totals (``total, ok, reject, review, deadline_misses, reconciled,
+        actuated_before_journal, dropped_decisions, dropped_samples, quarantined``; they
+        survive pruning), plus ``unsent``, ``rows`` and ``pending`` (actuations not yet
+        confirmed) currently stored."""
         with self._lock:
             out = {r["name"]: int(r["value"]) for r in self._db.execute("SELECT * FROM counters")}
             out["unsent"] = int(
                 self._db.execute("SELECT COUNT(*) FROM decisions WHERE sent = 0").fetchone()[0]
             )
             out["rows"] = int(self._db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+            out["pending"] = int(
+                self._db.execute(
+                    "SELECT COUNT(*) FROM decisions WHERE actuation = 'pending'"
+                ).fetchone()[0]
+            )
         return out
 
     def disk_bytes(self) -> int:
@@ -301,69 +514,85 @@ class Journal:
     # -- bounding disk use -------------------------------------------------------------
 
     def prune(self, max_bytes: int | None = None, max_rows: int | None = None) -> dict[str, int]:
-        """Bound the journal: delete the oldest *sent* decisions (and their samples) until
-        at most ``max_rows`` rows remain and disk use is at most ``max_bytes``.
+        """Enforce the caps: at most ``max_rows`` decisions and ``max_bytes`` on disk.
 
-        Unsent decisions are never deleted (the host has not seen them); if sent rows are
-        not enough, sample *files* of the oldest unsent decisions are dropped next (the
-        decision rows stay; images are the bulk). Returns what was removed.
+        Policy (docs/operations.md): sent decisions go first, oldest first, with their
+        samples. If that is not enough (the host has been away): sample images next,
+        oldest first, then the oldest *unsent* decisions. Everything unsent that is
+        dropped is counted (``dropped_decisions``, ``dropped_samples``: lifetime counters
+        in ``counts()``, hence in status and heartbeats) so the host sees the loss.
+        Quarantined records count as sent here. Returns what this call removed.
         """
-        removed = {"rows": 0, "samples": 0, "bytes_freed": 0}
+        removed = {"rows": 0, "samples": 0, "bytes_freed": 0, "dropped_decisions": 0,
+                   "dropped_samples": 0}
         with self._lock:
             before = self._used_bytes()
             if max_rows is not None:
                 total = self._db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
                 excess = max(0, int(total) - int(max_rows))
                 if excess:
-                    ids = [
-                        r[0]
-                        for r in self._db.execute(
-                            "SELECT id FROM decisions WHERE sent = 1 ORDER BY seq LIMIT ?",
-                            (excess,),
-                        )
-                    ]
-                    self._delete_decisions(ids, removed)
+                    self._delete_decisions(self._oldest(excess, sent=True), removed)
+                    excess -= removed["rows"]
+                if excess > 0:
+                    self._delete_decisions(self._oldest(excess, sent=False), removed, unsent=True)
             if max_bytes is not None:
                 while self._used_bytes() > max_bytes:
-                    ids = [
-                        r[0]
-                        for r in self._db.execute(
-                            "SELECT id FROM decisions WHERE sent = 1 ORDER BY seq LIMIT 200"
-                        )
-                    ]
+                    ids = self._oldest(200, sent=True)
                     if not ids:
                         break
                     self._delete_decisions(ids, removed)
                     self._db.execute("PRAGMA incremental_vacuum")
                 while self._used_bytes() > max_bytes:
                     rows = self._db.execute(
-                        "SELECT id, path FROM samples ORDER BY seq LIMIT 50"
+                        "SELECT id, path, sent FROM samples ORDER BY seq LIMIT 50"
                     ).fetchall()
                     if not rows:
                         break
                     self._delete_samples(rows, removed)
-                if self._used_bytes() > max_bytes:
-                    log.warning(
-                        "journal: %d unsent decisions exceed max_bytes=%d; keeping them",
-                        self.counts()["unsent"],
-                        max_bytes,
-                    )
+                while self._used_bytes() > max_bytes:
+                    ids = self._oldest(50, sent=False)
+                    if not ids:
+                        break
+                    self._delete_decisions(ids, removed, unsent=True)
+                    self._db.execute("PRAGMA incremental_vacuum")
+            if removed["dropped_decisions"] or removed["dropped_samples"]:
+                log.warning(
+                    "journal: caps reached with the host behind: dropped %d unsent decisions"
+                    " and %d unsent samples (counted)",
+                    removed["dropped_decisions"],
+                    removed["dropped_samples"],
+                )
+                self._bump("dropped_decisions", removed["dropped_decisions"])
+                self._bump("dropped_samples", removed["dropped_samples"])
             self._db.execute("PRAGMA incremental_vacuum")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             removed["bytes_freed"] = max(0, before - self._used_bytes())
         return removed
 
-    def _delete_decisions(self, ids: list[str], removed: dict[str, int]) -> None:
+    def _oldest(self, n: int, sent: bool) -> list[str]:
+        cond = "sent != 0" if sent else "sent = 0"
+        return [
+            r[0]
+            for r in self._db.execute(
+                f"SELECT id FROM decisions WHERE {cond} ORDER BY seq LIMIT ?", (int(n),)
+            )
+        ]
+
+    def _delete_decisions(
+        self, ids: list[str], removed: dict[str, int], unsent: bool = False
+    ) -> None:
         if not ids:
             return
         for chunk in _chunks(ids, 500):
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT id, path FROM samples WHERE decision_id IN ({marks})", chunk
+                f"SELECT id, path, sent FROM samples WHERE decision_id IN ({marks})", chunk
             ).fetchall()
             self._delete_samples(rows, removed)
             cur = self._db.execute(f"DELETE FROM decisions WHERE id IN ({marks})", chunk)
             removed["rows"] += cur.rowcount
+            if unsent:
+                removed["dropped_decisions"] += cur.rowcount
 
     def _delete_samples(self, rows: list[sqlite3.Row], removed: dict[str, int]) -> None:
         if not rows:
@@ -373,6 +602,7 @@ class Journal:
         ids = [r["id"] for r in rows]
         marks = ",".join("?" * len(ids))
         self._db.execute(f"DELETE FROM samples WHERE id IN ({marks})", ids)
+        removed["dropped_samples"] += sum(1 for r in rows if not r["sent"])
         for r in rows:
             try:
                 (self.samples_dir / r["path"]).unlink()

@@ -1,11 +1,18 @@
 """The agent's main loop: trigger → camera → classifier → decision → actuator → journal.
 
-Threads: the main loop (capture, classify, decide, schedule the pulse; pings the systemd
-watchdog, so a hung loop gets the service restarted), the actuator's scheduler, a journal
-writer (commits decisions, then reports them: a decision is durable before anything —
-log, status, ``--events`` line — acknowledges it; the pulse itself never waits for the
-disk), a reporter (status file, periodic log line, disk budget) and any workers added
-with ``add_worker`` (sync, update).
+Threads: the main loop (capture, classify, decide; pings the systemd watchdog, so a hung
+loop gets the service restarted), the actuator's scheduler, a journal writer (commits
+decisions, *then* schedules their reject pulses and reports them: write-ahead, a decision
+is durable before its pulse fires or anything — log, status, ``--events`` line —
+acknowledges it), a reporter (status file, periodic log line, caps) and any workers
+added with ``add_worker`` (sync, update).
+
+Fail-safe order: the actuator is claimed and driven to its safe level first (in
+``__init__``, before the journal, the model or the camera); rejects a dead agent left
+unconfirmed are reconciled at start. Journal faults (disk full, read-only, corrupt file)
+raise a fault (``faults`` in the status, an error log line) and never stop the line:
+decisions wait in memory and are retried, their rejects still fire (counted as
+``actuated_before_journal``); a corrupt file is moved aside and a fresh one started.
 
 Hooks for sync/update (docs/architecture.md, "Agent hooks"): ``run``, ``stop``,
 ``swap_classifier``, ``snapshot``, ``add_worker``.
@@ -13,13 +20,17 @@ Hooks for sync/update (docs/architecture.md, "Agent hooks"): ``run``, ``stop``,
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
 import random
+import sqlite3
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,18 +43,21 @@ from edge_agent.camera import CameraError, EndOfStream, Resilient, make_camera
 from edge_agent.classifier import Classifier
 from edge_agent.config import AgentConfig
 from edge_agent.decision import Policy, Verdict, decide, decide_error
-from edge_agent.journal import Journal
+from edge_agent.journal import Journal, is_corrupt
 from edge_agent.notify import Notifier
 from edge_agent.pins import make_pin_factory
 from edge_agent.stats import Stats
 from edge_agent.trigger import GpioTrigger, make_trigger
-from edge_common.errors import EdgeError
 from edge_common.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
 _STOP = object()
+BACKLOG_MAX = 10_000  # decisions held in memory while the journal cannot be written
+RETRY_S = 1.0  # how often a faulted journal is tried again
+RECONCILE_DEAD = "agent stopped before the reject pulse was confirmed (kill or crash)"
+RECONCILE_STOP = "agent stopped before the reject pulse fired"
 
 
 class Worker(Protocol):
@@ -70,16 +84,23 @@ class Agent:
         actuator: Actuator | None = None,
         notifier: Notifier | None = None,
         on_decision: Callable[[dict[str, Any]], None] | None = None,
+        pin_factory: Any = None,
     ) -> None:
         self.config = config
-        jc = config.journal
-        self.journal = Journal(
-            jc.dir, synchronous=jc.synchronous, sample_format=config.samples.format
-        )
+        self._pin_factories: dict[str | None, Any] = {}
+        self._pin_factory_override = pin_factory
+        # Safe state first: claim the reject output and drive it to its safe level before
+        # anything that can be slow or fail (journal, model, camera).
+        self.actuator = actuator if actuator is not None else self._open_actuator()
+        self.actuator.on_done = self._on_pulse_done
+        self.faults: dict[str, str] = {}
+        self._done: collections.deque[str] = collections.deque()
+        self._backlog: list[tuple[dict[str, Any], Any, int, bool]] = []
+        self.backlog_dropped = 0
+        self.journal = self._open_journal()
         self.classifier = classifier
         self.camera = camera
         self.trigger = trigger
-        self.actuator = actuator
         self.notifier = notifier or Notifier()
         self.on_decision = on_decision
         self.policy = Policy(**vars(config.decision))
@@ -90,7 +111,6 @@ class Agent:
         self.truth_seen = 0
         self.truth_correct = 0
         self.last_id: str | None = None
-        self._pin_factories: dict[str | None, Any] = {}
         self._workers: list[Worker] = []
         self._worker_threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -155,6 +175,9 @@ class Agent:
             "accuracy": None if accuracy is None else round(accuracy, 4),
             "last_id": self.last_id,
             "disk_bytes": disk,
+            "faults": dict(self.faults),
+            "unjournaled": len(self._backlog),
+            "unjournaled_dropped": self.backlog_dropped,
             "temperature_c": machine.temperature_c(),
             "camera": {
                 "type": getattr(cam, "name", None),
@@ -165,7 +188,48 @@ class Agent:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def _open_actuator(self) -> Actuator:
+        ac = self.config.actuator
+        pin = ac.pin if ac.type == "gpio" else None
+        factory = self._pin_factory(ac.pin_factory) if pin is not None else None
+        return Actuator(
+            pin, ac.delay_ms, ac.pulse_ms, ac.active_high, factory, safe_on=ac.safe_state == "on"
+        )
+
+    def _open_journal(self) -> Journal:
+        """The journal; a corrupt file is moved aside (fault raised); an unusable folder
+        (read-only, full) falls back to a journal in the runtime folder (RAM), fault raised."""
+        jc = self.config.journal
+        kw = {"synchronous": jc.synchronous, "sample_format": self.config.samples.format}
+        try:
+            journal = Journal(jc.dir, **kw)
+        except (OSError, sqlite3.Error) as err:
+            fallback = Path(
+                os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()
+            ) / f"edge-agent-journal-{self.config.device_id}"
+            self._fault(
+                "journal_open",
+                f"cannot open the journal in {jc.dir} ({err}); journaling to {fallback} "
+                "(lost on power loss) until it is fixed",
+            )
+            return Journal(fallback, **kw)
+        if journal.recovered:
+            self._fault("journal_corrupt", f"corrupt journal moved to {journal.recovered}")
+        return journal
+
+    def _fault(self, name: str, message: str) -> None:
+        """Raise a fault: kept in the status and heartbeats, logged once when it starts."""
+        if self.faults.get(name) != message:
+            log.error("FAULT %s: %s", name, message)
+        self.faults[name] = message
+
+    def _clear_fault(self, name: str) -> None:
+        if self.faults.pop(name, None) is not None:
+            log.warning("fault %s cleared", name)
+
     def _pin_factory(self, name: str | None) -> Any:
+        if self._pin_factory_override is not None:
+            return self._pin_factory_override
         if name not in self._pin_factories:
             self._pin_factories[name] = make_pin_factory(name)
         return self._pin_factories[name]
@@ -174,6 +238,9 @@ class Agent:
         """Load and verify the model, open the camera and the pins (fail fast, clearly)."""
         cfg = self.config
         self.state = "starting"
+        n = self.journal.reconcile(RECONCILE_DEAD)
+        if n:
+            log.warning("journal: %d rejects left unconfirmed by the last run reconciled", n)
         self.notifier.status("loading model")
         if self.classifier is None:
             self.classifier = Classifier.load(
@@ -196,11 +263,6 @@ class Agent:
         try:
             if self.trigger is None:
                 self.trigger = make_trigger(cfg.trigger, self._pin_factory(cfg.trigger.pin_factory))
-            if self.actuator is None:
-                ac = cfg.actuator
-                pin = ac.pin if ac.type == "gpio" else None
-                factory = self._pin_factory(ac.pin_factory) if pin is not None else None
-                self.actuator = Actuator(pin, ac.delay_ms, ac.pulse_ms, ac.active_high, factory)
         except BaseException:
             self.camera.close()
             raise
@@ -220,6 +282,7 @@ class Agent:
         self.started = time.monotonic()
         self.stats = Stats()
         self._running = True
+        self.actuator.arm()
         # Python hands the GIL over every 5 ms by default: the actuator's thread would
         # wake up to 5 ms late while the loop computes. 0.5 ms keeps pulses on time.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
@@ -247,10 +310,12 @@ class Agent:
         finally:
             self._running = False
             self.notifier.stopping()
-            self.actuator.stop()
             self._close_inputs()
             self._queue.put(_STOP)
             writer.join(timeout=30)
+            self.actuator.stop()  # safe level; pulses not yet fired are dropped
+            self._settle_actuations()
+            self._prune()
             self._stop.set()
             reporter.join(timeout=5)
             self._stop_workers()
@@ -363,12 +428,11 @@ class Agent:
         inference_ms: float | None = None,
         decision_ms: float | None = None,
     ) -> None:
-        """Actuate (time-critical, first), then hand the record to the journal writer."""
+        """Hand the record to the journal writer, which commits it and then schedules the
+        reject pulse (write-ahead: no pulse without a durable decision)."""
         assert self.actuator and self.classifier
         t_dec = time.monotonic_ns()
         missed = not self.actuator.deadline_ok(t_trig, t_dec)
-        if verdict.rejects and not missed:
-            self.actuator.schedule(t_trig, t_dec)
         if missed:
             self.stats.add_miss()
         latency = {
@@ -382,7 +446,9 @@ class Agent:
         labels = self.classifier.labels
         truth = getattr(frame, "truth", None)
         rec = {
+            "id": str(uuid.uuid4()),
             "ts": time.time(),
+            "t_trigger_ns": t_trig,  # CLOCK_MONOTONIC: pulse due at this + actuator.delay_ms
             "item": item,
             "label": verdict.label,
             "score": round(verdict.score, 6),
@@ -406,7 +472,8 @@ class Agent:
                 self.truth_seen += 1
                 self.truth_correct += int(truth == verdict.label)
         image = frame.image if frame is not None and self._keep_sample(verdict) else None
-        self._queue.put((rec, image))  # blocks only if the disk is far behind (backpressure)
+        # Blocks only if the disk is far behind (backpressure).
+        self._queue.put((rec, image, t_trig, verdict.rejects and not missed))
 
     def _keep_sample(self, verdict: Verdict) -> bool:
         sc = self.config.samples
@@ -431,35 +498,114 @@ class Agent:
     # -- background threads ------------------------------------------------------------
 
     def _writer(self) -> None:
-        """Commit queued decisions (group commit), then report them."""
+        """Commit queued decisions (group commit), then schedule their pulses and report
+        them; close confirmed actuations; retry a faulted journal."""
         stop = False
+        next_retry = 0.0
         while not stop:
-            batch = [self._queue.get()]
-            while len(batch) < 64:
+            try:
+                batch = [self._queue.get(timeout=0.1)]
+            except queue.Empty:
+                batch = []
+            while batch and len(batch) < 64:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if batch[-1] is _STOP or _STOP in batch:
+            if _STOP in batch:
                 stop = True
                 batch = [b for b in batch if b is not _STOP]
-            if not batch:
-                continue
+            if batch or (self._backlog and time.monotonic() >= next_retry):
+                if not self._commit(batch):
+                    next_retry = time.monotonic() + RETRY_S
+            self._flush_done()
+
+    def _commit(self, batch: list[tuple[dict[str, Any], Any, int, bool]]) -> bool:
+        """Write the backlog and ``batch``; on success schedule their pulses. On a journal
+        fault keep rejecting (fire the pulses now) and hold the records in memory."""
+        assert self.actuator
+        backlog = self._backlog
+        items = [(rec, img) for rec, img, _, _ in backlog + batch]
+        actuation = {rec["id"]: "before_journal" for rec, _, _, rej in backlog if rej}
+        actuation.update({rec["id"]: "pending" for rec, _, _, rej in batch if rej})
+        for attempt in (1, 2):
             try:
-                ids = self.journal.record_many(batch)
-            except Exception as err:  # noqa: BLE001 - without a journal the line must stop
-                log.error("journal: cannot record decisions: %s", err)
-                self._fatal = EdgeError(f"journal: cannot record decisions: {err}")
-                self._stop.set()
-                return
-            for (rec, _), rec_id in zip(batch, ids, strict=True):
-                rec["id"] = rec_id
-                self.last_id = rec_id
-                if self.on_decision is not None:
-                    try:
-                        self.on_decision(rec)
-                    except Exception:  # noqa: BLE001
-                        log.exception("on_decision callback failed")
+                self.journal.record_many(items, actuation)
+                break
+            except Exception as err:  # noqa: BLE001 - a journal fault never stops the line
+                if attempt == 1 and is_corrupt(err):
+                    aside = self.journal.recover(str(err))
+                    self._fault("journal_corrupt", f"corrupt journal moved to {aside}")
+                    continue
+                self._fault("journal", f"cannot write decisions: {err}")
+                try:
+                    self.journal.checkpoint()  # a WAL that cannot grow: fold it back in
+                except Exception:  # noqa: BLE001
+                    pass
+                for rec, _, t_trig, rejects in batch:
+                    if rejects and not self.actuator.schedule(t_trig):
+                        self.stats.add_miss()
+                    if rejects:
+                        log.warning("unjournaled reject %s (item %s)", rec["id"], rec["item"])
+                backlog.extend((rec, None, t, rej) for rec, _, t, rej in batch)  # no images
+                if len(backlog) > BACKLOG_MAX:
+                    drop = len(backlog) - BACKLOG_MAX
+                    self.backlog_dropped += drop
+                    del backlog[:drop]
+                return False
+        if backlog:
+            log.warning("journal writable again: %d held decisions committed", len(backlog))
+        self._backlog = []
+        self._clear_fault("journal")
+        for rec, _, t_trig, rejects in batch:
+            if rejects and not self.actuator.schedule(t_trig, tag=rec["id"]):
+                self.stats.add_miss()
+                self._done.append("missed:" + rec["id"])
+        for rec, _, _, _ in backlog + batch:
+            self.last_id = rec["id"]
+            if self.on_decision is not None:
+                try:
+                    self.on_decision(rec)
+                except Exception:  # noqa: BLE001
+                    log.exception("on_decision callback failed")
+        return True
+
+    def _on_pulse_done(self, tags: list[Any]) -> None:
+        self._done.extend(str(t) for t in tags)  # the actuator's thread: no I/O here
+
+    def _flush_done(self) -> None:
+        outcomes: dict[str, str] = {}
+        while self._done:
+            tag = self._done.popleft()
+            if tag.startswith("missed:"):
+                outcomes[tag[7:]] = "missed"
+            else:
+                outcomes[tag] = "done"
+        if not outcomes:
+            return
+        try:
+            self.journal.mark_actuated(outcomes)
+        except Exception as err:  # noqa: BLE001 - retried; a restart reconciles them
+            self._fault("journal", f"cannot confirm actuations: {err}")
+            self._done.extend(
+                (f"missed:{k}" if v == "missed" else k) for k, v in outcomes.items()
+            )
+
+    def _settle_actuations(self) -> None:
+        """After the actuator stopped: confirm what fired, reconcile what never will."""
+        self._flush_done()
+        try:
+            n = self.journal.reconcile(RECONCILE_STOP)
+        except Exception as err:  # noqa: BLE001
+            self._fault("journal", f"cannot reconcile actuations: {err}")
+            return
+        if n:
+            log.info("journal: %d rejects whose pulse had not fired at stop reconciled", n)
+        if self._backlog:
+            self._fault(
+                "journal",
+                f"{len(self._backlog)} decisions could not be journaled before the stop",
+            )
 
     def _reporter(self) -> None:
         jc = self.config.journal
@@ -475,12 +621,17 @@ class Agent:
                 log.info("%s", self.status_line())
             if now >= next_prune:
                 next_prune = now + jc.prune_every_s
-                try:
-                    removed = self.journal.prune(jc.max_bytes, jc.max_rows)
-                    if removed["rows"] or removed["samples"]:
-                        log.info("journal pruned: %s", removed)
-                except Exception:  # noqa: BLE001
-                    log.exception("journal prune failed")
+                self._prune()
+
+    def _prune(self) -> None:
+        """Enforce the journal caps (policy in Journal.prune; losses are counted there)."""
+        jc = self.config.journal
+        try:
+            removed = self.journal.prune(jc.max_bytes, jc.max_rows)
+            if removed["rows"] or removed["samples"]:
+                log.info("journal pruned: %s", removed)
+        except Exception as err:  # noqa: BLE001
+            log.warning("journal prune failed: %s", err)
 
     def status_line(self) -> str:
         lat = self.stats.latency_ms().get("total", {})
@@ -496,8 +647,8 @@ class Agent:
         try:
             write_json_atomic(status_path(self.config), self.snapshot())
             self.notifier.status(self.status_line())
-        except Exception:  # noqa: BLE001
-            log.exception("cannot write the status file")
+        except Exception as err:  # noqa: BLE001 - e.g. the disk is full (a fault already)
+            log.warning("cannot write the status file: %s", err)
 
     def summary(self) -> dict[str, Any]:
         """The end-of-run summary (``edge-agent run`` prints it)."""

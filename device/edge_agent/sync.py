@@ -9,8 +9,13 @@ counts it as a duplicate (records are keyed by their id). Nothing is lost, nothi
 stored twice, and the inspection loop never waits on the network (it only shares the
 journal's short lock).
 
+Poison records: when the collector refuses a batch as invalid (400/422, ``is_poison``),
+the batch is split in halves until the refused record is alone; that record is
+quarantined in the journal (kept, counted in ``quarantined``, never sent again) and sync
+goes on with the others.
+
 The decisions are pure functions (``backoff_delay``, ``next_batch_size``,
-``sample_content_type``, ``is_success``); ``SyncWorker`` does the I/O.
+``sample_content_type``, ``is_success``, ``is_poison``); ``SyncWorker`` does the I/O.
 """
 
 from __future__ import annotations
@@ -64,6 +69,15 @@ def next_batch_size(current: int, configured: int, status: int | None) -> int:
 
 def is_success(status: int) -> bool:
     return 200 <= status < 300
+
+
+POISON_STATUSES = (400, 422)
+
+
+def is_poison(status: int | None) -> bool:
+    """Whether the collector refused the content itself (not auth, size, rate or outage):
+    retrying the same records would fail forever."""
+    return status in POISON_STATUSES
 
 
 def sample_content_type(path: str | Path) -> str | None:
@@ -219,6 +233,7 @@ class SyncWorker:
         self.sent = 0
         self.samples_sent = 0
         self.duplicates = 0
+        self.quarantined = 0
         self.desired_version: str | None = None
         self.last_error: str | None = None
         self._last_heartbeat = float("-inf")
@@ -247,11 +262,25 @@ class SyncWorker:
         rows = self.journal.unsent(self._batch)
         if not rows:
             return 0
+        return self._send(rows)
+
+    def _send(self, rows: list[dict[str, Any]]) -> int:
+        """Post ``rows``; a poison refusal is bisected down to the record(s) at fault,
+        which are quarantined. Returns how many rows left the unsent queue."""
         try:
             result = self.client.post_decisions(rows)
         except HostUnavailable as err:
-            self._batch = next_batch_size(self._batch, self.batch_size, err.status)
-            raise
+            if not is_poison(err.status):
+                self._batch = next_batch_size(self._batch, self.batch_size, err.status)
+                raise
+            if len(rows) == 1:
+                reason = f"refused by the collector: {err}"
+                if self.journal.quarantine(rows[0]["id"], reason):
+                    self.quarantined += 1
+                    log.error("sync: record %s quarantined (%s)", rows[0]["id"], err)
+                return 1
+            half = len(rows) // 2
+            return self._send(rows[:half]) + self._send(rows[half:])
         self._batch = next_batch_size(self._batch, self.batch_size, 200)
         self.journal.mark_sent([r["id"] for r in rows])
         self.sent += len(rows)

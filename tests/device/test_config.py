@@ -82,3 +82,28 @@ def test_reference_doc_is_generated_from_schema():
     doc = (ROOT / "docs" / "agent-config.md").read_text()
     assert doc == reference_markdown(), "regenerate: python -c 'from edge_agent.config import ...'"
     assert "`review_policy`" in doc and "## `update:`" in doc
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"decision": {"threshold": float("nan")}}, "config: decision.threshold: must be a finite"),
+        ({"actuator": {"delay_ms": float("nan")}}, "config: actuator.delay_ms: must be a finite"),
+        ({"actuator": {"delay_ms": float("inf")}}, "config: actuator.delay_ms: must be a finite"),
+        ({"actuator": {"delay_ms": -5}}, "config: actuator.delay_ms: must be ≥ 0.0, got -5"),
+        ({"actuator": {"pulse_ms": float("-inf")}}, "config: actuator.pulse_ms: must be a finite"),
+        ({"trigger": {"bounce_ms": float("nan")}}, "config: trigger.bounce_ms: must be a finite"),
+        ({"camera": {"difficulty": float("inf")}}, "config: camera.difficulty: must be a finite"),
+        ({"decision": {"threshold": -0.1}}, "config: decision.threshold: must be ≥ 0.0"),
+        ({"decision": {"review_margin": 0.6}}, "config: decision.review_margin: must be ≤ 0.5"),
+        ({"actuator": {"safe_state": "high"}}, "config: actuator.safe_state: must be one of"),
+        ({"update": {"enabled": True}}, "config: update.enabled: needs host.url"),
+        ({"host": {"url": "http://127.0.0.1:1"}}, "config: host.token_file: set token"),
+    ],
+)
+def test_non_finite_negative_and_out_of_range_values_are_refused(data, message):
+    data.setdefault("actuator", {}).setdefault("type", "none")
+    with pytest.raises(ConfigError) as err:
+        from_dict(data, env={})
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)

@@ -77,24 +77,30 @@ def test_samples_written_before_commit_and_marked(tmp_path):
     assert j.unsent_samples(10) == []
 
 
-def test_prune_drops_oldest_sent_rows_first_and_never_unsent(tmp_path):
+def test_prune_drops_oldest_sent_rows_first_then_unsent_and_counts_the_loss(tmp_path):
     j = Journal(tmp_path / "j")
     img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     ids = [j.record(_decision(i, "reject"), image=img) for i in range(20)]
     j.mark_sent(ids[:10])
+    j.mark_samples_sent([s["id"] for s in j.unsent_samples(100)][:10])
     out = j.prune(max_rows=15)
-    assert out["rows"] == 5
-    kept = j.ids()
-    assert kept == ids[5:]
+    assert out["rows"] == 5 and out["dropped_decisions"] == 0
+    assert j.ids() == ids[5:]
     # Lifetime counters survive pruning.
     assert j.counts()["total"] == 20 and j.counts()["rows"] == 15
-    # A tiny byte budget removes every sent row but keeps every unsent decision row.
+    # Under an outage the row cap still holds: the oldest unsent rows go, counted.
+    out = j.prune(max_rows=8)
+    assert j.ids() == ids[12:] and j.counts()["rows"] == 8
+    assert out["dropped_decisions"] == 2 and j.counts()["dropped_decisions"] == 2
+    # A byte budget drops sample images before unsent decisions.
+    row_bytes = j.disk_bytes() - sum(s["bytes"] for s in j.unsent_samples(100))
+    j.prune(max_bytes=row_bytes + 1)
+    assert j.ids() == ids[12:] and j.unsent_samples(100) == []
+    assert j.counts()["dropped_samples"] == 10  # every unsent image dropped is counted
+    assert list((tmp_path / "j" / "samples").rglob("*.jpg")) == []
+    # A tiny budget leaves nothing, and says so.
     j.prune(max_bytes=1)
-    assert j.ids() == ids[10:]
-    assert all(j.get(i) is not None for i in ids[10:])
-    # Files of deleted samples are gone from disk.
-    files = list((tmp_path / "j" / "samples").rglob("*.jpg"))
-    assert len(files) == len(j.unsent_samples(100))
+    assert j.counts()["rows"] == 0 and j.counts()["dropped_decisions"] == 10
 
 
 def test_bad_decision_is_rejected_and_nothing_written(tmp_path):

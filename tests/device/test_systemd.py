@@ -34,6 +34,12 @@ def test_unit_declares_notify_watchdog_restart_and_hardening():
     assert s["ExecStart"][0].split()[1:3] == ["run", "--config"]
 
 
+def test_unit_drives_the_output_safe_after_any_exit():
+    s = _settings()
+    start, post = s["ExecStart"][0].split(), s["ExecStopPost"][0].split()
+    assert post[0] == start[0] and post[1:] == ["safe-state", "--config", start[3]]
+
+
 @pytest.mark.skipif(not Path(ANALYZE).exists(), reason="systemd-analyze not installed")
 def test_unit_passes_systemd_analyze_verify(tmp_path):
     exe = tmp_path / "edge-agent"
