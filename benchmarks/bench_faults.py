@@ -543,6 +543,36 @@ def bad_configs(c: Campaign) -> Row:
     return row
 
 
+def bad_bundles(c: Campaign) -> Row:
+    """Every hostile bundle of tests/common/badbundles.py, handed to the real agent."""
+    sys.path.insert(0, str(ROOT / "tests" / "common"))
+    from badbundles import CASES
+
+    row = Row("bad bundles (unlisted, links, special files, dup keys, oversize)", refused=0)
+    st = c.station("bad-bundle")
+    cases = [case for case in CASES if not case.kwargs]  # kwargs = limits the agent has not
+    for i, case in enumerate(cases):
+        work = c.root / "bad-bundles" / str(i)
+        work.mkdir(parents=True)
+        bad = case.make(c.bundle, work)
+        st.write_config(bundle={"path": str(bad)})
+        r = subprocess.run([str(BIN / "edge-agent"), "run", "--config", str(st.config),
+                            "--max-items", "3"], env=st.env, capture_output=True, text=True,
+                           timeout=120)
+        row.tries += 1
+        safe = read_pin_level(st.pins, PIN) is not True
+        named = case.error.lower() in r.stderr.lower()  # refused for the right reason
+        if r.returncode != 0 and named and "Traceback" not in r.stderr and safe:
+            assert isinstance(row.refused, int)
+            row.refused += 1
+        else:
+            row.notes.append(f"{case.name}: exit {r.returncode}, output safe {safe}, "
+                             f"{r.stderr.strip().splitlines()[-1:]}")
+    row.unsafe_s = 0.0 if read_pin_level(st.pins, PIN) is not True else float("inf")
+    row.notes.append("refused at start, output safe, no traceback")
+    return row
+
+
 class Campaign:
     def __init__(self, root: Path, bundle: Path, kills: int, seed: int) -> None:
         self.root = root
@@ -563,6 +593,7 @@ SCENARIOS: list[Callable[[Campaign], Row]] = [
     disk_full,
     corrupt_journal,
     bad_configs,
+    bad_bundles,
 ]
 
 
