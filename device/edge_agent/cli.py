@@ -127,11 +127,30 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{s['rejects']} rejects, {s['reviews']} reviews, {s['errors']} errors; "
         f"{s['deadline_misses']} deadline misses; accuracy {acc}",
         f"model {s['model_version']}; journal {s['journal']}",
-        f"{'stage':<12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}",
     ]
-    for stage, q in s["latency_ms"].items():
+    return "\n".join(lines + latency_lines(s["latency_ms"]))
+
+
+def latency_lines(latency_ms: dict[str, dict[str, float]]) -> list[str]:
+    """The per-stage p50/p95/p99 table of a run summary or a status."""
+    lines = [f"{'stage':<12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"]
+    for stage, q in latency_ms.items():
         lines.append(f"{stage:<12}{q['p50']:>9.2f}{q['p95']:>9.2f}{q['p99']:>9.2f}")
-    return "\n".join(lines)
+    return lines
+
+
+# Journal counters that mean something did not go the normal way (docs/operations.md).
+LOSS_COUNTERS = ("dropped_decisions", "dropped_samples", "quarantined", "reconciled",
+                 "actuated_before_journal")
+
+
+def fault_lines(faults: dict[str, str], counts: dict[str, int]) -> list[str]:
+    """One line per raised fault, then the journal's loss counters that are not zero."""
+    lines = [f"FAULT {name}: {msg}" for name, msg in sorted(faults.items())] or ["faults: none"]
+    losses = [f"{k} {counts[k]}" for k in LOSS_COUNTERS if counts.get(k)]
+    if losses:
+        lines.append("journal losses: " + ", ".join(losses))
+    return lines
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -176,11 +195,9 @@ def format_status(st: dict[str, Any]) -> str:
         f"{st.get('disk_bytes')} bytes",
         f"camera {cam.get('type')}: {'DEGRADED: ' + str(cam.get('last_error')) if cam.get('degraded') else 'ok'}"  # noqa: E501
         f"; temperature {st.get('temperature_c')} °C",
-        f"{'stage':<12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}",
     ]
-    for stage, q in (st.get("latency_ms") or {}).items():
-        lines.append(f"{stage:<12}{q['p50']:>9.2f}{q['p95']:>9.2f}{q['p99']:>9.2f}")
-    return "\n".join(lines)
+    lines += fault_lines(st.get("faults") or {}, counts)
+    return "\n".join(lines + latency_lines(st.get("latency_ms") or {}))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -43,6 +43,8 @@ import numpy as np
 from edge_common.errors import ConfigError
 from edge_common.fileio import write_bytes_atomic
 
+DATA_MODE = 0o640  # journal, samples and status: owner rw, the agent's group r, nobody else
+
 log = logging.getLogger(__name__)
 
 DB_NAME = "journal.sqlite"
@@ -134,7 +136,12 @@ class Journal:
             raise ConfigError(f"journal.synchronous: must be one of {', '.join(SYNCHRONOUS)}")
         if sample_format not in SAMPLE_FORMATS:
             raise ConfigError(f"samples.format: must be one of {', '.join(SAMPLE_FORMATS)}")
-        p.parent.mkdir(parents=True, exist_ok=True)
+        p.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        if not p.exists():
+            # Decisions are the plant's data: 0640 whatever the umask (SQLite gives its -wal
+            # and -shm files the database file's mode).
+            os.close(os.open(p, os.O_WRONLY | os.O_CREAT, DATA_MODE))
+            os.chmod(p, DATA_MODE)
         self.path = p
         self.samples_dir = Path(samples_dir) if samples_dir else p.parent / "samples"
         self.sample_format = sample_format
@@ -292,7 +299,7 @@ class Journal:
             rel += SAMPLE_FORMATS[self.sample_format]
             data = encode_image(image, self.sample_format)
             try:
-                write_bytes_atomic(self.samples_dir / rel, data)
+                write_bytes_atomic(self.samples_dir / rel, data, mode=DATA_MODE)
             except OSError as err:  # disk full or read-only: samples go first
                 log.warning("journal: sample for %s not kept: %s", rec["id"], err)
                 rec["sample"] = None

@@ -43,7 +43,7 @@ from edge_agent.camera import CameraError, EndOfStream, Resilient, make_camera
 from edge_agent.classifier import Classifier
 from edge_agent.config import AgentConfig
 from edge_agent.decision import Policy, Verdict, decide, decide_error
-from edge_agent.journal import Journal, is_corrupt
+from edge_agent.journal import DATA_MODE, Journal, is_corrupt
 from edge_agent.notify import Notifier
 from edge_agent.pins import make_pin_factory
 from edge_agent.stats import Stats
@@ -645,7 +645,7 @@ class Agent:
 
     def _write_status(self) -> None:
         try:
-            write_json_atomic(status_path(self.config), self.snapshot())
+            write_json_atomic(status_path(self.config), self.snapshot(), mode=DATA_MODE)
             self.notifier.status(self.status_line())
         except Exception as err:  # noqa: BLE001 - e.g. the disk is full (a fault already)
             log.warning("cannot write the status file: %s", err)

@@ -243,3 +243,22 @@ def test_sample_files_are_named_in_the_journal(tmp_path, tiny_bundle):
     j = Journal(tmp_path / "journal")
     samples = j.unsent_samples(10)
     assert len(samples) == 5 and all(Path(s["path"]).is_file() for s in samples)
+
+
+def test_status_shows_faults_and_journal_losses(tmp_path, tiny_bundle, capsys):
+    """`edge-agent status` prints each raised fault and what the caps dropped or quarantined."""
+    cfg = write_config(tmp_path / "agent.yaml", tiny_bundle)
+    assert main(["run", "--config", str(cfg), "--max-items", "3"]) == 0
+    capsys.readouterr()
+    path = tmp_path / "journal" / "status.json"
+    st = json.loads(path.read_text())
+    assert st["faults"] == {}
+    main(["status", "--file", str(path)])
+    assert "faults: none" in capsys.readouterr().out
+    st["faults"] = {"journal_unwritable": "journal: disk full; holding 12 decisions in memory"}
+    st["counts"].update(dropped_decisions=41, quarantined=1)
+    path.write_text(json.dumps(st))
+    main(["status", "--file", str(path)])
+    out = capsys.readouterr().out
+    assert "FAULT journal_unwritable: journal: disk full; holding 12" in out
+    assert "journal losses: dropped_decisions 41, quarantined 1" in out

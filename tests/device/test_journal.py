@@ -108,3 +108,25 @@ def test_bad_decision_is_rejected_and_nothing_written(tmp_path):
     with pytest.raises(ValueError):
         j.record({"decision": "maybe"})
     assert j.counts()["total"] == 0 and j.ids() == []
+
+
+def test_agent_data_files_are_not_world_readable_whatever_the_umask(tmp_path, tiny_bundle):
+    """Journal (+ WAL), samples and status are 0640 even when the agent runs with umask 022."""
+    import os
+    import stat
+    import subprocess
+
+    from devicekit import agent_cmd, write_config
+
+    cfg = write_config(tmp_path / "agent.yaml", tiny_bundle, samples={"rate": 1.0})
+    res = subprocess.run([*agent_cmd(), "run", "--config", str(cfg), "--max-items", "5"],
+                         capture_output=True, text=True, timeout=180,
+                         preexec_fn=lambda: os.umask(0o022))
+    assert res.returncode == 0, res.stderr
+    jdir = tmp_path / "journal"
+    files = [p for p in jdir.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert "journal.sqlite" in names and "status.json" in names, names
+    assert any(p.suffix in (".jpg", ".png") for p in files), names
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) & 0o007 == 0, f"{p} is world-accessible"
