@@ -130,3 +130,15 @@ def test_model_only_rollout_switches_current_and_keeps_the_previous_version(
     assert sorted(p.name for p in (models / "versions").iterdir()) == ["test-1", "test-2"]
     assert [p.name for p in (models / "incoming").iterdir()] == ["next"]  # old upload gone
     assert not (board / "opt").exists()  # the agent role did not run
+
+    # Anti-rollback: the older test-1 is refused and test-2 keeps serving ...
+    extra = {"edge_model_bundle": str(bundle_dir), "edge_model_python": str(python)}
+    result = run_local("deploy.yml", board, extra, "--tags", "model")
+    assert not result.ok
+    assert "older than the active test-2: refusing a downgrade" in result.output
+    assert os.readlink(models / "current") == "versions/test-2"
+    # ... unless the operator asks for the rollback.
+    result = run_local("deploy.yml", board, {**extra, "edge_model_allow_downgrade": True},
+                       "--tags", "model")
+    assert result.ok, result.output[-3000:]
+    assert os.readlink(models / "current") == "versions/test-1"

@@ -3,7 +3,9 @@
 Run by the edge_model role with the agent virtualenv's python, so the checks are the
 agent's own (edge_common.bundle): schema, every file's sha256 and size, the manifest
 signature when a key is given, and the test vectors replayed with the board's runtimes.
-Installed versions are immutable: the same version with other contents is refused.
+Installed versions are immutable: the same version with other contents is refused. A version
+older than the active one (``current``; natural version order, edge_common.bundle.is_older)
+is refused unless the operator says ``--allow-downgrade`` (anti-rollback).
 Prints one line "EDGECTL-INSTALL-RESULT <json>" with {"changed", "version", "name", "path",
 "test_vectors"}; everything else (runtime banners: LiteRT prints one to stdout, and under
 Ansible's PTY stdout and stderr are one stream) goes to stderr, so the result line is
@@ -46,10 +48,16 @@ def _replay(bundle: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def active_version(models: Path) -> str | None:
+    """The version ``models/current`` points to, or None before the first install."""
+    current = models / "current"
+    return Path(os.readlink(current)).name if current.is_symlink() else None
+
+
 def install(staged: Path, models: Path, public_key: str | None, check: bool,
-            allow_undeployable: bool = False) -> dict[str, Any]:
+            allow_undeployable: bool = False, allow_downgrade: bool = False) -> dict[str, Any]:
     """Verify ``staged`` and install it under ``models/versions``; idempotent per version."""
-    from edge_common.bundle import MANIFEST, load_bundle
+    from edge_common.bundle import MANIFEST, is_older, load_bundle
     from edge_common.errors import BundleError
 
     versions = models / "versions"
@@ -63,6 +71,12 @@ def install(staged: Path, models: Path, public_key: str | None, check: bool,
         if not bundle.deployable and not allow_undeployable:
             raise BundleError(
                 f"bundle {version} is marked not deployable (built below its accuracy gate)"
+            )
+        active = active_version(models)
+        if active and is_older(version, active) and not allow_downgrade:
+            raise BundleError(
+                f"bundle {version} is older than the active {active}: refusing a downgrade "
+                "(roll back on purpose with edge_model_allow_downgrade: true)"
             )
         target = versions / bundle.version
         if target.exists():
@@ -93,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-test-vectors", action="store_true", help="skip the replay")
     parser.add_argument("--allow-undeployable", action="store_true",
                         help="install a bundle built below its accuracy gate")
+    parser.add_argument("--allow-downgrade", action="store_true",
+                        help="install a version older than the active one (a rollback)")
     args = parser.parse_args(argv)
     from edge_common.errors import EdgeError
 
@@ -103,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     try:
         result = install(args.bundle, args.models, args.public_key or None,
-                         not args.no_test_vectors, args.allow_undeployable)
+                         not args.no_test_vectors, args.allow_undeployable,
+                         args.allow_downgrade)
     except (EdgeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
