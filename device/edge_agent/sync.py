@@ -28,14 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
-
+from edge_agent.hostclient import HostClient, HostUnavailable, is_success
 from edge_agent.journal import Journal
 from edge_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-API = "/api/v1"
 BACKOFF_BASE_S = 0.5
 SAMPLES_PER_ROUND = 50
 MAX_BATCHES_PER_ROUND = 20
@@ -67,10 +65,6 @@ def next_batch_size(current: int, configured: int, status: int | None) -> int:
     return current
 
 
-def is_success(status: int) -> bool:
-    return 200 <= status < 300
-
-
 POISON_STATUSES = (400, 422)
 
 
@@ -87,123 +81,6 @@ def sample_content_type(path: str | Path) -> str | None:
 
 
 # -- I/O ---------------------------------------------------------------------------------
-
-
-class HostUnavailable(Exception):
-    """The collector could not be reached or answered with an error; retry later."""
-
-    def __init__(self, msg: str, status: int | None = None) -> None:
-        super().__init__(msg)
-        self.status = status
-
-
-def read_token(token: str | None, token_file: str | None) -> str:
-    """The device token from the config (``host.token`` or ``host.token_file``)."""
-    if token:
-        return token
-    if token_file:
-        try:
-            value = Path(token_file).read_text().strip()
-        except OSError as err:
-            raise ConfigError(f"config: host.token_file: cannot read {token_file}: {err}") from err
-        if value:
-            return value
-        raise ConfigError(f"config: host.token_file: {token_file} is empty")
-    raise ConfigError("config: host: set token or token_file to sync with the collector")
-
-
-class HostClient:
-    """The device side of the collector API (``requests``), one device, one token."""
-
-    def __init__(
-        self,
-        url: str,
-        device_id: str,
-        token: str,
-        ca_cert: str | None = None,
-        verify: bool = True,
-        timeout_s: float = 10.0,
-    ) -> None:
-        self.base = f"{url.rstrip('/')}{API}/devices/{device_id}"
-        self.device_id = device_id
-        self.timeout = timeout_s
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
-        # Passed on every request: a session-level ``verify`` loses to REQUESTS_CA_BUNDLE.
-        self.verify: bool | str = ca_cert if (ca_cert and verify) else verify
-
-    @classmethod
-    def from_config(cls, config: Any) -> HostClient:
-        """From an ``AgentConfig`` (its ``host`` section and ``device_id``)."""
-        host = config.host
-        if not host.url:
-            raise ConfigError("config: host.url: not set")
-        return cls(
-            host.url,
-            config.device_id,
-            read_token(host.token, host.token_file),
-            ca_cert=host.ca_cert,
-            verify=host.verify,
-            timeout_s=host.timeout_s,
-        )
-
-    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
-        """One call; ``HostUnavailable`` on a network error or a non-2xx answer."""
-        try:
-            resp = self.session.request(method, self.base + path, timeout=self.timeout,
-                                        verify=self.verify, **kw)
-        except requests.RequestException as err:
-            raise HostUnavailable(f"{method} {path}: {type(err).__name__}: {err}") from err
-        if not is_success(resp.status_code):
-            raise HostUnavailable(
-                f"{method} {path}: HTTP {resp.status_code}: {resp.text[:200]}", resp.status_code
-            )
-        return resp
-
-    def post_decisions(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        return self.request(
-            "POST",
-            "/decisions",
-            json={
-                "device_id": self.device_id,  # type: ignore[no-any-return]
-                "records": records,
-            },
-        ).json()
-
-    def put_sample(self, sample_id: str, data: bytes, content_type: str) -> dict[str, Any]:
-        return self.request(
-            "PUT",
-            f"/samples/{sample_id}",
-            data=data,  # type: ignore[no-any-return]
-            headers={"Content-Type": content_type},
-        ).json()
-
-    def heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/heartbeat", json=body).json()  # type: ignore[no-any-return]
-
-    def desired(self) -> dict[str, Any]:
-        return self.request("GET", "/desired").json()  # type: ignore[no-any-return]
-
-    def download_bundle(self, dest: Path, chunk: int = 1 << 16) -> tuple[str, str]:
-        """Stream the desired bundle into ``dest``; return ``(version, sha256 header)``."""
-        try:
-            resp = self.session.get(self.base + "/bundle", timeout=self.timeout, stream=True,
-                                    verify=self.verify)
-        except requests.RequestException as err:
-            raise HostUnavailable(f"GET /bundle: {err}") from err
-        with resp:
-            if not is_success(resp.status_code):
-                raise HostUnavailable(f"GET /bundle: HTTP {resp.status_code}", resp.status_code)
-            try:
-                with open(dest, "wb") as fh:
-                    for part in resp.iter_content(chunk):
-                        fh.write(part)
-            except requests.RequestException as err:
-                raise HostUnavailable(f"GET /bundle: {err}") from err
-            return resp.headers.get("X-Bundle-Version", ""), resp.headers.get("X-Bundle-SHA256", "")
-
-    def report_update(self, report: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/updates", json=report).json()  # type: ignore[no-any-return]
 
 
 class SyncWorker:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.sync import HostClient, HostUnavailable
+from edge_agent.hostclient import HostClient, HostUnavailable
 from edge_common.bundle import is_older, load_public_key
 from edge_common.errors import EdgeError
 from edge_common.fileio import write_json_atomic

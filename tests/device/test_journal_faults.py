@@ -17,9 +17,10 @@ from gpiozero.pins.mock import MockFactory
 from test_actuator import ListCamera
 
 from edge_agent.config import load_config
+from edge_agent.hostclient import HostClient
 from edge_agent.journal import Journal
 from edge_agent.service import Agent
-from edge_agent.sync import HostClient, SyncWorker, attach
+from edge_agent.sync import SyncWorker, attach
 
 
 @pytest.fixture

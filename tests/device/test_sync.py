@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_agent.hostclient import HostClient, HostUnavailable
 from edge_agent.journal import Journal
 from edge_agent.sync import (
-    HostClient,
-    HostUnavailable,
     SyncWorker,
     backoff_delay,
     next_batch_size,
@@ -168,7 +167,8 @@ def test_background_worker_rides_out_an_outage(tmp_path, collector):
 SENDER = textwrap.dedent("""
     import sys, time
     from edge_agent.journal import Journal
-    from edge_agent.sync import HostClient, SyncWorker
+    from edge_agent.hostclient import HostClient
+    from edge_agent.sync import SyncWorker
     url, token, jdir = sys.argv[1:4]
     j = Journal(jdir, synchronous="normal")
     w = SyncWorker(j, HostClient(url, "pi-test", token, timeout_s=5), batch_size=3,

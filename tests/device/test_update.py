@@ -14,9 +14,9 @@ import pytest
 from devicekit import make_bundle, write_config
 
 from edge_agent.config import load_config
+from edge_agent.hostclient import HostClient
 from edge_agent.journal import Journal
 from edge_agent.service import Agent
-from edge_agent.sync import HostClient
 from edge_agent.update import UpdateWorker, health_verdict, lock_held, plan
 from edge_common.bundle import generate_keypair, sha256_file, sign_manifest, write_manifest
 from edgectl.collector.client import AdminClient
