@@ -20,7 +20,6 @@ Pure decisions (``plan``, ``health_verdict``, ``lock_held``) are tested alone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.hostclient import HostClient, HostUnavailable
-from edge_common.bundle import is_older, load_public_key
+from edge_common.bundle import is_older, load_public_key, sha256_file
 from edge_common.errors import EdgeError
 from edge_common.fileio import write_json_atomic
 
@@ -78,14 +77,6 @@ def health_verdict(items: int, errors: int, max_error_rate: float = MAX_ERROR_RA
 def lock_held(file_exists: bool, pin_active: bool | None) -> bool:
     """The update lock: a lock file exists, or the lock input is active (line running)."""
     return file_exists or bool(pin_active)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- I/O ---------------------------------------------------------------------------------
@@ -240,12 +231,12 @@ class UpdateWorker:
     def _fetch(self, version: str, sha: str) -> Path:
         """The bundle tar in the local cache (downloaded if needed), sha256-checked."""
         cached = self.dir / f"{sha}.tar"
-        if sha and cached.is_file() and sha256_of(cached) == sha:
+        if sha and cached.is_file() and sha256_file(cached) == sha:
             return cached
         part = self.dir / f".download-{uuid.uuid4().hex}.part"
         try:
             got_version, header_sha = self.client.download_bundle(part)
-            actual = sha256_of(part)
+            actual = sha256_file(part)
             if not header_sha or actual != header_sha or (sha and actual != sha):
                 raise UpdateRefused(f"sha256 mismatch: got {actual[:12]}, host says "
                                     f"{(header_sha or sha)[:12]}")

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from edge_common.bundle import sha256_file
 from edge_common.errors import ConfigError
 from edge_common.fileio import write_bytes_atomic, write_json_atomic
 from edgectl.training import DEFAULT_LR, FINE_TUNE_LR
@@ -200,7 +201,7 @@ class StudyConfig:
         """What determines the baseline checkpoint."""
         src = None
         if self.from_model is not None:
-            src = _sha256(_checkpoint_file(Path(self.from_model)))
+            src = sha256_file(_checkpoint_file(Path(self.from_model)))[:16]
         return {
             "data": self.data_dict(),
             "from": src,
@@ -345,7 +346,7 @@ class TorchRunner:
         self._train_s = float(meta.get("study", {}).get("train_s", 0.0))
         self._baseline_params = count_params(model)
         self._artifacts = _export_pair(model, baseline_dir, self._datasets, cfg)
-        return _sha256(ckpt)
+        return sha256_file(ckpt)[:16]
 
     def measure_baseline(self, cfg: StudyConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -538,14 +539,6 @@ def _latencies(
 
 def _checkpoint_file(p: Path) -> Path:
     return p / "model.pt" if p.is_dir() else p
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- the run
