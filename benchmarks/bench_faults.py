@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "device"))
 
 from edge_agent.journal import Journal  # noqa: E402
+from edge_agent.machine import cpu_model  # noqa: E402
 from edge_agent.pins import PIN_STATE_ENV, read_pin_level, read_pin_log  # noqa: E402
 
 DEVICE = "bench-faults"
@@ -653,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             "# Fault campaign (benchmarks/bench_faults.py)\n\n"
-            f"{time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} CPUs, seed "
+            f"{time.strftime('%Y-%m-%d', time.gmtime())}, {cpu_model()} ({os.cpu_count()} CPUs), seed "
             f"{args.seed}, {args.kills} kills per signal, {elapsed:.0f} s in all. "
             "Kills at random points of a 20 items/s line (60 ms conveyor delay, 30 ms "
             "pulses); `edge-agent safe-state` after every exit as the unit's ExecStopPost. "
