@@ -654,8 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             "# Fault campaign (benchmarks/bench_faults.py)\n\n"
-            f"{time.strftime('%Y-%m-%d', time.gmtime())}, {cpu_model()} ({os.cpu_count()} CPUs), seed "
-            f"{args.seed}, {args.kills} kills per signal, {elapsed:.0f} s in all. "
+            f"{time.strftime('%Y-%m-%d', time.gmtime())}, {cpu_model()} ({os.cpu_count()} "
+            f"CPUs), seed {args.seed}, {args.kills} kills per signal, {elapsed:.0f} s in all. "
             "Kills at random points of a 20 items/s line (60 ms conveyor delay, 30 ms "
             "pulses); `edge-agent safe-state` after every exit as the unit's ExecStopPost. "
             f"Verdict: {'all faults safe, nothing lost' if ok else 'FAILURES, see rows'}.\n\n"
