@@ -32,9 +32,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from edgectl import pruning  # noqa: E402
-from edgectl.metrics import count_params  # noqa: E402
-from edgectl.model import build_model  # noqa: E402
+from edgectl.pipeline import pruning  # noqa: E402
+from edgectl.pipeline.metrics import count_params  # noqa: E402
+from edgectl.pipeline.model import build_model  # noqa: E402
 
 VARIANTS = [
     # name, method, round_to, global ranking

@@ -5,9 +5,9 @@
 
 MobileNetV2 (width 1.0, 6 classes, random init: latency depends on shapes, not on the
 weights' values), dense and structurally pruned to ``--sparsity`` (Torch-Pruning through
-``edgectl.pruning``, the ``edgectl prune`` defaults). For each: PyTorch eager, ONNX Runtime
+``edgectl.pipeline.pruning``, the ``edgectl prune`` defaults). For each: PyTorch eager, ONNX Runtime
 FP32 and INT8 (QDQ, per-channel), LiteRT FP32 and INT8 (ai-edge-quantizer full integer),
-all produced by ``edgectl.export`` / ``edgectl.quantization`` and run through
+all produced by ``edgectl.pipeline.export`` / ``edgectl.pipeline.quantization`` and run through
 ``edge_common.runtime`` (the code the board runs). Extra ORT INT8 variants (QOperator,
 S8S8) show what the format choice costs. Variants are measured in alternating rounds and
 each keeps its best-p50 round, so a noisy neighbour hits all of them alike.
@@ -39,10 +39,10 @@ import torch  # noqa: E402
 
 from edge_common.runtime import OrtSession, open_session  # noqa: E402
 from edge_common.timing import measure_latency  # noqa: E402
-from edgectl import export as ex  # noqa: E402
-from edgectl import quantization as q  # noqa: E402
-from edgectl.metrics import count_params  # noqa: E402
-from edgectl.model import build_model  # noqa: E402
+from edgectl.pipeline import export as ex  # noqa: E402
+from edgectl.pipeline import quantization as q  # noqa: E402
+from edgectl.pipeline.metrics import count_params  # noqa: E402
+from edgectl.pipeline.model import build_model  # noqa: E402
 
 TARGET_VS_ORT = 0.35
 TARGET_VS_EAGER = 0.05
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models: dict[str, torch.nn.Module] = {"dense": dense}
     pruned_name = ""
     if not args.dense_only:
-        from edgectl import pruning
+        from edgectl.pipeline import pruning
 
         pruned, rep = pruning.prune_model(copy.deepcopy(dense), "structured", "oneshot",
                                           args.sparsity, img_size=img)

@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from edgectl.data import DataConfig, load_datasets
-from edgectl.model import build_model
-from edgectl.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, train
+from edgectl.pipeline.data import DataConfig, load_datasets
+from edgectl.pipeline.model import build_model
+from edgectl.pipeline.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, train
 
 
 def main() -> None:

@@ -35,14 +35,14 @@ import pandas as pd
 from edge_common.bundle import sha256_file
 from edge_common.errors import ConfigError
 from edge_common.fileio import write_bytes_atomic, write_json_atomic
-from edgectl.training import DEFAULT_LR, FINE_TUNE_LR
+from edgectl.pipeline.training import DEFAULT_LR, FINE_TUNE_LR
 
 log = logging.getLogger(__name__)
 
 METHODS = ("unstructured", "structured")
 REGIMES = ("oneshot", "iterative")
 DEFAULT_SPARSITIES = (0.3, 0.5, 0.7)
-DEFAULT_EPOCHS = 8  # baseline training epochs (= edgectl.training.DEFAULT_EPOCHS)
+DEFAULT_EPOCHS = 8  # baseline training epochs (= edgectl.pipeline.training.DEFAULT_EPOCHS)
 # Fine-tune budget of every cell, in epochs of the training set: one-shot spends it after
 # its single prune, iterative splits it evenly over its steps (same images seen in total).
 DEFAULT_FINETUNE_EPOCHS = 1.0
@@ -233,7 +233,7 @@ class StudyConfig:
 
 def iterative_steps(target: float, step: float) -> list[float]:
     """Step targets of the iterative regime, each against the original model; ends on target."""
-    from edgectl.schedules import linear_schedule
+    from edgectl.pipeline.schedules import linear_schedule
 
     return linear_schedule(target, step)
 
@@ -298,9 +298,9 @@ class TorchRunner:
     # -- baseline
 
     def baseline(self, cfg: StudyConfig, baseline_dir: Path) -> str:
-        from edgectl.checkpoint import load_checkpoint, save_checkpoint
-        from edgectl.data import load_datasets
-        from edgectl.metrics import count_params
+        from edgectl.pipeline.checkpoint import load_checkpoint, save_checkpoint
+        from edgectl.pipeline.data import load_datasets
+        from edgectl.pipeline.metrics import count_params
 
         self._datasets = load_datasets(cfg.data)
         ckpt = baseline_dir / "model.pt"
@@ -327,7 +327,7 @@ class TorchRunner:
             save_checkpoint(model, meta, ckpt)
             write_json_atomic(key_file, key)
         else:
-            from edgectl.baseline import train_baseline
+            from edgectl.pipeline.baseline import train_baseline
 
             train_baseline(
                 cfg.data,
@@ -365,7 +365,7 @@ class TorchRunner:
     # -- cells
 
     def cell(self, cfg: StudyConfig, cell: Cell) -> dict[str, Any]:
-        from edgectl.pruning import prune_model
+        from edgectl.pipeline.pruning import prune_model
 
         t0 = time.perf_counter()
         steps = prune_steps(cfg, cell.regime, cell.target)
@@ -401,8 +401,13 @@ class TorchRunner:
         self, cfg: StudyConfig, model: Any, fp32: Path, int8: Path, report: dict[str, Any]
     ) -> dict[str, Any]:
         """Accuracy (FP32 and INT8), size, MACs and batch-1 latency on three runtimes."""
-        from edgectl.metrics import compressed_size, count_macs, count_nonzero, count_params
-        from edgectl.training import accuracy
+        from edgectl.pipeline.metrics import (
+            compressed_size,
+            count_macs,
+            count_nonzero,
+            count_params,
+        )
+        from edgectl.pipeline.training import accuracy
 
         model = model.eval()
         row: dict[str, Any] = {
@@ -437,7 +442,7 @@ def _fine_tuner(
 
     from torch.utils.data import Subset
 
-    from edgectl.training import fine_tune
+    from edgectl.pipeline.training import fine_tune
 
     state = {"step": 0}
 
@@ -466,9 +471,9 @@ def _export_pair(model: Any, folder: Path, datasets: Any, cfg: StudyConfig) -> t
     """``model.fp32.onnx`` (the bundle's exporter) and its INT8 QDQ twin in ``folder``,
     calibrated like ``edgectl quantize`` on un-augmented training images (never the test set).
     """
-    from edgectl.data import FrameDataset, test_transform
-    from edgectl.export import export_onnx
-    from edgectl.quantization import calibration_inputs, quantize_onnx
+    from edgectl.pipeline.data import FrameDataset, test_transform
+    from edgectl.pipeline.export import export_onnx
+    from edgectl.pipeline.quantization import calibration_inputs, quantize_onnx
 
     for noisy in ("onnx_ir", "onnxscript", "onnxruntime"):  # INFO chatter on every cell
         logging.getLogger(noisy).setLevel(logging.WARNING)

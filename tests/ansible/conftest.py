@@ -33,7 +33,7 @@ def make_bundle(root: Path, version: str) -> Path:
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory) -> Path:
-    from edgectl.fleet_ansible import build_wheel
+    from edgectl.fleet.ansible import build_wheel
 
     return build_wheel(tmp_path_factory.mktemp("dist"))
 
@@ -50,7 +50,7 @@ def local_prefix(tmp_path_factory) -> Path:
 
 def _run_local(playbook: str, prefix: Path, extra: dict, *args: str):
     """Run a playbook against the local test host; return the PlaybookResult."""
-    from edgectl.fleet_ansible import playbook_command, run_playbook
+    from edgectl.fleet.ansible import playbook_command, run_playbook
 
     cmd = playbook_command(ANSIBLE / playbook, LOCAL_INVENTORY, extra_vars=extra)
     return run_playbook([*cmd, *args], env={"EDGECTL_LOCAL_PREFIX": str(prefix)})
@@ -80,7 +80,7 @@ def deployed(wheel, bundle_dir, local_prefix):
     The first run is plain ansible-playbook; the second is what `edgectl deploy` runs
     (fleet_ansible.deploy: the project's serial and max-fail defaults, --limit pi4).
     """
-    from edgectl.fleet_ansible import deploy
+    from edgectl.fleet.ansible import deploy
 
     extra = {"edge_agent_wheel": str(wheel), "edge_model_bundle": str(bundle_dir)}
     first = _run_local("deploy.yml", local_prefix, extra)

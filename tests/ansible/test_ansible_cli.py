@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from edgectl.cli import main
-from edgectl.fleet_ansible import build_wheel
+from edgectl.fleet.ansible import build_wheel
 
 
 def test_bench_on_the_pi4_group_returns_the_agent_results_through_ansible(
@@ -60,7 +60,7 @@ def test_wheel_builds_are_byte_identical(tmp_path):
     """Same sources, same bytes: an unchanged tree never reinstalls the agent on a board."""
     import shutil
 
-    from edgectl.fleet_ansible import WHEEL_IGNORE, WHEEL_SOURCES, project_root
+    from edgectl.fleet.ansible import WHEEL_IGNORE, WHEEL_SOURCES, project_root
 
     snapshot = tmp_path / "src"  # fixed sources, whatever else edits the checkout meanwhile
     snapshot.mkdir()

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from edgectl.fleet_ansible import ansible_tool
+from edgectl.fleet.ansible import ansible_tool
 
 
 def test_ansible_lint_production_profile_passes(ansible_dir):

@@ -52,7 +52,7 @@ def arm64_work(tmp_path_factory) -> Path:
 
     from edge_common import bundle as B
     from edgectl.cli import main
-    from edgectl.fleet_ansible import build_wheel
+    from edgectl.fleet.ansible import build_wheel
 
     work = tmp_path_factory.mktemp("arm64work")
     build_wheel(work / "wheel")

@@ -143,7 +143,7 @@ def make_tar(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory) -> Path:
-    from edgectl.fleet_ansible import build_wheel
+    from edgectl.fleet.ansible import build_wheel
 
     return build_wheel(tmp_path_factory.mktemp("dist"))
 

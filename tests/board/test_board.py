@@ -25,7 +25,7 @@ VENV_PY = "/opt/edge-agent/venv/bin/python"
 
 
 def _deploy(inventory, timings=None, label=None, **kw):
-    from edgectl.fleet_ansible import deploy
+    from edgectl.fleet.ansible import deploy
 
     lines: list[str] = []
     t0 = time.perf_counter()
@@ -39,7 +39,7 @@ def _deploy(inventory, timings=None, label=None, **kw):
 
 
 def _deploy_refused(inventory, **kw) -> str:
-    from edgectl.fleet_ansible import deploy
+    from edgectl.fleet.ansible import deploy
 
     lines: list[str] = []
     with pytest.raises(EdgeError, match="deploy failed"):

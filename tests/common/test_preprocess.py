@@ -24,7 +24,7 @@ def _frames() -> list[np.ndarray]:
 
 @pytest.mark.parametrize("size", [64, 32])
 def test_numpy_preprocess_matches_torchvision_transform(size):
-    from edgectl.data import test_transform
+    from edgectl.pipeline.data import test_transform
 
     spec = InputSpec(size=size)
     tf = test_transform(spec)
@@ -37,7 +37,7 @@ def test_numpy_preprocess_matches_torchvision_transform(size):
 
 
 def test_bgr_source_and_nhwc_layout():
-    from edgectl.data import test_transform
+    from edgectl.pipeline.data import test_transform
 
     spec = InputSpec(size=32)
     frame = render(5, 0, size=48)[0]

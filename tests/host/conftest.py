@@ -17,7 +17,7 @@ TINY = {"train_size": 48, "test_size": 24, "img_size": 32, "seed": 0}
 @pytest.fixture(scope="session")
 def tiny_data_config():
     """``DataConfig``: synthetic, 48 train / 24 test images at 32×32, seed 0."""
-    from edgectl.data import DataConfig
+    from edgectl.pipeline.data import DataConfig
 
     return DataConfig.from_spec("synthetic", **TINY)
 
@@ -25,7 +25,7 @@ def tiny_data_config():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_data_config, tmp_path_factory) -> Path:
     """Path to ``model.pt`` of a 1-epoch width-0.25 MobileNetV2 (do not modify the file)."""
-    from edgectl.baseline import train_baseline
+    from edgectl.pipeline.baseline import train_baseline
 
     out = tmp_path_factory.mktemp("tiny_ckpt")
     result = train_baseline(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edgectl import fleet_ansible as fa
 from edgectl.cli import main
+from edgectl.fleet import ansible as fa
 
 ROOT = Path(__file__).resolve().parents[2]
 

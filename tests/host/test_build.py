@@ -121,7 +121,7 @@ def test_below_min_accuracy_refuses_and_cache_is_reused(cli_runner, tmp_path, mo
     """An untrained baseline (0 epochs) cannot reach 100%: refused, nothing deployable."""
     # The cache key holds the code version (git commit); pin it so a commit landing
     # between the two runs does not make this test retrain.
-    monkeypatch.setattr("edgectl.checkpoint.code_version", lambda: "0.0.0+test")
+    monkeypatch.setattr("edgectl.pipeline.checkpoint.code_version", lambda: "0.0.0+test")
     args = [
         "--epochs",
         "0",
@@ -215,7 +215,7 @@ def test_default_build_meets_the_issue_criteria(cli_runner, tmp_path):
 
 
 def test_default_gate_is_above_chance():
-    from edgectl.build import CHANCE_MARGIN, chance_floor, default_gate
+    from edgectl.pipeline.build import CHANCE_MARGIN, chance_floor, default_gate
 
     counts = {"ok": 12, "scratch": 4, "crack": 4, "spot": 4}
     assert chance_floor(counts) == (0.5 + CHANCE_MARGIN, "ok")
@@ -225,7 +225,7 @@ def test_default_gate_is_above_chance():
 
 def test_untrained_model_is_not_deployable_by_default(cli_runner, tmp_path, monkeypatch):
     """No --min-accuracy: an untrained model (at chance) is refused, the message says why."""
-    monkeypatch.setattr("edgectl.checkpoint.code_version", lambda: "0.0.0+test")
+    monkeypatch.setattr("edgectl.pipeline.checkpoint.code_version", lambda: "0.0.0+test")
     res = _build(cli_runner, tmp_path, "--epochs", "0", "--prune", "none",
                  "--finetune-epochs", "0", "--quantize", "none", "--formats", "onnx",
                  "--out", str(tmp_path / "out"))

@@ -12,8 +12,8 @@ from onnxkit import LABELS, SIZE, tiny_onnx
 from edge_common import bundle as B
 from edge_common.errors import BundleError
 from edge_common.preprocess import InputSpec
-from edgectl.bundle_writer import write_bundle
 from edgectl.cli import main
+from edgectl.pipeline.bundle_writer import write_bundle
 
 
 def _write(tmp_path: Path, out: Path, key: bytes | None = None, **kw) -> Path:

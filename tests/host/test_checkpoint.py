@@ -10,7 +10,7 @@ import torch
 from torchvision.models import mobilenet_v2
 
 from edge_common.errors import ModelError
-from edgectl import checkpoint as C
+from edgectl.pipeline import checkpoint as C
 
 
 class _Touch:

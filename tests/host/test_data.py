@@ -9,7 +9,7 @@ from PIL import Image
 from edge_common.errors import DataError, DataNotFoundError
 from edge_common.preprocess import preprocess
 from edge_common.synthetic import LABELS, REJECT_LABELS
-from edgectl.data import (
+from edgectl.pipeline.data import (
     DataConfig,
     class_counts,
     export_image_folder,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from edgectl.checkpoint import load_checkpoint
 from edgectl.cli import main
-from edgectl.data import load_datasets
-from edgectl.evaluation import confusion_matrix, evaluate, format_report
+from edgectl.pipeline.checkpoint import load_checkpoint
+from edgectl.pipeline.data import load_datasets
+from edgectl.pipeline.evaluation import confusion_matrix, evaluate, format_report
 
 
 def test_confusion_matrix():

@@ -8,8 +8,8 @@ import torch
 
 from edge_common.errors import ModelError, ParityError
 from edge_common.preprocess import InputSpec
-from edgectl import export as ex
-from edgectl.model import build_model
+from edgectl.pipeline import export as ex
+from edgectl.pipeline.model import build_model
 
 SIZE = 32
 

@@ -45,7 +45,7 @@ def test_export_cli_bad_input_is_one_line(cli_runner, tiny_checkpoint, tmp_path)
 
 
 def test_export_cli_fails_on_parity(cli_runner, tiny_checkpoint, tmp_path, monkeypatch):
-    from edgectl import export as ex
+    from edgectl.pipeline import export as ex
 
     monkeypatch.setitem(ex.TOLERANCE, "fp32", {**ex.TOLERANCE["fp32"], "max_abs_rel": -1.0})
     res = cli_runner.invoke(main, ["export", str(tiny_checkpoint), "--format", "onnx",

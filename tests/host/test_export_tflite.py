@@ -11,9 +11,9 @@ import torch
 
 from edge_common.errors import ParityError
 from edge_common.runtime import open_session
-from edgectl import export as ex
-from edgectl import quantization as q
-from edgectl.model import build_model
+from edgectl.pipeline import export as ex
+from edgectl.pipeline import quantization as q
+from edgectl.pipeline.model import build_model
 
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_quantizer")

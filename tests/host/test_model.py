@@ -5,7 +5,7 @@ import torch
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from edge_common.errors import ModelError
-from edgectl.model import build_model
+from edgectl.pipeline.model import build_model
 
 
 @pytest.fixture(scope="module")

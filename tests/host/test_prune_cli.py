@@ -17,9 +17,9 @@ IMG = 32
 def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A width-0.25 MobileNetV2 checkpoint on a tiny synthetic set (its own data config)."""
     from edge_common.synthetic import LABELS, REJECT_LABELS
-    from edgectl.checkpoint import save_checkpoint
-    from edgectl.data import DataConfig
-    from edgectl.model import build_model
+    from edgectl.pipeline.checkpoint import save_checkpoint
+    from edgectl.pipeline.data import DataConfig
+    from edgectl.pipeline.model import build_model
 
     torch.manual_seed(0)
     model = build_model(len(LABELS), width_mult=0.25)
@@ -80,7 +80,7 @@ def test_prune_structured_json_contract(cli_runner, tiny_ckpt: Path, tmp_path: P
     assert doc["speed"]["onnxruntime_fp32"]["ratio"] > 0
     assert doc["speed"]["pytorch_eager"]["ratio"] > 0
     # the checkpoint carries the parent's meta plus the pruning record and loads whole
-    from edgectl.checkpoint import load_checkpoint
+    from edgectl.pipeline.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(out)
     assert meta["labels"] == json.loads(tiny_ckpt.with_suffix(".json").read_text())["labels"]
@@ -123,8 +123,8 @@ def test_prune_unstructured_iterative_says_why_not_faster(
     assert res.exit_code == 0, res.output
     assert "zeros do not make dense kernels faster" in res.stdout
     assert "reached 0.5000" in res.stdout
-    from edgectl import pruning
-    from edgectl.checkpoint import load_checkpoint
+    from edgectl.pipeline import pruning
+    from edgectl.pipeline.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(out)
     assert pruning.weight_sparsity(model) == pytest.approx(0.5, abs=1e-3)  # kept through tuning

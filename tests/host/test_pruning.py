@@ -11,9 +11,9 @@ from torch import nn
 from torchvision.models import mobilenet_v2
 
 from edge_common.errors import ConfigError, ModelError
-from edgectl import pruning
-from edgectl.metrics import count_params
-from edgectl.schedules import linear_schedule, polynomial_schedule, schedule
+from edgectl.pipeline import pruning
+from edgectl.pipeline.metrics import count_params
+from edgectl.pipeline.schedules import linear_schedule, polynomial_schedule, schedule
 
 IMG = 32
 
@@ -194,8 +194,8 @@ def test_structured_impossible_target_is_a_model_error(model: nn.Module) -> None
 
 def test_pruned_model_saves_loads_and_exports_identically(model: nn.Module, tmp_path) -> None:
     from edge_common.runtime import open_session
-    from edgectl.checkpoint import load_checkpoint, save_checkpoint
-    from edgectl.onnx_util import export_onnx
+    from edgectl.pipeline.checkpoint import load_checkpoint, save_checkpoint
+    from edgectl.pipeline.onnx_util import export_onnx
 
     pruned, rep = pruning.prune_model(model, "structured", "oneshot", 0.5, img_size=IMG)
     pruned, _ = pruning.prune_model(

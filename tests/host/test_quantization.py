@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from edge_common.errors import ModelError
-from edgectl import export as ex
-from edgectl import quantization as q
-from edgectl.model import build_model
+from edgectl.pipeline import export as ex
+from edgectl.pipeline import quantization as q
+from edgectl.pipeline.model import build_model
 
 SIZE = 32
 

@@ -70,7 +70,7 @@ class FakeRunner:
 
 
 def _cfg(tmp_path: Path, **kw: Any) -> st.StudyConfig:
-    from edgectl.data import DataConfig
+    from edgectl.pipeline.data import DataConfig
 
     base = {
         "out": tmp_path / "study",

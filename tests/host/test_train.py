@@ -4,11 +4,11 @@ import json
 
 import torch
 
-from edgectl.checkpoint import load_checkpoint, read_meta
 from edgectl.cli import main
-from edgectl.data import DataConfig, load_datasets
-from edgectl.model import build_model
-from edgectl.training import accuracy, fine_tune, train
+from edgectl.pipeline.checkpoint import load_checkpoint, read_meta
+from edgectl.pipeline.data import DataConfig, load_datasets
+from edgectl.pipeline.model import build_model
+from edgectl.pipeline.training import accuracy, fine_tune, train
 
 
 def _tiny(seed=0, n=32):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from edgectl import fleet_ansible as fa
 from edgectl.cli.options import echo_json, json_option
+from edgectl.fleet import ansible as fa
 
 
 @click.command()

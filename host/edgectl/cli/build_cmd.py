@@ -76,7 +76,7 @@ def build(as_json: bool, no_cache: bool, **kw: Any) -> None:
     Example:
       edgectl build --prune unstructured --sparsity 0.5 --out runs/demo
     """
-    from edgectl.build import BuildConfig, format_table, run_build
+    from edgectl.pipeline.build import BuildConfig, format_table, run_build
 
     data = data_config_from(kw)
     cfg = BuildConfig(data=data, cache=not no_cache, **kw)

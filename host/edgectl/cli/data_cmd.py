@@ -26,7 +26,7 @@ def data() -> None:
 @json_option
 def show(as_json: bool, **kwargs: Any) -> None:
     """Print what a data spec holds: labels, reject labels and images per class."""
-    from edgectl.data import class_counts, load_datasets
+    from edgectl.pipeline.data import class_counts, load_datasets
 
     cfg = data_config_from(kwargs)
     ds = load_datasets(cfg, augment=False)
@@ -78,7 +78,7 @@ def export(
       edgectl data export --out set/ --split all --train-size 500 --test-size 100
       edge-agent ... camera: {type: replay, path: replay/}
     """
-    from edgectl.data import export_image_folder
+    from edgectl.pipeline.data import export_image_folder
 
     cfg = data_config_from(kwargs)
     counts = export_image_folder(

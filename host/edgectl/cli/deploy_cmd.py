@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgectl import fleet_ansible as fa
+from edgectl.fleet import ansible as fa
 
 
 @click.command()

@@ -47,9 +47,9 @@ def eval_(
       edgectl eval runs/baseline --threads 2 --json
       edgectl eval runs/pruned/model.pt --data folder:~/parts --img-size 64
     """
-    from edgectl.checkpoint import load_checkpoint, resolve
-    from edgectl.data import load_datasets
-    from edgectl.evaluation import evaluate, format_report
+    from edgectl.pipeline.checkpoint import load_checkpoint, resolve
+    from edgectl.pipeline.data import load_datasets
+    from edgectl.pipeline.evaluation import evaluate, format_report
 
     net, meta = load_checkpoint(model)
     cfg = checkpoint_data_config(ctx, meta, kwargs)

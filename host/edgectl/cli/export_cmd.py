@@ -22,15 +22,15 @@ def out_option(f: Any) -> Any:
 
 def load(ctx: click.Context, model_path: str, kwargs: dict[str, Any]) -> tuple[Any, dict, Any]:
     """Checkpoint, its meta and the data config (its own unless data options say otherwise)."""
-    from edgectl.checkpoint import load_checkpoint
     from edgectl.cli.options import checkpoint_data_config
+    from edgectl.pipeline.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(model_path)
     return model, meta, checkpoint_data_config(ctx, meta, kwargs)
 
 
 def default_out(model_path: str, out_dir: str | None) -> Path:
-    from edgectl.checkpoint import resolve
+    from edgectl.pipeline.checkpoint import resolve
 
     return Path(out_dir) if out_dir else resolve(model_path).parent
 
@@ -57,7 +57,7 @@ def export(ctx: click.Context, model: str, formats: str, out_dir: str | None, th
 
     Data options default to the checkpoint's own data config (not the defaults shown).
     """
-    from edgectl import export as ex
+    from edgectl.pipeline import export as ex
 
     fmts = ex.parse_formats(formats)
     net, _meta, cfg = load(ctx, model, kwargs)

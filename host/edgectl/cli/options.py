@@ -48,7 +48,7 @@ threads_option = click.option("--threads", type=int, default=1, show_default=Tru
 
 def data_config_from(kwargs: dict[str, Any]) -> Any:
     """Pop the data options out of a command's kwargs and build a ``DataConfig``."""
-    from edgectl.data import DataConfig
+    from edgectl.pipeline.data import DataConfig
 
     return DataConfig.from_spec(
         kwargs.pop("data_spec"),
@@ -70,7 +70,7 @@ def checkpoint_data_config(ctx: click.Context, meta: dict[str, Any], kwargs: dic
     Shared by ``eval``, ``prune``, ``export`` and ``quantize``: a model is evaluated on the
     data it was trained on unless the user says otherwise.
     """
-    from edgectl.data import DataConfig
+    from edgectl.pipeline.data import DataConfig
 
     given = {
         k for k in DATA_PARAMS

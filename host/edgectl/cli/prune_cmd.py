@@ -23,7 +23,7 @@ from edgectl.cli.options import (
 
 def _fine_tuner(datasets: Any, epochs: int, lr: float | None, seed: int, progress: bool) -> Any:
     """``prune_model``'s hook: ``epochs`` of fine-tuning with the masks kept; test accuracy."""
-    from edgectl.training import accuracy, fine_tune
+    from edgectl.pipeline.training import accuracy, fine_tune
 
     def run(model: Any, after_step: Any) -> float:
         if epochs > 0:
@@ -98,10 +98,10 @@ def prune(
       edgectl prune runs/baseline --method unstructured --regime iterative \\
           --sparsity 0.7 --step 0.1 --finetune-epochs 1 --out runs/u70 --json
     """
-    from edgectl import pruning
-    from edgectl.checkpoint import load_checkpoint, resolve, save_checkpoint
-    from edgectl.data import load_datasets
-    from edgectl.evaluation import evaluate
+    from edgectl.pipeline import pruning
+    from edgectl.pipeline.checkpoint import load_checkpoint, resolve, save_checkpoint
+    from edgectl.pipeline.data import load_datasets
+    from edgectl.pipeline.evaluation import evaluate
 
     pruning.check_request(method, regime, sparsity, step)  # before any loading
     net, meta = load_checkpoint(model)

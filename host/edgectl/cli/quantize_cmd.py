@@ -42,8 +42,8 @@ def quantize(ctx: click.Context, model: str, formats: str, calib_size: int, cali
 
     Data options default to the checkpoint's own data config (not the defaults shown).
     """
-    from edgectl import export as ex
-    from edgectl import quantization as q
+    from edgectl.pipeline import export as ex
+    from edgectl.pipeline import quantization as q
 
     fmts = ex.parse_formats(formats)
     net, _meta, cfg = load(ctx, model, kwargs)

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from edgectl.cli.options import data_config_from, data_options, echo_json, json_option
-from edgectl.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
+from edgectl.pipeline.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,7 +71,7 @@ def train(
       edgectl train --epochs 2 --train-size 600 --out runs/quick
       edgectl train --data cifar10:~/data/cifar --img-size 32 --weights imagenet
     """
-    from edgectl.baseline import train_baseline
+    from edgectl.pipeline.baseline import train_baseline
 
     if epochs <= 0 or batch_size <= 0 or lr <= 0 or width_mult <= 0:
         raise click.BadParameter("--epochs, --batch-size, --lr and --width-mult must be positive")

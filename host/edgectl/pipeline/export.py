@@ -375,7 +375,7 @@ def artifact_accuracy(
 
 def test_arrays(cfg: Any, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, InputSpec]:
     """The test set as the board sees it: raw frames through ``edge_common.preprocess``."""
-    from edgectl.data import input_spec_for, raw_test_images
+    from edgectl.pipeline.data import input_spec_for, raw_test_images
 
     spec = input_spec_for(cfg)
     x, y = stack_inputs(raw_test_images(cfg, limit), spec)

@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
-from edgectl.checkpoint import save_checkpoint
-from edgectl.data import DataConfig, load_datasets
-from edgectl.evaluation import evaluate
-from edgectl.model import ARCH, build_model
-from edgectl.training import train
+from edgectl.pipeline.checkpoint import save_checkpoint
+from edgectl.pipeline.data import DataConfig, load_datasets
+from edgectl.pipeline.evaluation import evaluate
+from edgectl.pipeline.model import ARCH, build_model
+from edgectl.pipeline.training import train
 
 
 def utc_now() -> str:

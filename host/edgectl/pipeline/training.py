@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from edgectl.data import Datasets
+from edgectl.pipeline.data import Datasets
 
 AfterStep = Callable[[nn.Module], None]
 

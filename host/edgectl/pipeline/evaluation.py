@@ -20,9 +20,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edge_common.timing import measure_latency
-from edgectl import metrics
-from edgectl.data import Datasets
-from edgectl.training import predict
+from edgectl.pipeline import metrics
+from edgectl.pipeline.data import Datasets
+from edgectl.pipeline.training import predict
 
 BATCH_LATENCY = 32
 

@@ -26,8 +26,8 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 from edge_common.errors import ConfigError, ModelError
-from edgectl.metrics import count_macs, count_params
-from edgectl.schedules import schedule
+from edgectl.pipeline.metrics import count_macs, count_params
+from edgectl.pipeline.schedules import schedule
 
 log = logging.getLogger(__name__)
 
@@ -401,8 +401,8 @@ def measure_speed(
 
     from edge_common.runtime import open_session
     from edge_common.timing import measure_latency
-    from edgectl.metrics import compressed_size, file_size
-    from edgectl.onnx_util import export_onnx
+    from edgectl.pipeline.metrics import compressed_size, file_size
+    from edgectl.pipeline.onnx_util import export_onnx
 
     x = torch.randn(1, 3, img_size, img_size)
     xn = x.numpy()

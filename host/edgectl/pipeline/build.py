@@ -69,7 +69,7 @@ def _stderr(msg: str) -> None:
 class BuildConfig:
     """Every setting of one build (``edgectl build`` options)."""
 
-    data: Any  # edgectl.data.DataConfig
+    data: Any  # edgectl.pipeline.data.DataConfig
     out: Path
     prune: str = "unstructured"
     sparsity: float = 0.5
@@ -123,7 +123,7 @@ class BuildConfig:
             raise ConfigError(f"{bundle} exists and is not a bundle; choose another --out")
 
     def train_settings(self) -> dict[str, Any]:
-        from edgectl.training import DEFAULT_EPOCHS, DEFAULT_LR
+        from edgectl.pipeline.training import DEFAULT_EPOCHS, DEFAULT_LR
 
         return {
             "epochs": DEFAULT_EPOCHS if self.epochs is None else self.epochs,
@@ -163,7 +163,7 @@ def baseline_key(cfg: BuildConfig) -> str:
 
 def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[str, Any], str]:
     """``(model, meta, source)``: from --from, the cache, or trained now (and cached)."""
-    from edgectl.checkpoint import load_checkpoint
+    from edgectl.pipeline.checkpoint import load_checkpoint
 
     if cfg.from_model is not None:
         model, meta = load_checkpoint(cfg.from_model)
@@ -184,7 +184,7 @@ def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[st
             return model, meta, f"cache {cached.parent}"
         except ModelError as err:
             echo(f"  cached baseline unusable ({err}); retraining")
-    from edgectl.baseline import train_baseline
+    from edgectl.pipeline.baseline import train_baseline
 
     ts = cfg.train_settings()
     echo(f"  training MobileNetV2 (width {cfg.width_mult}) for {ts['epochs']} epochs")
@@ -205,7 +205,7 @@ def _now() -> str:
 
 def _fine_tuner(cfg: BuildConfig, datasets: Any, epochs: int) -> Callable[..., float | None]:
     """``prune_model``'s hook: ``epochs`` of fine-tuning, pruned weights kept at zero."""
-    from edgectl.training import fine_tune
+    from edgectl.pipeline.training import fine_tune
 
     def run(model: Any, after_step: Callable[[], None] | None) -> float | None:
         if epochs <= 0:
@@ -222,7 +222,7 @@ def _fine_tuner(cfg: BuildConfig, datasets: Any, epochs: int) -> Callable[..., f
 def _pruning_sparsity(model: Any, report: dict[str, Any] | None, method: str) -> float:
     if report is None:
         return 0.0
-    from edgectl.pruning import current_sparsity
+    from edgectl.pipeline.pruning import current_sparsity
 
     return float(current_sparsity(model, method, int(report["original_params"])))
 
@@ -238,7 +238,7 @@ def _measure_artifact(path: Path, fmt: str, x1: Any, threads: int, runs: int) ->
 
 def _quantize(fmt: str, fp32: Path, out: Path, calib: Any) -> Path:
     """INT8 post-training static quantization of one exported artifact."""
-    from edgectl.quantization import quantize
+    from edgectl.pipeline.quantization import quantize
 
     return Path(quantize(fmt, fp32, out, calib))
 
@@ -256,11 +256,11 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
 
     from edge_common.bundle import pack_tar
     from edge_common.fileio import write_json_atomic
-    from edgectl import export as ex
-    from edgectl.bundle_writer import write_bundle
-    from edgectl.checkpoint import code_version, save_checkpoint
-    from edgectl.data import load_datasets, raw_test_images
-    from edgectl.evaluation import evaluate
+    from edgectl.pipeline import export as ex
+    from edgectl.pipeline.bundle_writer import write_bundle
+    from edgectl.pipeline.checkpoint import code_version, save_checkpoint
+    from edgectl.pipeline.data import load_datasets, raw_test_images
+    from edgectl.pipeline.evaluation import evaluate
 
     cfg.validate()
     t_start = time.perf_counter()
@@ -285,7 +285,7 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
     baseline = evaluate(baseline_model, datasets, threads=cfg.threads, checkpoint_path=base_ckpt,
                         latency_runs=cfg.latency_runs)
     echo(f"  baseline accuracy {baseline['accuracy']:.2%}")
-    from edgectl.data import class_counts
+    from edgectl.pipeline.data import class_counts
 
     counts = class_counts(datasets.test, datasets.labels)
     floor, majority = chance_floor(counts)
@@ -304,7 +304,7 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
         if cfg.finetune_epochs:
             _fine_tuner(cfg, datasets, cfg.finetune_epochs)(model, None)
     else:
-        from edgectl.pruning import lineage, prune_model
+        from edgectl.pipeline.pruning import lineage, prune_model
 
         per_step = "" if cfg.regime == "oneshot" else " per step"
         stage(f"prune: {cfg.prune} {cfg.regime} to {cfg.sparsity:.2f}, fine-tune "
@@ -361,7 +361,7 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
         a["latency_ms"] = _measure_artifact(a["path"], a["format"], x1, cfg.threads,
                                             cfg.latency_runs)
         a["bytes"] = a["path"].stat().st_size
-        from edgectl.metrics import compressed_size
+        from edgectl.pipeline.metrics import compressed_size
 
         a["gzip_bytes"] = compressed_size(a["path"])
         echo(f"  {a['path'].name}: accuracy {a['accuracy']:.2%}, "

@@ -25,7 +25,7 @@ import numpy as np
 
 from edge_common.errors import MissingExtraError, ModelError
 from edge_common.fileio import atomic_path
-from edgectl.export import quiet
+from edgectl.pipeline.export import quiet
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def quantize(
 
 
 def _readable(p: Path) -> None:
-    from edgectl.export import _readable as readable
+    from edgectl.pipeline.export import _readable as readable
 
     readable(p)
 
@@ -237,8 +237,8 @@ def quantize_all(
     ``accuracy_drop`` (FP32 minus INT8, in points of accuracy) and latencies (batch 1).
     """
     from edge_common.errors import ParityError
-    from edgectl import export as ex
-    from edgectl.data import load_datasets
+    from edgectl.pipeline import export as ex
+    from edgectl.pipeline.data import load_datasets
 
     x, y, spec = ex.test_arrays(cfg)
     calib = calibration_inputs(load_datasets(cfg, augment=False).train, calib_size, cfg.seed)

@@ -112,7 +112,7 @@ def _resized(old: nn.Module, spec: list[Any], name: str) -> nn.Module:
 def rebuild(arch: str, num_classes: int, width_mult: float,
             plan: dict[str, list[Any]]) -> nn.Module:
     """The stock ``arch`` with every layer resized to ``plan`` (random weights)."""
-    from edgectl.model import build_model
+    from edgectl.pipeline.model import build_model
 
     if arch not in ARCHS:
         raise ModelError(f"checkpoint architecture {arch!r} is not supported "
@@ -131,7 +131,7 @@ def rebuild(arch: str, num_classes: int, width_mult: float,
 
 def save_checkpoint(model: nn.Module, meta: dict[str, Any], path: str | Path) -> Path:
     """Write ``model`` and ``meta`` atomically; ``path`` is a file or a directory."""
-    from edgectl.model import ARCH
+    from edgectl.pipeline.model import ARCH
 
     p = Path(path)
     if p.suffix != ".pt":

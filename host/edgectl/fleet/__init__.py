@@ -1,0 +1,1 @@
+"""The fleet: Ansible runs, deploy, remote bench."""
