@@ -9,12 +9,7 @@ See ``docs/bundle-format.md``.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 import os
-import re
 import shutil
 import stat
 import tarfile
@@ -25,30 +20,51 @@ from typing import Any
 
 import numpy as np
 
+from edge_common.bundle_tar import extract_tar, pack_tar
 from edge_common.errors import BundleError, IntegrityError
-from edge_common.fileio import atomic_path, write_bytes_atomic
-from edge_common.preprocess import InputSpec
-
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sig"
-TEST_VECTORS = "test_vectors.npz"
-FORMATS = ("onnx", "tflite")
-PRECISIONS = ("fp32", "int8")
-REQUIRED_FIELDS = (
-    "schema_version", "name", "version", "labels", "reject_labels", "input", "artifacts",
+from edge_common.hashing import sha256_file
+from edge_common.manifest import (
+    ARTIFACT_FIELDS,
+    DEFAULT_TOLERANCE,
+    FORMATS,
+    MANIFEST,
+    MAX_BUNDLE_BYTES,
+    MAX_MANIFEST_BYTES,
+    MAX_MEMBER_BYTES,
+    MAX_SIGNATURE_BYTES,
+    PRECISIONS,
+    REQUIRED_FIELDS,
+    SCHEMA_VERSION,
+    SIGNATURE,
+    TEST_VECTORS,
+    is_older,
+    listed_files,
+    parent_dirs,
+    parse_manifest,
+    version_key,
+    write_manifest,
 )
-ARTIFACT_FIELDS = ("path", "format", "precision", "sha256", "bytes")
-DEFAULT_TOLERANCE: dict[str, Any] = {"max_abs": 1e-3, "top1": True}
-# Size limits. A full-width MobileNetV2 bundle (6 classes) is about 25 MB: 8.9 MB per
-# FP32 artifact (ONNX, TFLite), ~2.5 MB per INT8 one, test vectors under 5 MB even at
-# 224 px. The limits leave room for bigger inputs and heads, and refuse the rest.
-MAX_MEMBER_BYTES = 64 * 1024**2   # any one file
-MAX_BUNDLE_BYTES = 256 * 1024**2  # all files together
-MAX_MANIFEST_BYTES = 1024**2
-MAX_SIGNATURE_BYTES = 4096
+from edge_common.preprocess import InputSpec
+from edge_common.signing import (
+    KeyLike,
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    sign_manifest,
+    verify_signature,
+)
 
-KeyLike = bytes | str | os.PathLike[str]
+# Re-exported: callers say ``from edge_common.bundle import X`` for every bundle concept.
+__all__ = [
+    "ARTIFACT_FIELDS", "DEFAULT_TOLERANCE", "FORMATS", "MANIFEST", "MAX_BUNDLE_BYTES",
+    "MAX_MANIFEST_BYTES", "MAX_MEMBER_BYTES", "MAX_SIGNATURE_BYTES", "PRECISIONS",
+    "REQUIRED_FIELDS", "SCHEMA_VERSION", "SIGNATURE", "TEST_VECTORS", "Artifact", "Bundle",
+    "KeyLike", "describe", "extract_tar", "generate_keypair", "is_older", "listed_files",
+    "load_bundle", "load_private_key", "load_public_key", "manifest_bytes", "pack_tar",
+    "parse_manifest", "replay_test_vectors", "sha256_file", "sign_manifest", "verify_dir",
+    "verify_signature", "version_key", "write_manifest",
+]
+
 
 
 @dataclass(frozen=True)
@@ -221,337 +237,6 @@ def replay_test_vectors(bundle: Bundle, threads: int = 1) -> list[dict[str, Any]
     return rows
 
 
-# --------------------------------------------------------------------------- versions
-
-
-def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    """The sort key of a bundle version: natural order.
-
-    The version is cut into runs of digits and runs of letters (anything else separates);
-    digit runs compare as numbers, letter runs as text, a number before a word, and a
-    version that is a prefix of another is older. The builder writes
-    ``YYYY.MM.DD-HHMMSS-<prune>-<sparsity>`` (UTC), so a later build is a newer version;
-    ``test-2`` is newer than ``test-1`` and older than ``test-10``.
-    """
-    return tuple((0, int(t)) if t.isdigit() else (1, t.lower())
-                 for t in re.findall(r"[0-9]+|[A-Za-z]+", version))
-
-
-def is_older(version: str, than: str) -> bool:
-    """True when bundle ``version`` is older than ``than`` (see :func:`version_key`)."""
-    return version_key(version) < version_key(than)
-
-
-# --------------------------------------------------------------------------- hashing, keys
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _read_key_bytes(key: KeyLike, what: str) -> bytes:
-    if isinstance(key, bytes):
-        data = key
-    elif isinstance(key, str) and key.lstrip().startswith("-----BEGIN"):
-        data = key.encode()
-    else:
-        p = Path(key)
-        try:
-            data = p.read_bytes()
-        except OSError as err:
-            raise BundleError(f"cannot read {what} {p}: {err.strerror or err}") from err
-    return data
-
-
-def generate_keypair() -> tuple[bytes, bytes]:
-    """A new Ed25519 key pair as ``(private PEM (PKCS#8), public PEM)``."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
-
-
-def load_private_key(key: KeyLike) -> Any:
-    """An Ed25519 private key from PEM bytes/str or a path."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    try:
-        k = serialization.load_pem_private_key(_read_key_bytes(key, "private key"), password=None)
-    except (ValueError, TypeError) as err:
-        raise BundleError(f"not a usable PEM private key: {err}") from err
-    if not isinstance(k, Ed25519PrivateKey):
-        raise BundleError("signing key is not an Ed25519 private key")
-    return k
-
-
-def load_public_key(key: KeyLike) -> Any:
-    """An Ed25519 public key from PEM bytes/str or a path."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    try:
-        k = serialization.load_pem_public_key(_read_key_bytes(key, "public key"))
-    except (ValueError, TypeError) as err:
-        raise BundleError(f"not a usable PEM public key: {err}") from err
-    if not isinstance(k, Ed25519PublicKey):
-        raise BundleError("public key is not an Ed25519 key")
-    return k
-
-
-def sign_manifest(bundle_dir: str | os.PathLike[str], private_key_pem: KeyLike) -> Path:
-    """Write ``manifest.sig``: base64 Ed25519 signature of the bytes of ``manifest.json``."""
-    root = Path(bundle_dir)
-    key = load_private_key(private_key_pem)
-    try:
-        data = (root / MANIFEST).read_bytes()
-    except OSError as err:
-        raise BundleError(f"cannot sign {root}: missing file {MANIFEST}") from err
-    sig = base64.b64encode(key.sign(data)) + b"\n"
-    write_bytes_atomic(root / SIGNATURE, sig)
-    return root / SIGNATURE
-
-
-def verify_signature(manifest_bytes: bytes, sig_text: bytes, public_key: KeyLike) -> None:
-    """Raise IntegrityError unless ``sig_text`` (base64) signs ``manifest_bytes``."""
-    from cryptography.exceptions import InvalidSignature
-
-    key = load_public_key(public_key)
-    try:
-        sig = base64.b64decode(sig_text.strip(), validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise IntegrityError(f"{SIGNATURE} is not valid base64") from err
-    try:
-        key.verify(sig, manifest_bytes)
-    except InvalidSignature as err:
-        raise IntegrityError("signature does not match manifest") from err
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def write_manifest(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
-    """Write ``manifest.json`` atomically; a stale ``manifest.sig`` is removed (re-sign)."""
-    root = Path(bundle_dir)
-    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    write_bytes_atomic(root / MANIFEST, data)
-    (root / SIGNATURE).unlink(missing_ok=True)
-    return root / MANIFEST
-
-
-def pack_tar(bundle_dir: str | os.PathLike[str], tar_path: str | os.PathLike[str]) -> Path:
-    """Pack a bundle directory into an uncompressed tar, byte-for-byte reproducible.
-
-    Members sit at the archive root, sorted, with mtime 0, owner root and fixed modes;
-    dot files (temporaries) are skipped, links refused. Written atomically.
-    """
-    root = Path(bundle_dir)
-    if not (root / MANIFEST).is_file():
-        raise BundleError(f"{root} is not a bundle: missing file {MANIFEST}")
-    entries: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                entries.append(Path(dirpath) / name)
-        for d in dirnames:
-            entries.append(Path(dirpath) / d)
-    entries.sort(key=lambda p: p.relative_to(root).as_posix())
-    out = Path(tar_path)
-    with atomic_path(out) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        for p in entries:
-            rel = p.relative_to(root).as_posix()
-            if p.is_symlink():
-                raise BundleError(f"refusing to pack symlink {rel}")
-            info = tarfile.TarInfo(rel)
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            if p.is_dir():
-                info.type = tarfile.DIRTYPE
-                info.mode = 0o755
-                tar.addfile(info)
-            else:
-                info.mode = 0o644
-                info.size = p.stat().st_size
-                with open(p, "rb") as fh:
-                    tar.addfile(info, fh)
-    return out
-
-
-# --------------------------------------------------------------------------- loading
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
-def parse_manifest(raw: bytes, label: str = "bundle") -> dict[str, Any]:
-    """Parse manifest bytes strictly: the one reader of ``manifest.json`` (board, host,
-    collector). A duplicated key, NaN/Infinity or anything but a JSON object is refused,
-    so no two readers can see different manifests in the same bytes."""
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{label}: {MANIFEST} is {len(raw)} bytes, over {MAX_MANIFEST_BYTES}")
-    try:
-        manifest = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except _DuplicateKey as err:
-        raise BundleError(f"{label}: {MANIFEST} has a {err}") from err
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise BundleError(f"{label}: {MANIFEST} is not valid JSON: {err}") from err
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{label}: {MANIFEST} must hold a JSON object")
-    return manifest
-
-
-def listed_files(manifest: dict[str, Any]) -> set[str]:
-    """Every file a bundle may hold: the manifest, its signature, the artifacts and the
-    test vectors the manifest lists. Anything else in a bundle is refused."""
-    names = {MANIFEST, SIGNATURE}
-    for a in manifest.get("artifacts") or []:
-        if isinstance(a, dict) and isinstance(a.get("path"), str):
-            names.add(a["path"])
-    tv = manifest.get("test_vectors")
-    if isinstance(tv, dict) and isinstance(tv.get("path"), str):
-        names.add(tv["path"])
-    return {PurePosixPath(n).as_posix() for n in names}
-
-
-def _parents(names: set[str]) -> set[str]:
-    return {p.as_posix() for n in names for p in PurePosixPath(n).parents if p.as_posix() != "."}
-
-
-def _check_member(m: tarfile.TarInfo, max_member_bytes: int = MAX_MEMBER_BYTES) -> None:
-    """Header checks, before a byte is written: relative path, no ``..``, a regular file
-    or directory (no symlink, hard link, device or FIFO), not over the size limit."""
-    name = m.name
-    parts = PurePosixPath(name).parts
-    if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or "\\" in name:
-        raise BundleError(f"unsafe tar member {name!r}: absolute path")
-    if ".." in parts:
-        raise BundleError(f"unsafe tar member {name!r}: '..' in path")
-    if m.issym() or m.islnk():
-        raise BundleError(f"unsafe tar member {name!r}: link")
-    if not (m.isreg() or m.isdir()):
-        raise BundleError(f"unsafe tar member {name!r}: device or special file")
-    if m.size > max_member_bytes:
-        raise BundleError(f"tar member {name!r} is {m.size} bytes, over the limit "
-                          f"of {max_member_bytes}")
-
-
-def _copy_limited(src: Any, dest: Path, size: int, name: str) -> None:
-    """Stream one member to a new file, never writing more than its header's ``size``."""
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    written = 0
-    with os.fdopen(fd, "wb") as out:
-        while True:
-            chunk = src.read(min(1 << 20, size - written + 1))
-            if not chunk:
-                break
-            written += len(chunk)
-            if written > size:
-                raise BundleError(f"tar member {name!r} holds more than its header's "
-                                  f"{size} bytes")
-            out.write(chunk)
-    if written != size:
-        raise BundleError(f"tar member {name!r} is truncated ({written} of {size} bytes)")
-
-
-def extract_tar(
-    tar_path: str | os.PathLike[str],
-    dest: str | os.PathLike[str],
-    max_bytes: int = MAX_BUNDLE_BYTES,
-    max_member_bytes: int = MAX_MEMBER_BYTES,
-) -> Path:
-    """Extract a bundle tar into ``dest`` (new or empty) safely; return the bundle root.
-
-    Every header is checked before anything is written (see ``_check_member``; no member
-    named twice; the total under ``max_bytes``); then the manifest is read from the
-    archive (strictly, :func:`parse_manifest`) and every member it does not list is
-    refused. Members are streamed out by this code (not ``extractall``) so a member can
-    never write more than its header said, and files are created with ``O_EXCL`` and
-    ``O_NOFOLLOW``. tarfile's ``data`` filter, where this Python has it (3.11.4+; not
-    Debian 12's 3.11.2), is asked too, as a second opinion only.
-    """
-    src, out = Path(tar_path), Path(dest)
-    if out.exists() and any(out.iterdir()):
-        raise BundleError(f"cannot extract into {out}: directory is not empty")
-    label = f"bundle archive {src.name}"
-    try:
-        with tarfile.open(src, "r:") as tar:
-            members = tar.getmembers()
-            total, seen = 0, set()
-            for m in members:
-                _check_member(m, max_member_bytes)
-                key = PurePosixPath(m.name).as_posix()
-                if key in seen:
-                    raise BundleError(f"{label}: member {key!r} appears twice")
-                seen.add(key)
-                total += m.size
-                if hasattr(tarfile, "data_filter"):
-                    tarfile.data_filter(m, str(out))
-            if total > max_bytes:
-                raise BundleError(f"{label}: unpacks to {total} bytes, over the limit "
-                                  f"of {max_bytes}")
-            by_name = {PurePosixPath(m.name).as_posix(): m for m in members}
-            if MANIFEST in by_name:
-                prefix = ""
-            else:  # the bundle in one top folder
-                tops = [n for n in by_name if PurePosixPath(n).parts[1:] == (MANIFEST,)]
-                if len(tops) != 1:
-                    raise BundleError(f"{label}: missing file {MANIFEST}")
-                prefix = tops[0][: -len(MANIFEST)]
-            if not by_name[prefix + MANIFEST].isreg():
-                raise BundleError(f"{label}: {MANIFEST} is not a regular file")
-            fh = tar.extractfile(by_name[prefix + MANIFEST])
-            assert fh is not None
-            manifest = parse_manifest(fh.read(MAX_MANIFEST_BYTES + 1), label)
-            allowed = listed_files(manifest)
-            dirs = _parents(allowed)
-            for name, m in by_name.items():
-                rel = name[len(prefix):] if name.startswith(prefix) else None
-                if m.isdir() and (name == "." or (prefix and name == prefix.rstrip("/"))):
-                    continue
-                if rel is None or not ((m.isreg() and rel in allowed)
-                                       or (m.isdir() and rel.rstrip("/") in dirs)):
-                    raise BundleError(f"{label}: member {name!r} is not listed in the manifest")
-            out.mkdir(parents=True, exist_ok=True)
-            for m in sorted(members, key=lambda m: m.name):
-                target = out / PurePosixPath(m.name)
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                data = tar.extractfile(m)
-                assert data is not None
-                _copy_limited(data, target, m.size, m.name)
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise BundleError(f"cannot read bundle archive {src}: {err}") from err
-    return out / prefix if prefix else out
-
 
 def _safe_rel(path: Any, what: str) -> str:
     if not isinstance(path, str) or not path:
@@ -585,7 +270,7 @@ def _check_file(root: Path, label: str, rel: str, sha: Any, size: Any,
 def _check_listing(root: Path, label: str, allowed: set[str], max_bytes: int) -> None:
     """Refuse anything in the bundle folder the manifest does not list: other files,
     symlinks (never followed), FIFOs, devices; and a total over ``max_bytes``."""
-    dirs = _parents(allowed)
+    dirs = parent_dirs(allowed)
     total = 0
     stack = [(root, "")]
     while stack:

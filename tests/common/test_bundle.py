@@ -12,6 +12,7 @@ import pytest
 from onnxkit import LABELS, SIZE, tiny_onnx
 
 from edge_common import bundle as B
+from edge_common import bundle_tar
 from edge_common.errors import BundleError, IntegrityError
 from edge_common.preprocess import InputSpec
 
@@ -350,7 +351,7 @@ def test_tar_stream_cannot_exceed_its_header(tmp_path):
             return len(buf)
 
     with pytest.raises(BundleError, match="holds more than its header's 10 bytes"):
-        B._copy_limited(Endless(), tmp_path / "out", 10, "m")
+        bundle_tar._copy_limited(Endless(), tmp_path / "out", 10, "m")
 
 
 def test_bundle_root_may_be_a_symlink(tmp_path):
