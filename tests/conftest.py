@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-# Shared test helpers (tests/onnxkit.py) import as top-level modules.
+# Shared test helpers import as top-level modules: tests/onnxkit.py, and
+# tests/device/devicekit.py (its torch-free tiny bundle serves the ansible and board suites too).
+sys.path.insert(0, str(Path(__file__).parent / "device"))
 sys.path.insert(0, str(Path(__file__).parent))
 
 # Tests run on 2-core machines next to other work: keep math libraries to one thread each.

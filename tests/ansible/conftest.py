@@ -6,10 +6,10 @@ connection); every path it writes is under $EDGECTL_LOCAL_PREFIX, a temp dir her
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
+import devicekit
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,18 +17,8 @@ ANSIBLE = ROOT / "ansible"
 LOCAL_INVENTORY = ANSIBLE / "inventory.local.yml"
 
 
-def _device_fixtures():
-    """tests/device/devicekit.py, for its torch-free tiny-bundle builder."""
-    spec = importlib.util.spec_from_file_location(
-        "edge_devicekit_for_ansible", ROOT / "tests" / "device" / "devicekit.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def make_bundle(root: Path, version: str) -> Path:
-    return _device_fixtures().make_bundle(root, version=version)
+    return devicekit.make_bundle(root, version=version)
 
 
 @pytest.fixture(scope="session")

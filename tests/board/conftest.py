@@ -9,7 +9,6 @@ Run with `make test-board` (needs root, debootstrap, systemd-container, iproute2
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
@@ -19,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import devicekit
 import pytest
 import yaml
 
@@ -29,15 +29,6 @@ AGENT = "/opt/edge-agent/venv/bin/edge-agent"
 VENV_PY = "/opt/edge-agent/venv/bin/python"
 # The edgectl command of the interpreter running the tests (the project's .venv).
 EDGECTL = Path(sys.executable).parent / "edgectl"
-
-
-def _devicekit():
-    spec = importlib.util.spec_from_file_location(
-        "edge_devicekit_for_board", ROOT / "tests" / "device" / "devicekit.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -103,7 +94,7 @@ def make_tar(tmp_path_factory):
     """make_tar(version, key=..., tamper_vectors=False, with_tflite=False) -> signed .tar."""
     from edge_common.bundle import pack_tar, sign_manifest, write_manifest
 
-    kit = _devicekit()
+    kit = devicekit
     base = tmp_path_factory.mktemp("bundles")
 
     def make(version: str, key: Path, tamper_vectors: bool = False,
