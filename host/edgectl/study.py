@@ -471,16 +471,15 @@ def _export_pair(model: Any, folder: Path, datasets: Any, cfg: StudyConfig) -> t
     """``model.fp32.onnx`` (the bundle's exporter) and its INT8 QDQ twin in ``folder``,
     calibrated like ``edgectl quantize`` on un-augmented training images (never the test set).
     """
-    from edgectl.pipeline.data import FrameDataset, test_transform
+    from edgectl.pipeline.calibration import calibration_inputs
     from edgectl.pipeline.export import export_onnx
-    from edgectl.pipeline.quantization import calibration_inputs, quantize_onnx
+    from edgectl.pipeline.quantization import quantize_onnx
 
     for noisy in ("onnx_ir", "onnxscript", "onnxruntime"):  # INFO chatter on every cell
         logging.getLogger(noisy).setLevel(logging.WARNING)
     fp32 = export_onnx(model, folder / "model.fp32.onnx", int(cfg.data.img_size))
-    calib = FrameDataset(datasets.train.frames, test_transform(datasets.input_spec))
     int8 = quantize_onnx(
-        fp32, folder / "model.int8.onnx", calibration_inputs(calib, seed=cfg.seed0)
+        fp32, folder / "model.int8.onnx", calibration_inputs(datasets, seed=cfg.seed0)
     )
     return Path(fp32), Path(int8)
 

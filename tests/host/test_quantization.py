@@ -55,16 +55,6 @@ def test_onnx_int8_is_qdq_per_channel_and_agrees(tiny_model, calib, tmp_path):
     assert res["precision"] == "int8" and res["top1_agreement"] >= 0.9
 
 
-def test_calibration_inputs_sample_the_dataset():
-    ds = [(torch.full((3, SIZE, SIZE), float(i)), i % 6) for i in range(50)]
-    x = q.calibration_inputs(ds, n=10, seed=3)
-    assert x.shape == (10, 3, SIZE, SIZE) and x.dtype == np.float32
-    assert len({float(v) for v in x[:, 0, 0, 0]}) == 10  # distinct images, no repeats
-    assert q.calibration_inputs(ds, n=500).shape[0] == 50
-    with pytest.raises(ModelError):
-        q.calibration_inputs(ds, n=0)
-
-
 def test_bad_inputs_are_model_errors(tmp_path, calib):
     with pytest.raises(ModelError, match="not found"):
         q.quantize_onnx(tmp_path / "missing.onnx", tmp_path / "out.onnx", calib)

@@ -341,7 +341,9 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
 
     if cfg.quantize == "int8":
         stage(f"quantize: INT8 static, {cfg.calib_size} calibration images")
-        calib = _calibration(datasets, cfg.calib_size, cfg.data.seed)
+        from edgectl.pipeline.calibration import calibration_inputs
+
+        calib = calibration_inputs(datasets, cfg.calib_size, cfg.data.seed)
         for fmt in cfg.formats:
             fp32 = art_dir / ex.artifact_name(fmt, "fp32")
             path = _quantize(fmt, fp32, art_dir / ex.artifact_name(fmt, "int8"), calib)
@@ -445,18 +447,6 @@ def _replay(bundle: Any, threads: int) -> list[dict[str, Any]]:
 
     return replay_test_vectors(bundle, threads=threads)
 
-
-def _calibration(datasets: Any, n: int, seed: int) -> Any:
-    """``n`` training frames drawn with ``seed``, preprocessed exactly as the board does
-    (no augmentation, never test images): ``(n, 3, s, s)`` float32."""
-    import numpy as np
-
-    from edge_common.preprocess import preprocess_batch
-
-    train = datasets.train
-    idx = np.random.default_rng(seed).permutation(len(train))[: min(n, len(train))]
-    frames = [train.frame(int(i))[0] for i in sorted(idx)]
-    return preprocess_batch(frames, datasets.input_spec)
 
 
 def _gate_message(what: str, acc: float, min_acc: float, cfg: BuildConfig,

@@ -25,33 +25,13 @@ import numpy as np
 
 from edge_common.errors import MissingExtraError, ModelError
 from edge_common.fileio import atomic_path
+from edgectl.pipeline.calibration import DEFAULT_CALIB_SIZE, calibration_inputs
 from edgectl.pipeline.export import quiet
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CALIB_SIZE = 300
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 
-
-def calibration_inputs(
-    dataset: Sequence[Any], n: int = DEFAULT_CALIB_SIZE, seed: int = 0
-) -> np.ndarray:
-    """``n`` images drawn (without replacement, seeded) from ``dataset`` as an ``(n,3,s,s)`` batch.
-
-    ``dataset`` yields ``(image, label)`` with a preprocessed float image (tensor or array),
-    e.g. ``load_datasets(cfg, augment=False).train``.
-    """
-    if n <= 0:
-        raise ModelError(f"calibration size must be positive, got {n}")
-    if len(dataset) == 0:
-        raise ModelError("no images to calibrate on")
-    idx = np.random.default_rng(seed).permutation(len(dataset))[: min(n, len(dataset))]
-    xs = []
-    for i in idx:
-        img = dataset[int(i)][0]
-        arr = img.detach().cpu().numpy() if hasattr(img, "detach") else np.asarray(img)
-        xs.append(np.asarray(arr, dtype=np.float32).reshape(1, *arr.shape[-3:]))
-    return np.concatenate(xs)
 
 
 def _batches(calib_inputs: np.ndarray) -> Iterator[np.ndarray]:
@@ -241,7 +221,7 @@ def quantize_all(
     from edgectl.pipeline.data import load_datasets
 
     x, y, spec = ex.test_arrays(cfg)
-    calib = calibration_inputs(load_datasets(cfg, augment=False).train, calib_size, cfg.seed)
+    calib = calibration_inputs(load_datasets(cfg, augment=False), calib_size, cfg.seed)
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     for fmt in formats:
