@@ -195,7 +195,7 @@ def test_structured_impossible_target_is_a_model_error(model: nn.Module) -> None
 def test_pruned_model_saves_loads_and_exports_identically(model: nn.Module, tmp_path) -> None:
     from edge_common.runtime import open_session
     from edgectl.pipeline.checkpoint import load_checkpoint, save_checkpoint
-    from edgectl.pipeline.onnx_util import export_onnx
+    from edgectl.pipeline.export import export_onnx
 
     pruned, rep = pruning.prune_model(model, "structured", "oneshot", 0.5, img_size=IMG)
     pruned, _ = pruning.prune_model(

@@ -402,7 +402,7 @@ def measure_speed(
     from edge_common.runtime import open_session
     from edge_common.timing import measure_latency
     from edgectl.pipeline.metrics import compressed_size, file_size
-    from edgectl.pipeline.onnx_util import export_onnx
+    from edgectl.pipeline.export import export_onnx
 
     x = torch.randn(1, 3, img_size, img_size)
     xn = x.numpy()
