@@ -236,13 +236,6 @@ def _measure_artifact(path: Path, fmt: str, x1: Any, threads: int, runs: int) ->
     return {**lat, "threads": threads, "batch": 1}
 
 
-def _quantize(fmt: str, fp32: Path, out: Path, calib: Any) -> Path:
-    """INT8 post-training static quantization of one exported artifact."""
-    from edgectl.pipeline.quantization import quantize
-
-    return Path(quantize(fmt, fp32, out, calib))
-
-
 # --------------------------------------------------------------------------- pipeline
 
 
@@ -333,22 +326,23 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
     art_dir.mkdir(parents=True, exist_ok=True)
     artifacts: list[dict[str, Any]] = []
     for fmt in cfg.formats:
-        path = ex.export(model, fmt, art_dir / ex.artifact_name(fmt, "fp32"), spec.size)
-        parity = ex.check_parity(model, path, fmt, x_par, y_par, precision="fp32",
-                                 threads=cfg.threads)
+        path = art_dir / ex.artifact_name(fmt, "fp32")
+        parity = ex.export_checked(model, fmt, path, spec.size, x_par, y_par, cfg.threads)
         echo(f"  {path.name}: parity max abs diff {parity['max_abs_diff']:.2e}")
         artifacts.append({"format": fmt, "precision": "fp32", "path": path, "parity": parity})
 
     if cfg.quantize == "int8":
         stage(f"quantize: INT8 static, {cfg.calib_size} calibration images")
         from edgectl.pipeline.calibration import calibration_inputs
+        from edgectl.pipeline.quantization import quantize
 
         calib = calibration_inputs(datasets, cfg.calib_size, cfg.data.seed)
         for fmt in cfg.formats:
             fp32 = art_dir / ex.artifact_name(fmt, "fp32")
-            path = _quantize(fmt, fp32, art_dir / ex.artifact_name(fmt, "int8"), calib)
-            parity = ex.check_parity(model, path, fmt, x_par, y_par, precision="int8",
-                                     threads=cfg.threads)
+            path = art_dir / ex.artifact_name(fmt, "int8")
+            parity = ex.checked_artifact(
+                model, fmt, path, lambda tmp, fmt=fmt, src=fp32: quantize(fmt, src, tmp, calib),
+                x_par, y_par, cfg.threads)
             echo(f"  {path.name}: parity max abs diff {parity['max_abs_diff']:.3f}, "
                  f"top-1 agreement {parity['top1_agreement']:.1%}")
             artifacts.append({"format": fmt, "precision": "int8", "path": path, "parity": parity})

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -382,6 +382,37 @@ def test_arrays(cfg: Any, limit: int | None = None) -> tuple[np.ndarray, np.ndar
     return x, y, spec
 
 
+def checked_artifact(
+    model: nn.Module,
+    fmt: str,
+    path: str | Path,
+    make: Callable[[Path], Any],
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """The one export → check → commit step: ``make(tmp)`` writes the artifact to a hidden
+    name beside ``path``; it is checked against ``model`` in its own runtime on ``x``
+    (accuracy on ``y``) and only then renamed to ``path``.
+
+    A file that fails (or a ``make`` that raises) is deleted and the error raised: nothing
+    unchecked is ever left where a good artifact is expected. Returns the parity dict plus
+    ``path`` and ``bytes``.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.stem}.checking{p.suffix}")
+    try:
+        make(tmp)
+        res = check_parity(model, tmp, fmt, x, y, precision=precision_of(p), threads=threads,
+                           name=p.name)
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return {**res, "path": str(p), "bytes": p.stat().st_size}
+
+
 def export_checked(
     model: nn.Module,
     fmt: str,
@@ -391,23 +422,9 @@ def export_checked(
     y: np.ndarray | None = None,
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Export, check parity on ``x`` (accuracy on ``y``), and only then put the file at ``path``.
-
-    A file failing parity is deleted and :class:`ParityError` raised: nothing unchecked is
-    left where a good artifact is expected. Returns the parity dict plus ``path``, ``bytes``.
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.stem}.checking{p.suffix}")
-    try:
-        export(model, fmt, tmp, img_size)
-        res = check_parity(model, tmp, fmt, x, y, precision=precision_of(p), threads=threads,
-                           name=p.name)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return {**res, "path": str(p), "bytes": p.stat().st_size}
+    """Export ``model`` to ``path`` through :func:`checked_artifact`."""
+    return checked_artifact(model, fmt, path, lambda tmp: export(model, fmt, tmp, img_size),
+                            x, y, threads)
 
 
 def export_all(

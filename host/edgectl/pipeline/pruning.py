@@ -401,8 +401,8 @@ def measure_speed(
 
     from edge_common.runtime import open_session
     from edge_common.timing import measure_latency
-    from edgectl.pipeline.metrics import compressed_size, file_size
     from edgectl.pipeline.export import export_onnx
+    from edgectl.pipeline.metrics import compressed_size, file_size
 
     x = torch.randn(1, 3, img_size, img_size)
     xn = x.numpy()

@@ -237,19 +237,12 @@ def quantize_all(
         if fp32 is None:
             fp32 = ex.export_checked(model, fmt, fp32_path, spec.size, x, y, threads)
         int8_path = out / ex.artifact_name(fmt, "int8")
-        tmp = int8_path.with_name(f".{int8_path.stem}.checking{int8_path.suffix}")
-        try:
-            if fmt == "onnx":
-                quantize_onnx(fp32_path, tmp, calib, method=method)
-            else:
-                quantize_tflite(fp32_path, tmp, calib)
-            int8 = ex.check_parity(model, tmp, fmt, x, y, precision="int8", threads=threads,
-                                   name=int8_path.name)
-            os.replace(tmp, int8_path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        int8 = {**int8, "path": str(int8_path), "bytes": int8_path.stat().st_size}
+        int8 = ex.checked_artifact(
+            model, fmt, int8_path,
+            lambda tmp, fmt=fmt, src=fp32_path: (
+                quantize_onnx(src, tmp, calib, method=method) if fmt == "onnx"
+                else quantize_tflite(src, tmp, calib)),
+            x, y, threads)
         int8["accuracy_drop"] = fp32["accuracy"] - int8["accuracy"]
         int8["size_ratio"] = int8["bytes"] / fp32["bytes"]
         if runs > 0:

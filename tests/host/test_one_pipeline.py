@@ -1,4 +1,5 @@
-"""One calibration path: build, quantize and study hand ORT-INT8 the same inputs."""
+"""One pipeline: one calibration path (build, quantize and study hand ORT-INT8 the same
+inputs) and one export-check-commit step (nothing unchecked is left behind)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,30 @@ def test_build_quantize_and_study_calibrate_on_identical_inputs(
     assert set(seen) == {"build", "quantize", "study"}
     np.testing.assert_array_equal(seen["build"], seen["quantize"])
     np.testing.assert_array_equal(seen["build"], seen["study"])
+
+
+def test_build_leaves_no_artifact_when_parity_fails(
+    tiny_data_config, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """The one export-check-commit step: an INT8 file failing parity is not left behind."""
+    from edge_common.errors import ParityError
+    from edgectl.pipeline import export as ex
+    from edgectl.pipeline.build import BuildConfig, run_build
+
+    real = ex.check_parity
+
+    def int8_fails(model, path, fmt, x, y=None, precision="fp32", **kw):
+        if precision == "int8":
+            raise ParityError(f"{kw.get('name', path)}: forced failure")
+        return real(model, path, fmt, x, y, precision=precision, **kw)
+
+    monkeypatch.setattr(ex, "check_parity", int8_fails)
+    cfg = BuildConfig(data=tiny_data_config, out=tmp_path / "b", prune="none",
+                      formats=("onnx",), finetune_epochs=0, calib_size=8,
+                      from_model=tiny_checkpoint, latency_runs=1, cache=False,
+                      progress=False, min_accuracy=0.0)
+    with pytest.raises(ParityError, match="forced failure"):
+        run_build(cfg, echo=lambda _m: None)
+    left = sorted(p.name for p in (tmp_path / "b" / "artifacts").iterdir())
+    assert left == ["model.fp32.onnx"]  # checked FP32 kept; no INT8, no hidden temporary
+    assert not (tmp_path / "b" / "bundle").exists()
