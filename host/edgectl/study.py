@@ -35,7 +35,7 @@ import pandas as pd
 from edge_common.bundle import sha256_file
 from edge_common.errors import ConfigError
 from edge_common.fileio import write_bytes_atomic, write_json_atomic
-from edgectl.pipeline.training import DEFAULT_LR, FINE_TUNE_LR
+from edgectl.pipeline.training import DEFAULT_LR, FINE_TUNE_LR, fine_tune_hook
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +378,8 @@ class TorchRunner:
             step=cfg.step,
             img_size=int(cfg.data.img_size),
             original_params=self._baseline_params,
-            fine_tune=_fine_tuner(self._datasets, chunks, cfg, cell.seed)
+            fine_tune=fine_tune_hook(self._datasets, chunks=chunks, lr=cfg.finetune_lr,
+                                     batch_size=cfg.batch_size, seed=cell.seed)
             if cfg.finetune_epochs > 0
             else None,
         )
@@ -432,39 +433,6 @@ class TorchRunner:
             base = lat.get("baseline", lat["model"])[col]
             row[col.replace("latency_", "speedup_").replace("_ms", "")] = base / row[col]
         return row
-
-
-def _fine_tuner(
-    datasets: Any, chunks: list[list[int]], cfg: StudyConfig, seed: int
-) -> Callable[..., Any]:
-    """``prune_model``'s fine-tune hook: step k trains one pass over ``chunks[k]``."""
-    import dataclasses
-
-    from torch.utils.data import Subset
-
-    from edgectl.pipeline.training import fine_tune
-
-    state = {"step": 0}
-
-    def run(model: Any, after_step: Callable[[], None] | None) -> float | None:
-        k = state["step"]
-        state["step"] += 1
-        part = dataclasses.replace(datasets, train=Subset(datasets.train, chunks[k]))
-        fine_tune(
-            model,
-            part,
-            epochs=1,
-            batch_size=cfg.batch_size,
-            lr=cfg.finetune_lr,
-            seed=seed + 1000 * k,
-            progress=False,
-            # training's hook takes the model; pruning's re-applies its own masks
-            after_step=(lambda _m: after_step()) if after_step is not None else None,
-            eval_each_epoch=False,
-        )
-        return None
-
-    return run
 
 
 def _export_pair(model: Any, folder: Path, datasets: Any, cfg: StudyConfig) -> tuple[Path, Path]:

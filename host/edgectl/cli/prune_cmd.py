@@ -21,24 +21,6 @@ from edgectl.cli.options import (
 )
 
 
-def _fine_tuner(datasets: Any, epochs: int, lr: float | None, seed: int, progress: bool) -> Any:
-    """``prune_model``'s hook: ``epochs`` of fine-tuning with the masks kept; test accuracy."""
-    from edgectl.pipeline.training import accuracy, fine_tune
-
-    def run(model: Any, after_step: Any) -> float:
-        if epochs > 0:
-            hook = (lambda _m: after_step()) if after_step is not None else None
-            extra = {"lr": lr} if lr else {}
-            hist = fine_tune(model, datasets, epochs=epochs, seed=seed, progress=progress,
-                             after_step=hook, **extra)
-            last = (hist.get("epochs") or [{}])[-1]
-            if last.get("test_accuracy") is not None:
-                return float(last["test_accuracy"])
-        return float(accuracy(model.eval(), datasets.test))
-
-    return run
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path())
 @click.option("--method", required=True, metavar="unstructured|structured",
@@ -102,6 +84,7 @@ def prune(
     from edgectl.pipeline.checkpoint import load_checkpoint, resolve, save_checkpoint
     from edgectl.pipeline.data import load_datasets
     from edgectl.pipeline.evaluation import evaluate
+    from edgectl.pipeline.training import fine_tune_hook
 
     pruning.check_request(method, regime, sparsity, step)  # before any loading
     net, meta = load_checkpoint(model)
@@ -120,7 +103,7 @@ def prune(
             net, method, regime, sparsity, step=step, img_size=img, round_to=round_to or None,
             exclude_classifier=exclude_classifier, global_pruning=global_channels,
             original_params=orig_params, original_channels=orig_channels,
-            fine_tune=_fine_tuner(ds, finetune_epochs, lr, cfg.seed, progress=True),
+            fine_tune=fine_tune_hook(ds, finetune_epochs, lr=lr, seed=cfg.seed, measure=True),
             progress=True,
         )
     report.update(finetune_epochs=finetune_epochs, parent=str(parent))

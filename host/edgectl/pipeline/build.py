@@ -203,22 +203,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _fine_tuner(cfg: BuildConfig, datasets: Any, epochs: int) -> Callable[..., float | None]:
-    """``prune_model``'s hook: ``epochs`` of fine-tuning, pruned weights kept at zero."""
-    from edgectl.pipeline.training import fine_tune
-
-    def run(model: Any, after_step: Callable[[], None] | None) -> float | None:
-        if epochs <= 0:
-            return None
-        hook = (lambda _m: after_step()) if after_step is not None else None
-        hist = fine_tune(model, datasets, epochs=epochs, batch_size=cfg.batch_size,
-                         seed=cfg.data.seed, progress=cfg.progress, after_step=hook)
-        last = (hist.get("epochs") or [{}])[-1]
-        return last.get("test_accuracy")
-
-    return run
-
-
 def _pruning_sparsity(model: Any, report: dict[str, Any] | None, method: str) -> float:
     if report is None:
         return 0.0
@@ -254,6 +238,7 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
     from edgectl.pipeline.checkpoint import code_version, save_checkpoint
     from edgectl.pipeline.data import load_datasets, raw_test_images
     from edgectl.pipeline.evaluation import evaluate
+    from edgectl.pipeline.training import fine_tune_hook
 
     cfg.validate()
     t_start = time.perf_counter()
@@ -290,12 +275,14 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
              "always answers one class passes it")
     chance = (floor, majority)
 
+    tune = fine_tune_hook(datasets, cfg.finetune_epochs, batch_size=cfg.batch_size,
+                          seed=cfg.data.seed, progress=cfg.progress)
     report: dict[str, Any] | None = None
     if cfg.prune == "none":
         stage("prune: skipped (--prune none)")
         model = copy.deepcopy(baseline_model)
         if cfg.finetune_epochs:
-            _fine_tuner(cfg, datasets, cfg.finetune_epochs)(model, None)
+            tune(model, None)
     else:
         from edgectl.pipeline.pruning import lineage, prune_model
 
@@ -306,7 +293,7 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
         model, report = prune_model(
             copy.deepcopy(baseline_model), cfg.prune, cfg.regime, cfg.sparsity, step=cfg.step,
             img_size=spec.size, original_params=orig_params, original_channels=orig_channels,
-            fine_tune=_fine_tuner(cfg, datasets, cfg.finetune_epochs), progress=cfg.progress,
+            fine_tune=tune, progress=cfg.progress,
         )
         echo(f"  {cfg.prune} sparsity {report['actual']:.4f} (target {cfg.sparsity:.2f})")
     meta = {**base_meta, "pruning": report, "created": _now(), "code_version": code_version()}

@@ -216,3 +216,56 @@ def fine_tune(
         desc="fine-tune",
         **kw,
     )
+
+
+PruneHook = Callable[[nn.Module, Callable[[], None] | None], float | None]
+
+
+def fine_tune_hook(
+    datasets: Datasets,
+    epochs: float = 1,
+    *,
+    lr: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = 0,
+    progress: bool = True,
+    chunks: list[list[int]] | None = None,
+    measure: bool = False,
+) -> PruneHook:
+    """The one fine-tune hook ``pruning.prune_model`` calls after every pruning step.
+
+    ``hook(model, reapply)`` fine-tunes ``model`` in place, calling ``reapply()`` (pruning's
+    mask re-application) after every optimizer step, and returns the test accuracy or None.
+    - Default: ``epochs`` epochs over the whole training set (``build``, ``prune``); with
+      ``epochs == 0`` it trains nothing and returns None, or measures the test accuracy
+      when ``measure`` is set (``prune`` reports accuracy after every step).
+    - ``chunks``: step k trains one pass over the training indices ``chunks[k]`` with seed
+      ``seed + 1000·k`` and reports nothing (the study spreads a fine-tune budget over the
+      steps of an iterative schedule).
+    """
+    import dataclasses
+
+    from torch.utils.data import Subset
+
+    rate = lr or FINE_TUNE_LR
+    step = {"k": 0}
+
+    def hook(model: nn.Module, reapply: Callable[[], None] | None) -> float | None:
+        after = (lambda _m: reapply()) if reapply is not None else None
+        if chunks is not None:
+            k = step["k"]
+            step["k"] += 1
+            part = dataclasses.replace(datasets, train=Subset(datasets.train, chunks[k]))
+            fine_tune(model, part, epochs=1, lr=rate, batch_size=batch_size,
+                      seed=seed + 1000 * k, progress=False, after_step=after,
+                      eval_each_epoch=False)
+            return None
+        if epochs > 0:
+            hist = fine_tune(model, datasets, epochs=int(epochs), lr=rate, batch_size=batch_size,
+                             seed=seed, progress=progress, after_step=after)
+            last = (hist.get("epochs") or [{}])[-1]
+            if last.get("test_accuracy") is not None:
+                return float(last["test_accuracy"])
+        return float(accuracy(model.eval(), datasets.test)) if measure else None
+
+    return hook
