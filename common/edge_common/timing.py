@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,3 +44,40 @@ def measure_latency(
         if len(samples) >= 100 * max(runs, 1):
             break
     return percentiles(samples)
+
+
+def artifact_latency(
+    path: Any,
+    fmt: str | None,
+    x: np.ndarray,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 5,
+    min_time_s: float = 0.0,
+) -> dict[str, Any]:
+    """Latency of one model file in its own runtime (``edge_common.runtime``, the board's
+    code) on the batch ``x``: :func:`measure_latency` plus ``threads`` and ``batch``."""
+    from edge_common.runtime import open_session
+
+    session = open_session(path, fmt, threads=threads)
+    lat = measure_latency(lambda: session.run(x), warmup=warmup, runs=runs,
+                          min_time_s=min_time_s)
+    return {**lat, "threads": threads, "batch": int(len(x))}
+
+
+def best_of_rounds(
+    fns: dict[str, Callable[[], Any]],
+    rounds: int = 2,
+    warmup: int = 10,
+    runs: int = 50,
+    min_time_s: float = 0.0,
+) -> dict[str, float]:
+    """The lowest median (ms) of each function over ``rounds`` rounds, the functions taking
+    turns within a round: a noisy neighbour hits every one alike, so ratios between them
+    (pruned vs dense, INT8 vs FP32) compare like with like."""
+    best = {name: math.inf for name in fns}
+    for _ in range(max(1, rounds)):
+        for name, fn in fns.items():
+            p50 = measure_latency(fn, warmup=warmup, runs=runs, min_time_s=min_time_s)["p50"]
+            best[name] = min(best[name], p50)
+    return best

@@ -479,7 +479,7 @@ def _latencies(
     import torch
 
     from edge_common.runtime import open_session
-    from edge_common.timing import measure_latency
+    from edge_common.timing import best_of_rounds
 
     kw = {"warmup": cfg.latency_warmup, "runs": cfg.latency_runs, "min_time_s": cfg.latency_min_s}
     x = np.random.default_rng(0).standard_normal((1, 3, img, img)).astype(np.float32)
@@ -493,17 +493,15 @@ def _latencies(
             "latency_ort_fp32_ms": lambda s=s32: s.run(x),
             "latency_ort_int8_ms": lambda s=s8: s.run(x),
         }
-    rounds = 2  # the baseline alone gets the same best-of-two as a cell
-    out = {name: {col: math.inf for col, _ in RUNTIMES} for name in models}
+    out: dict[str, dict[str, float]] = {name: {} for name in models}
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
         with torch.inference_mode():
-            for col, _ in RUNTIMES:
-                for _ in range(rounds):
-                    for name in models:
-                        p50 = measure_latency(fns[name][col], **kw)["p50"]
-                        out[name][col] = min(out[name][col], p50)
+            for col, _ in RUNTIMES:  # the baseline alone gets the same best-of-two as a cell
+                best = best_of_rounds({name: fns[name][col] for name in models}, rounds=2, **kw)
+                for name, p50 in best.items():
+                    out[name][col] = p50
     finally:
         torch.set_num_threads(threads)
     return out

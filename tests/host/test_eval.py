@@ -38,7 +38,8 @@ def test_evaluate_counts_zeros_and_measures_latency(tiny_checkpoint, tiny_data_c
     with torch.no_grad():
         for p in model.features.parameters():
             p.mul_((torch.rand_like(p) > 0.5).float())
-    r = evaluate(model, ds.test, ds.labels, 32, threads=1, latency_runs=3, macs=False)
+    r = evaluate(model, ds.test, ds.labels, 32, threads=1, latency=True, latency_runs=3,
+                 macs=False)
     assert 0.3 < r["sparsity"] < 0.6
     lat = r["latency_ms"]
     assert lat["threads"] == 1 and lat["batch"] == 1 and lat["n"] >= 3

@@ -95,7 +95,8 @@ def prune(
     check_labels(model, meta, cfg, ds.labels)
     parent = resolve(model)
     img = ds.input_spec.size
-    before = evaluate(net, ds, threads=threads, checkpoint_path=parent, latency_runs=latency_runs)
+    before = evaluate(net, ds, threads=threads, checkpoint_path=parent,
+                      latency=True, latency_runs=latency_runs)
     dense = copy.deepcopy(net)
     # Progress (tqdm bars, and fine-tune's per-epoch lines) goes to stderr: stdout is the result.
     with contextlib.redirect_stdout(sys.stderr):
@@ -115,7 +116,8 @@ def prune(
     }
     new_meta.pop("code_version", None)  # save_checkpoint stamps this run's version
     ckpt = save_checkpoint(pruned, new_meta, Path(out))
-    after = evaluate(pruned, ds, threads=threads, checkpoint_path=ckpt, latency_runs=latency_runs)
+    after = evaluate(pruned, ds, threads=threads, checkpoint_path=ckpt,
+                     latency=True, latency_runs=latency_runs)
     speed = pruning.measure_speed(dense, pruned, img, method, threads=threads, runs=latency_runs,
                                   min_time_s=min(0.5, 0.01 * latency_runs))
     new_meta["metrics"] = after

@@ -211,15 +211,6 @@ def _pruning_sparsity(model: Any, report: dict[str, Any] | None, method: str) ->
     return float(current_sparsity(model, method, int(report["original_params"])))
 
 
-def _measure_artifact(path: Path, fmt: str, x1: Any, threads: int, runs: int) -> dict[str, Any]:
-    from edge_common.runtime import open_session
-    from edge_common.timing import measure_latency
-
-    sess = open_session(path, fmt, threads=threads)
-    lat = measure_latency(lambda: sess.run(x1), warmup=5, runs=runs)
-    return {**lat, "threads": threads, "batch": 1}
-
-
 # --------------------------------------------------------------------------- pipeline
 
 
@@ -233,6 +224,7 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
 
     from edge_common.bundle import pack_tar
     from edge_common.fileio import write_json_atomic
+    from edge_common.timing import artifact_latency
     from edgectl.pipeline import export as ex
     from edgectl.pipeline.bundle_writer import write_bundle
     from edgectl.pipeline.checkpoint import code_version, save_checkpoint
@@ -261,7 +253,7 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
     echo(f"  baseline from {source}")
     base_ckpt = save_checkpoint(baseline_model, base_meta, out / "baseline" / "model.pt")
     baseline = evaluate(baseline_model, datasets, threads=cfg.threads, checkpoint_path=base_ckpt,
-                        latency_runs=cfg.latency_runs)
+                        latency=True, latency_runs=cfg.latency_runs)
     echo(f"  baseline accuracy {baseline['accuracy']:.2%}")
     from edgectl.pipeline.data import class_counts
 
@@ -299,7 +291,7 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
     meta = {**base_meta, "pruning": report, "created": _now(), "code_version": code_version()}
     model_ckpt = save_checkpoint(model, meta, out / "model" / "model.pt")
     result = evaluate(model, datasets, threads=cfg.threads, checkpoint_path=model_ckpt,
-                      latency_runs=cfg.latency_runs)
+                      latency=True, latency_runs=cfg.latency_runs)
     echo(f"  model accuracy {result['accuracy']:.2%} (baseline {baseline['accuracy']:.2%})")
     if result["accuracy"] < min_acc and not cfg.allow_below_min:
         raise BelowMinAccuracy(_gate_message("the pruned model", result["accuracy"], min_acc,
@@ -341,8 +333,8 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
     for a in artifacts:
         logits = ex.run_artifact(a["path"], a["format"], x_test, threads=cfg.threads)
         a["accuracy"] = float(np.mean(logits.argmax(-1) == y_test))
-        a["latency_ms"] = _measure_artifact(a["path"], a["format"], x1, cfg.threads,
-                                            cfg.latency_runs)
+        a["latency_ms"] = artifact_latency(a["path"], a["format"], x1, cfg.threads,
+                                           cfg.latency_runs)
         a["bytes"] = a["path"].stat().st_size
         from edgectl.pipeline.metrics import compressed_size
 

@@ -400,7 +400,7 @@ def measure_speed(
     from pathlib import Path
 
     from edge_common.runtime import open_session
-    from edge_common.timing import measure_latency
+    from edge_common.timing import best_of_rounds
     from edgectl.pipeline.export import export_onnx
     from edgectl.pipeline.metrics import compressed_size, file_size
 
@@ -422,11 +422,7 @@ def measure_speed(
                 "pytorch_eager": {n: _eager(m, x) for n, m in models.items()},
             }
             for runtime, by_model in fns.items():
-                best = {n: math.inf for n in by_model}
-                for _ in range(rounds):
-                    for n, fn in by_model.items():
-                        lat = measure_latency(fn, warmup=10, runs=runs, min_time_s=min_time_s)
-                        best[n] = min(best[n], lat["p50"])
+                best = best_of_rounds(by_model, rounds=rounds, runs=runs, min_time_s=min_time_s)
                 out[runtime] = {
                     "dense_ms": best["dense"],
                     "pruned_ms": best["pruned"],

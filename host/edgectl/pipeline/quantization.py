@@ -192,15 +192,6 @@ def _readable(p: Path) -> None:
     readable(p)
 
 
-def _latency(path: Path, fmt: str, x1: np.ndarray, threads: int, runs: int) -> dict[str, float]:
-    from edge_common.runtime import open_session
-    from edge_common.timing import measure_latency
-
-    sess = open_session(path, fmt, threads=threads)
-    lat = measure_latency(lambda: sess.run(x1), warmup=5, runs=runs)
-    return {"p50": lat["p50"], "p95": lat["p95"], "threads": threads, "batch": 1}
-
-
 def quantize_all(
     model: Any,
     formats: Sequence[str],
@@ -217,6 +208,7 @@ def quantize_all(
     ``accuracy_drop`` (FP32 minus INT8, in points of accuracy) and latencies (batch 1).
     """
     from edge_common.errors import ParityError
+    from edge_common.timing import artifact_latency
     from edgectl.pipeline import export as ex
     from edgectl.pipeline.data import load_datasets
 
@@ -247,7 +239,7 @@ def quantize_all(
         int8["size_ratio"] = int8["bytes"] / fp32["bytes"]
         if runs > 0:
             for r, p in ((fp32, fp32_path), (int8, int8_path)):
-                r["latency_ms"] = _latency(p, fmt, x[:1], threads, runs)
+                r["latency_ms"] = artifact_latency(p, fmt, x[:1], threads, runs)
             int8["speedup"] = fp32["latency_ms"]["p50"] / int8["latency_ms"]["p50"]
         rows += [fp32, int8]
     return {"artifacts": rows, "test_images": int(len(y)), "calibration_images": int(len(calib)),
