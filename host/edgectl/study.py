@@ -147,21 +147,19 @@ class StudyConfig:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` (one clear line) on any bad value."""
-        for m in self.methods:
-            if m not in METHODS:
-                raise ConfigError(f"unknown method {m!r} (expected one of {', '.join(METHODS)})")
-        for r in self.regimes:
-            if r not in REGIMES:
-                raise ConfigError(f"unknown regime {r!r} (expected one of {', '.join(REGIMES)})")
+        from edgectl.pipeline.pruning import check_request
+
         if not self.methods or not self.regimes or not self.sparsities:
             raise ConfigError("the grid is empty: give at least one method, regime and sparsity")
-        for s in self.sparsities:
-            if not (isinstance(s, float | int) and 0.0 < s < 1.0):
-                raise ConfigError(f"sparsity must be in (0, 1), got {s}")
+        for m in self.methods:
+            for r in self.regimes:
+                for s in self.sparsities:
+                    check_request(m, r, s, self.step)  # the one check of a pruning request
+        for r in self.regimes:
+            if r not in REGIMES:
+                raise ConfigError(f"the study runs regimes {' and '.join(REGIMES)}, not {r!r}")
         if len(set(self.sparsities)) != len(self.sparsities):
             raise ConfigError(f"duplicate sparsities in {list(self.sparsities)}")
-        if not 0.0 < self.step < 1.0:
-            raise ConfigError(f"--step must be in (0, 1), got {self.step}")
         for name in ("epochs", "seeds", "threads", "batch_size", "latency_runs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -101,3 +101,32 @@ def test_build_leaves_no_artifact_when_parity_fails(
     left = sorted(p.name for p in (tmp_path / "b" / "artifacts").iterdir())
     assert left == ["model.fp32.onnx"]  # checked FP32 kept; no INT8, no hidden temporary
     assert not (tmp_path / "b" / "bundle").exists()
+
+
+def test_pruning_options_are_declared_once_for_build_prune_and_study(cli_runner):
+    """Same names, defaults and help in build and prune; the study's grid says the same."""
+    from edgectl.cli import main
+
+    cmds = {name: main.get_command(None, name) for name in ("build", "prune", "study")}
+    opts = {name: {p.name: p for p in cmd.params} for name, cmd in cmds.items()}
+    for key in ("method", "sparsity", "regime", "step", "round_to", "finetune_epochs"):
+        b, p = opts["build"][key], opts["prune"][key]
+        assert (b.default, b.help) == (p.default, p.help), key
+    assert opts["build"]["method"].opts == ["--prune", "--method"]
+    assert opts["study"]["step"].help == opts["build"]["step"].help
+    assert opts["build"]["sparsity"].help.split("sparsity ")[1] in opts["study"]["sparsities"].help
+
+
+def test_a_bad_pruning_request_reads_the_same_in_build_prune_and_study(cli_runner, tmp_path):
+    from edgectl.cli import main
+
+    runs = {
+        "build": ["build", "--prune", "structured", "--sparsity", "1.5", "--out", str(tmp_path)],
+        "prune": ["prune", str(tmp_path / "m.pt"), "--method", "structured", "--sparsity", "1.5",
+                  "--out", str(tmp_path / "p")],
+        "study": ["study", "--sparsities", "1.5", "--out", str(tmp_path / "s")],
+    }
+    for name, args in runs.items():
+        res = cli_runner.invoke(main, args)
+        assert res.exit_code != 0, name
+        assert "--sparsity must be in (0, 1), got 1.5" in res.output, (name, res.output)

@@ -105,8 +105,8 @@ def test_iterative_splits_the_same_finetune_budget():
     "bad, message",
     [
         ({"sparsities": (0.5, 1.0)}, "sparsity must be in (0, 1)"),
-        ({"methods": ("random",)}, "unknown method 'random'"),
-        ({"regimes": ("gradual",)}, "unknown regime 'gradual'"),
+        ({"methods": ("random",)}, "unknown pruning method 'random'"),
+        ({"regimes": ("gradual",)}, "the study runs regimes oneshot and iterative, not 'gradual'"),
         ({"step": 0.0}, "--step must be in (0, 1)"),
         ({"seeds": 0}, "seeds must be >= 1"),
     ],
@@ -244,7 +244,7 @@ def test_cli_rejects_bad_values_with_one_line(cli_runner, tmp_path):
 
     for args, text in (
         (["--sparsities", "0.5,1.2"], "sparsity must be in (0, 1)"),
-        (["--methods", "magic"], "unknown method 'magic'"),
+        (["--methods", "magic"], "unknown pruning method 'magic'"),
         (["--sparsities", "half"], "not a list of float"),
     ):
         r = cli_runner.invoke(main, ["study", *args, "--out", str(tmp_path / "o")])

@@ -14,6 +14,7 @@ from edgectl.cli.options import (
     data_options,
     echo_json,
     json_option,
+    pruning_options,
     threads_option,
 )
 
@@ -28,23 +29,13 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[st
 
 @click.command()
 @data_options
-@click.option("--prune", type=click.Choice(["none", "unstructured", "structured"]),
-              default="unstructured", show_default=True, help="Pruning method.")
-@click.option("--sparsity", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-              default=0.5, show_default=True,
-              help="Target sparsity (unstructured: zeroed weights; structured: params removed).")
-@click.option("--regime", type=click.Choice(["oneshot", "iterative", "gradual"]),
-              default="oneshot", show_default=True, help="Pruning schedule.")
-@click.option("--step", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.1,
-              show_default=True, help="Sparsity step of the iterative regime.")
+@pruning_options(with_none=True)
 @click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8",
               show_default=True, help="Add INT8 (post-training static) twins of each format.")
 @click.option("--formats", default="onnx,tflite", show_default=True, callback=_formats,
               help="Artifact formats, comma-separated.")
 @click.option("--epochs", type=click.IntRange(0), default=None,
               help="Baseline training epochs (default: the trainer's, 8).")
-@click.option("--finetune-epochs", type=click.IntRange(0), default=5, show_default=True,
-              help="Fine-tune epochs after pruning (per step when iterative/gradual).")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--calib-size", type=click.IntRange(1), default=300, show_default=True,
               help="Training images used to calibrate INT8.")
@@ -79,6 +70,7 @@ def build(as_json: bool, no_cache: bool, **kw: Any) -> None:
     from edgectl.pipeline.build import BuildConfig, format_table, run_build
 
     data = data_config_from(kw)
+    kw["prune"] = kw.pop("method")
     cfg = BuildConfig(data=data, cache=not no_cache, **kw)
     # Progress (stage lines, bars, libraries' chatter) goes to stderr; stdout carries
     # only the result, so `--json` output stays parseable.

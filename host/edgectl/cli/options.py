@@ -101,3 +101,71 @@ def check_labels(model: Any, meta: dict[str, Any], cfg: Any, labels: Any) -> Non
 
 def echo_json(obj: Any) -> None:
     click.echo(_json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+# Pruning options: declared once for `build`, `prune` and `study` (same names, defaults and
+# help). Values are checked in one place, ``pipeline.pruning.check_request`` (called by
+# BuildConfig.validate, StudyConfig.validate and `prune`), not by click types here.
+PRUNE_DEFAULTS = {"method": "unstructured", "sparsity": 0.5, "regime": "oneshot", "step": 0.1,
+                  "round_to": 8, "finetune_epochs": 5}
+_METHOD_HELP = ("unstructured: global L1, zeroes weights (no speed on dense runtimes); "
+                "structured: removes channels (smaller and faster)")
+_SPARSITY_HELP = ("of the original model, in (0, 1): unstructured = share of prunable weights "
+                  "zeroed; structured = share of parameters removed")
+_REGIME_HELP = "oneshot | iterative (fine-tune after every --step) | gradual"
+
+
+def _csv(kind: type) -> Callable[[click.Context, click.Parameter, str], tuple[Any, ...]]:
+    """Click callback: ``a,b,c`` → a tuple of ``kind`` (one clear line on bad input)."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[Any, ...]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items:
+            raise click.BadParameter("give at least one value")
+        try:
+            return tuple(kind(v) for v in items)
+        except ValueError as err:
+            raise click.BadParameter(f"not a list of {kind.__name__}: {value!r}") from err
+
+    return parse
+
+
+def pruning_options(with_none: bool = False) -> Callable[[F], F]:
+    """``--method/--prune``, ``--sparsity``, ``--regime``, ``--step``, ``--round-to``,
+    ``--finetune-epochs`` for one pruning run (``build`` also takes ``--prune none``)."""
+    d = PRUNE_DEFAULTS
+    methods = "none|unstructured|structured" if with_none else "unstructured|structured"
+    return _stack(
+        click.option("--prune", "--method", "method", default=d["method"], show_default=True,
+                     metavar=methods, help=f"Pruning method. {_METHOD_HELP}."),
+        click.option("--sparsity", type=float, default=d["sparsity"], show_default=True,
+                     metavar="F", help=f"Target sparsity {_SPARSITY_HELP}."),
+        click.option("--regime", default=d["regime"], show_default=True, metavar="NAME",
+                     help=f"How to reach the target: {_REGIME_HELP}."),
+        click.option("--step", type=float, default=d["step"], show_default=True, metavar="F",
+                     help="Iterative/gradual: sparsity added per step (of the original)."),
+        click.option("--round-to", type=click.IntRange(min=0), default=d["round_to"],
+                     show_default=True, metavar="N",
+                     help="Structured: keep channel counts multiples of N (0 = off; measured: "
+                          "odd counts can make a pruned model slower than dense)."),
+        click.option("--finetune-epochs", type=click.IntRange(min=0),
+                     default=d["finetune_epochs"], show_default=True, metavar="N",
+                     help="Fine-tune epochs after each pruning step (one-shot: after the one "
+                          "step)."),
+    )
+
+
+def pruning_grid_options(methods: str, regimes: str, sparsities: str,
+                         step: float) -> Callable[[F], F]:
+    """The study's grid: the same options as :func:`pruning_options`, as comma lists."""
+    return _stack(
+        click.option("--methods", default=methods, show_default=True, callback=_csv(str),
+                     metavar="LIST", help=f"Pruning methods, comma-separated. {_METHOD_HELP}."),
+        click.option("--regimes", default=regimes, show_default=True, callback=_csv(str),
+                     metavar="LIST", help=f"Regimes, comma-separated: {_REGIME_HELP}."),
+        click.option("--sparsities", default=sparsities, show_default=True,
+                     callback=_csv(float), metavar="LIST",
+                     help=f"Target sparsities, comma-separated, each {_SPARSITY_HELP}."),
+        click.option("--step", type=float, default=step, show_default=True, metavar="F",
+                     help="Iterative/gradual: sparsity added per step (of the original)."),
+    )

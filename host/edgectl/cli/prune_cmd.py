@@ -17,26 +17,15 @@ from edgectl.cli.options import (
     data_options,
     echo_json,
     json_option,
+    pruning_options,
     threads_option,
 )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path())
-@click.option("--method", required=True, metavar="unstructured|structured",
-              help="unstructured: global L1 on weights; structured: L2 channel removal.")
-@click.option("--regime", default="oneshot", show_default=True,
-              metavar="oneshot|iterative|gradual", help="How to reach the target.")
-@click.option("--sparsity", type=float, required=True, metavar="F",
-              help="Target in (0, 1), against the original model: unstructured = fraction of "
-                   "prunable weights that are zero; structured = fraction of params removed.")
-@click.option("--step", type=float, default=0.1, show_default=True, metavar="F",
-              help="Iterative/gradual: step size (gradual takes as many steps).")
-@click.option("--finetune-epochs", type=click.IntRange(min=0), default=5, show_default=True,
-              help="Fine-tune epochs after each pruning step (one-shot: after the one step).")
+@pruning_options()
 @click.option("--lr", type=float, default=None, help="Fine-tune learning rate (default 2e-4).")
-@click.option("--round-to", type=click.IntRange(min=0), default=8, show_default=True,
-              help="Structured: keep channel counts multiples of N (0 = off).")
 @click.option("--global-channels/--uniform-channels", default=False, show_default=True,
               help="Structured: rank channels across layers, or prune each layer alike.")
 @click.option("--exclude-classifier/--include-classifier", default=True, show_default=True,

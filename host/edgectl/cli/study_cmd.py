@@ -13,47 +13,14 @@ from edgectl.cli.options import (
     data_options,
     echo_json,
     json_option,
+    pruning_grid_options,
     threads_option,
 )
 
 
-def _csv(kind: type) -> Any:
-    """Click callback: ``a,b,c`` → a tuple of ``kind`` (one clear line on bad input)."""
-
-    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[Any, ...]:
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        if not items:
-            raise click.BadParameter("give at least one value")
-        try:
-            return tuple(kind(v) for v in items)
-        except ValueError as err:
-            raise click.BadParameter(f"not a list of {kind.__name__}: {value!r}") from err
-
-    return parse
-
-
 @click.command("study")
-@click.option(
-    "--methods",
-    default="unstructured,structured",
-    show_default=True,
-    callback=_csv(str),
-    help="Pruning heuristics, comma-separated.",
-)
-@click.option(
-    "--regimes",
-    default="oneshot,iterative",
-    show_default=True,
-    callback=_csv(str),
-    help="Pruning regimes, comma-separated.",
-)
-@click.option(
-    "--sparsities",
-    default="0.3,0.5,0.7",
-    show_default=True,
-    callback=_csv(float),
-    help="Target sparsities in (0, 1), comma-separated.",
-)
+@pruning_grid_options(",".join(st.METHODS), ",".join(st.REGIMES[:2]), "0.3,0.5,0.7",
+                      st.DEFAULT_STEP)
 @data_options
 @click.option(
     "--epochs",
@@ -69,13 +36,6 @@ def _csv(kind: type) -> Any:
     metavar="N",
     help="Fine-tune budget per cell, in epochs (may be fractional); iterative splits it"
     f" evenly over its steps.  [default: {st.DEFAULT_FINETUNE_EPOCHS:g}]",
-)
-@click.option(
-    "--step",
-    type=float,
-    default=None,
-    metavar="F",
-    help=f"Iterative: sparsity added per step (of the original).  [default: {st.DEFAULT_STEP}]",
 )
 @click.option(
     "--width",

@@ -31,7 +31,6 @@ from typing import Any
 from edge_common.errors import ConfigError, EdgeError, ModelError
 
 PRUNE_METHODS = ("none", "unstructured", "structured")
-REGIMES = ("oneshot", "iterative", "gradual")
 DEFAULT_MAX_DROP = 0.02  # default gate: baseline accuracy minus 2 points...
 CHANCE_MARGIN = 0.05  # ...and never less than always-the-majority-class plus 5 points
 PARITY_IMAGES = 64
@@ -75,6 +74,7 @@ class BuildConfig:
     sparsity: float = 0.5
     regime: str = "oneshot"
     step: float = 0.1
+    round_to: int = 8  # structured: channel counts multiples of this (0 = off)
     quantize: str = "int8"
     formats: tuple[str, ...] = ("onnx", "tflite")
     epochs: int | None = None  # None: training.DEFAULT_EPOCHS
@@ -96,14 +96,16 @@ class BuildConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        from edgectl.pipeline.pruning import check_request
+
         if self.prune not in PRUNE_METHODS:
             raise ConfigError(
                 f"--prune must be one of {', '.join(PRUNE_METHODS)}, got {self.prune!r}"
             )
-        if self.regime not in REGIMES:
-            raise ConfigError(f"--regime must be one of {', '.join(REGIMES)}, got {self.regime!r}")
-        if self.prune != "none" and not 0.0 < self.sparsity < 1.0:
-            raise ConfigError(f"--sparsity must be in (0, 1), got {self.sparsity}")
+        if self.prune != "none":
+            check_request(self.prune, self.regime, self.sparsity, self.step)
+        if self.round_to < 0:
+            raise ConfigError(f"--round-to must be >= 0, got {self.round_to}")
         if self.quantize not in ("int8", "none"):
             raise ConfigError(f"--quantize must be int8 or none, got {self.quantize!r}")
         if not self.formats:
@@ -284,7 +286,8 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
         orig_params, orig_channels = lineage(base_meta, baseline_model)
         model, report = prune_model(
             copy.deepcopy(baseline_model), cfg.prune, cfg.regime, cfg.sparsity, step=cfg.step,
-            img_size=spec.size, original_params=orig_params, original_channels=orig_channels,
+            img_size=spec.size, round_to=cfg.round_to or None, original_params=orig_params,
+            original_channels=orig_channels,
             fine_tune=tune, progress=cfg.progress,
         )
         echo(f"  {cfg.prune} sparsity {report['actual']:.4f} (target {cfg.sparsity:.2f})")
