@@ -39,3 +39,15 @@ def tiny_checkpoint(tiny_data_config, tmp_path_factory) -> Path:
         progress=False,
     )
     return Path(result["checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A random (untrained) MobileNetV2, width 0.25, 6 classes, in eval mode: for export,
+    parity and quantization tests at 32×32 (one per test module)."""
+    import torch
+
+    from edgectl.pipeline.model import build_model
+
+    torch.manual_seed(0)
+    return build_model(6, width_mult=0.25).eval()

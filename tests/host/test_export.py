@@ -15,12 +15,6 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def tiny_model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model(6, width_mult=0.25).eval()
-
-
-@pytest.fixture(scope="module")
 def inputs() -> np.ndarray:
     return np.random.default_rng(0).standard_normal((8, 3, SIZE, SIZE)).astype(np.float32)
 

@@ -22,12 +22,6 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def tiny_model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model(6, width_mult=0.25).eval()
-
-
-@pytest.fixture(scope="module")
 def tflite_fp32(tiny_model, tmp_path_factory):
     return ex.export_tflite(tiny_model, tmp_path_factory.mktemp("tfl") / "model.fp32.tflite", SIZE)
 

@@ -11,15 +11,8 @@ import torch
 from edge_common.errors import ModelError
 from edgectl.pipeline import export as ex
 from edgectl.pipeline import quantization as q
-from edgectl.pipeline.model import build_model
 
 SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model(6, width_mult=0.25).eval()
 
 
 @pytest.fixture(scope="module")
