@@ -181,7 +181,7 @@ def test_allow_below_min_marks_the_bundle(cli_runner, tmp_path, tiny_checkpoint)
     "args,message",
     [
         (["--key", "__file__"], "not a usable PEM private key"),
-        (["--formats", "onnx,coreml"], "expected onnx, tflite"),
+        (["--formats", "onnx,coreml"], "unknown export format 'coreml'"),
         (["--from", "__file__"], "not an edgectl checkpoint"),
     ],
 )

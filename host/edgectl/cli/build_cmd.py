@@ -10,21 +10,15 @@ from typing import Any
 import click
 
 from edgectl.cli.options import (
+    calib_size_option,
     data_config_from,
     data_options,
     echo_json,
+    formats_option,
     json_option,
     pruning_options,
     threads_option,
 )
-
-
-def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    fmts = [f.strip().lower() for f in value.split(",") if f.strip()]
-    bad = [f for f in fmts if f not in ("onnx", "tflite")]
-    if bad or not fmts:
-        raise click.BadParameter(f"expected onnx, tflite or onnx,tflite, got {value!r}")
-    return tuple(dict.fromkeys(fmts))
 
 
 @click.command()
@@ -32,13 +26,11 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[st
 @pruning_options(with_none=True)
 @click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8",
               show_default=True, help="Add INT8 (post-training static) twins of each format.")
-@click.option("--formats", default="onnx,tflite", show_default=True, callback=_formats,
-              help="Artifact formats, comma-separated.")
+@formats_option()
 @click.option("--epochs", type=click.IntRange(0), default=None,
               help="Baseline training epochs (default: the trainer's, 8).")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--calib-size", type=click.IntRange(1), default=300, show_default=True,
-              help="Training images used to calibrate INT8.")
+@calib_size_option
 @click.option("--min-accuracy", type=click.FloatRange(0.0, 1.0), default=None,
               help="Accuracy gate (0-1) for the model and every artifact "
                    "[default: the larger of baseline accuracy - 0.02 and the test set's "

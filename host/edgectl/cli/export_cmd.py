@@ -7,12 +7,13 @@ from typing import Any
 
 import click
 
-from edgectl.cli.options import data_options, echo_json, json_option, threads_option
-
-
-def format_option(default: str) -> Any:
-    return click.option("--format", "formats", default=default, show_default=True,
-                        metavar="LIST", help="Comma-separated: onnx, tflite.")
+from edgectl.cli.options import (
+    data_options,
+    echo_json,
+    formats_option,
+    json_option,
+    threads_option,
+)
 
 
 def out_option(f: Any) -> Any:
@@ -41,14 +42,14 @@ def _mb(n: int) -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path())
-@format_option("onnx,tflite")
+@formats_option("--format", "onnx,tflite")
 @out_option
 @data_options
 @threads_option
 @json_option
 @click.pass_context
-def export(ctx: click.Context, model: str, formats: str, out_dir: str | None, threads: int,
-           as_json: bool, **kwargs: Any) -> None:
+def export(ctx: click.Context, model: str, formats: tuple[str, ...], out_dir: str | None,
+           threads: int, as_json: bool, **kwargs: Any) -> None:
     """Export the checkpoint MODEL to model.fp32.onnx / model.fp32.tflite.
 
     Each file is run in its own runtime (ONNX Runtime, LiteRT) on the test set and compared
@@ -59,7 +60,7 @@ def export(ctx: click.Context, model: str, formats: str, out_dir: str | None, th
     """
     from edgectl.pipeline import export as ex
 
-    fmts = ex.parse_formats(formats)
+    fmts = list(formats)
     net, _meta, cfg = load(ctx, model, kwargs)
     out = default_out(model, out_dir)
     result = ex.export_all(net, fmts, out, cfg, threads=threads)

@@ -169,3 +169,23 @@ def pruning_grid_options(methods: str, regimes: str, sparsities: str,
         click.option("--step", type=float, default=step, show_default=True, metavar="F",
                      help="Iterative/gradual: sparsity added per step (of the original)."),
     )
+
+
+def _parse_formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    # A ModelError (an EdgeError) here ends the command with one red line, exit 1.
+    from edgectl.pipeline.export import parse_formats
+
+    return tuple(parse_formats(value))
+
+
+def formats_option(flag: str = "--formats", default: str = "onnx,tflite") -> Callable[[F], F]:
+    """The artifact formats, comma-separated, parsed once by ``export.parse_formats``
+    (``build --formats``; ``export``/``quantize --format``)."""
+    return click.option(flag, "formats", default=default, show_default=True, metavar="LIST",
+                        callback=_parse_formats, help="Artifact formats, comma-separated: "
+                        "onnx, tflite.")
+
+
+calib_size_option = click.option(
+    "--calib-size", type=int, default=300, show_default=True, callback=_positive, metavar="N",
+    help="Training images (never test images) that calibrate INT8 activation ranges.")

@@ -7,21 +7,21 @@ from typing import Any
 
 import click
 
-from edgectl.cli.export_cmd import default_out, format_option, load, out_option
-from edgectl.cli.options import data_options, echo_json, json_option, threads_option
-
-
-def _positive(ctx: click.Context, param: click.Parameter, value: int) -> int:
-    if value <= 0:
-        raise click.BadParameter(f"must be a positive integer, got {value}")
-    return value
+from edgectl.cli.export_cmd import default_out, load, out_option
+from edgectl.cli.options import (
+    calib_size_option,
+    data_options,
+    echo_json,
+    formats_option,
+    json_option,
+    threads_option,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path())
-@format_option("onnx,tflite")
-@click.option("--calib-size", type=int, default=300, show_default=True, callback=_positive,
-              metavar="N", help="Training images used to calibrate activation ranges.")
+@formats_option("--format", "onnx,tflite")
+@calib_size_option
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]),
               default="minmax", show_default=True, help="ONNX Runtime calibration method.")
 @click.option("--runs", type=int, default=50, show_default=True,
@@ -31,8 +31,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int) -> int:
 @threads_option
 @json_option
 @click.pass_context
-def quantize(ctx: click.Context, model: str, formats: str, calib_size: int, calib_method: str,
-             runs: int, out_dir: str | None, threads: int, as_json: bool, **kwargs: Any) -> None:
+def quantize(ctx: click.Context, model: str, formats: tuple[str, ...], calib_size: int,
+             calib_method: str, runs: int, out_dir: str | None, threads: int, as_json: bool,
+             **kwargs: Any) -> None:
     """INT8-quantize the checkpoint MODEL (exports the FP32 artifacts first if needed).
 
     Static post-training quantization calibrated on training images: ONNX Runtime QDQ
@@ -42,10 +43,9 @@ def quantize(ctx: click.Context, model: str, formats: str, calib_size: int, cali
 
     Data options default to the checkpoint's own data config (not the defaults shown).
     """
-    from edgectl.pipeline import export as ex
     from edgectl.pipeline import quantization as q
 
-    fmts = ex.parse_formats(formats)
+    fmts = list(formats)
     net, _meta, cfg = load(ctx, model, kwargs)
     out = default_out(model, out_dir)
     result = q.quantize_all(net, fmts, out, cfg, calib_size=calib_size, method=calib_method,
