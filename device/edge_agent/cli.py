@@ -212,7 +212,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not threads or min(threads) < 1:
         raise EdgeError(f"bench: --threads must be positive, got {args.threads!r}")
     report = run_bench(
-        args.bundle, threads, args.runs, args.warmup, args.public_key, isolate=not args.no_isolate
+        args.bundle, threads, args.runs, args.warmup, args.public_key, isolate=not args.no_isolate,
+        reference=args.reference,
     )
     if args.json:
         _print_json(report)
@@ -267,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=50)
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--public-key", default=None, help="require a valid bundle signature")
+    b.add_argument("--reference", default=None, metavar="MODEL",
+                   help="also measure this model file (e.g. the dense FP32 ONNX) as the reference")
     b.add_argument(
         "--no-isolate",
         action="store_true",

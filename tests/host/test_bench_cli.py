@@ -116,3 +116,71 @@ def test_store_run_never_overwrites_an_earlier_run(tmp_path):
     assert second != first and second.exists() and first.exists()
     assert [r["host"] for r in fa.load_runs(tmp_path, "pi4")] == ["pi4-a", "pi4-a"]
     assert fa.load_runs(tmp_path, "jetson") == []
+
+
+def _report(rows):
+    return {"results": [{"threads": 1, "format": "onnx", "precision": p, "artifact": a,
+                         "latency_ms": {"p50": ms, "p95": ms * 1.1}, "throughput_fps": 1e3 / ms,
+                         "agreement": None if ref else 1.0, "bytes": 2_000_000,
+                         **({"reference": True} if ref else {})}
+                        for a, p, ms, ref in rows]}
+
+
+def test_table_rows_ratio_to_dense_and_the_unstructured_note():
+    from edgectl.fleet.benchtable import FIELDS, bench_rows, notes
+
+    manifest = {"metrics": {"sparsity_pruning": 0.5},
+                "provenance": {"pruning": {"method": "unstructured", "actual": 0.5}},
+                "artifacts": [{"path": "model.fp32.onnx", "bytes": 1, "metrics": {"accuracy": 0.9}},
+                              {"path": "model.int8.onnx", "bytes": 1,
+                               "metrics": {"accuracy": 0.89}}]}
+    rows = bench_rows(_report([("model.fp32.onnx", "fp32", 9.9, False),
+                               ("model.int8.onnx", "int8", 4.0, False),
+                               ("dense.fp32.onnx", "fp32", 10.0, True)]), manifest)
+    assert all(set(FIELDS) <= set(r) for r in rows)
+    by = {r["artifact"]: r for r in rows}
+    assert by["model.fp32.onnx"]["vs_dense_ort_fp32"] == 0.99
+    assert by["model.int8.onnx"]["vs_dense_ort_fp32"] == 0.4
+    assert by["model.int8.onnx"]["accuracy"] == 0.89 and by["model.int8.onnx"]["size_mb"] == 2.0
+    assert by["dense.fp32.onnx"]["accuracy"] is None and by["dense.fp32.onnx"]["sparsity"] == 0.0
+    said = " ".join(notes(rows, manifest))
+    assert "brings no speed" in said and "--prune structured" in said
+    manifest["provenance"]["pruning"]["method"] = "structured"
+    assert "brings no speed" not in " ".join(notes(bench_rows(_report(
+        [("model.fp32.onnx", "fp32", 5.0, False), ("d.onnx", "fp32", 10.0, True)]), manifest),
+        manifest))
+    # No dense model in the run: no ratio, and the note says how to get one.
+    rows = bench_rows(_report([("model.fp32.onnx", "fp32", 5.0, False)]), manifest)
+    assert rows[0]["vs_dense_ort_fp32"] is None and "--reference" in notes(rows, manifest)[0]
+
+
+def test_bench_of_a_build_measures_its_dense_baseline(cli_runner, tiny_checkpoint, tmp_path):
+    """The user's case: `edgectl build`, then `edgectl bench --device local` on its bundle;
+    the dense FP32 ONNX of OUT/baseline is exported and measured in the same run."""
+    out = tmp_path / "build"
+    res = cli_runner.invoke(main, [
+        "build", "--from", str(tiny_checkpoint), "--img-size", "32", "--train-size", "48",
+        "--test-size", "24", "--prune", "unstructured", "--sparsity", "0.5",
+        "--finetune-epochs", "0", "--formats", "onnx", "--calib-size", "8",
+        "--latency-runs", "3", "--min-accuracy", "0", "--out", str(out)],
+        env={"EDGECTL_CACHE": str(tmp_path / "cache")})
+    assert res.exit_code == 0, res.output
+    res = cli_runner.invoke(main, ["bench", "-d", "local", "-b", str(out / "bundle"), "--runs",
+                                   "5", "--json", "--results-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    [run] = json.loads(res.stdout)
+    rows = {r["artifact"]: r for r in run["table"]}
+    assert set(rows) == {"model.fp32.onnx", "model.int8.onnx", "dense.fp32.onnx"}
+    dense = rows["dense.fp32.onnx"]
+    assert dense["reference"] and dense["vs_dense_ort_fp32"] == 1
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    for a in manifest["artifacts"]:
+        r = rows[a["path"]]
+        assert r["accuracy"] == a["metrics"]["accuracy"]  # the test set's, from the build
+        assert r["agreement"] == 1.0  # same runtime as at build: the recorded outputs
+        assert r["vs_dense_ort_fp32"] > 0 and r["sparsity"] == pytest.approx(0.5, abs=0.01)
+    fp32_ratio = rows["model.fp32.onnx"]["vs_dense_ort_fp32"]
+    assert ("brings no speed" in " ".join(run["notes"])) == (fp32_ratio >= 0.9)
+    res = cli_runner.invoke(main, ["bench", "-d", "local", "-b", str(out / "bundle"), "--runs",
+                                   "3", "--results-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 0 and "vs dense" in res.output and "(dense ref)" in res.output

@@ -289,7 +289,8 @@ def _check_report(report: Any, where: str) -> dict[str, Any]:
 
 
 def bench_local(bundle: str | os.PathLike[str], threads: Sequence[int],
-                runs: int | None = None) -> dict[str, Any]:
+                runs: int | None = None,
+                reference: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Run ``edge-agent bench --json`` on this machine (no Ansible) and return its report."""
     if not Path(bundle).exists():
         raise ConfigError(f"bundle not found: {bundle}")
@@ -297,6 +298,8 @@ def bench_local(bundle: str | os.PathLike[str], threads: Sequence[int],
                              "--threads", ",".join(str(t) for t in threads)]
     if runs:
         cmd += ["--runs", str(runs)]
+    if reference:
+        cmd += ["--reference", str(reference)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -316,8 +319,10 @@ def bench_ansible(
     runs: int | None = None,
     raw_extra_vars: Sequence[str] = (),
     echo: Callable[[str], None] | None = None,
+    reference: str | os.PathLike[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run ``ansible/bench.yml`` on ``target`` (a host or group); return {host: report}."""
+    """Run ``ansible/bench.yml`` on ``target`` (a host or group); return {host: report}.
+    ``reference`` (a model file) is uploaded and measured beside the bundle."""
     inv = Path(inventory)
     if not inv.is_file():
         raise ConfigError(f"inventory not found: {inv}")
@@ -332,6 +337,8 @@ def bench_ansible(
         }
         if runs:
             extra["bench_runs"] = runs
+        if reference:
+            extra["bench_reference"] = str(Path(reference).resolve())
         cmd = playbook_command(ansible_dir() / "bench.yml", inv, extra_vars=extra,
                                raw_extra_vars=raw_extra_vars)
         result = run_playbook(cmd, echo=echo)
@@ -404,8 +411,11 @@ def _num(v: Any, fmt: str) -> str:
     return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
 
-def format_report(report: dict[str, Any], host: str | None = None) -> str:
-    """One device's results as a table for people."""
+def format_report(report: dict[str, Any], host: str | None = None,
+                  manifest: dict[str, Any] | None = None) -> str:
+    """One device's results as the bench table for people (``fleet.benchtable``)."""
+    from edgectl.fleet.benchtable import bench_rows, format_table, notes
+
     m = report.get("machine") or {}
     b = report.get("bundle") or {}
     name = host or report.get("device", "?")
@@ -414,21 +424,10 @@ def format_report(report: dict[str, Any], host: str | None = None) -> str:
         head += f" ({report['device']})"
     head += (f": {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('arch', '?')}; "
              f"bundle {b.get('name', '?')}@{b.get('version', '?')}")
-    lines = [head, f"  {'artifact':<24}{'thr':>4}{'load ms':>9}{'p50':>8}{'p95':>8}{'p99':>8}"
-                   f"{'fps':>9}{'RSS MB':>8}{'acc':>7}"]
-    for r in report.get("results", []):
-        if "error" in r:
-            lines.append(f"  {r.get('artifact', '?'):<24}{r.get('threads', '?'):>4}  {r['error']}")
-            continue
-        lat = r.get("latency_ms") or {}
-        lines.append(
-            f"  {r.get('artifact', '?'):<24}{r.get('threads', '?'):>4}"
-            f"{_num(r.get('load_ms'), '.1f'):>9}{_num(lat.get('p50'), '.2f'):>8}"
-            f"{_num(lat.get('p95'), '.2f'):>8}{_num(lat.get('p99'), '.2f'):>8}"
-            f"{_num(r.get('throughput_fps'), '.1f'):>9}{_num(r.get('peak_rss_mb'), '.1f'):>8}"
-            f"{_num(r.get('accuracy'), '.3f'):>7}"
-        )
-    return "\n".join(lines)
+    rows = bench_rows(report, manifest or {})
+    table = format_table(rows).splitlines()
+    return "\n".join([head, *("  " + line for line in table),
+                      *("  note: " + n for n in notes(rows, manifest or {}))])
 
 
 def format_compare(runs: Sequence[dict[str, Any]]) -> str:
