@@ -76,3 +76,14 @@ def test_speed_note_names_structured_only_when_unstructured_brings_no_speed():
     fast = speed_note("unstructured", 0.5)
     assert "--prune structured" not in fast and "0.50x" in fast
     assert "--prune structured" not in speed_note("structured", 1.0)
+
+
+def test_build_cli_declares_the_int8_gate(cli_runner, tmp_path):
+    from edgectl.cli import main
+
+    res = cli_runner.invoke(main, ["build", "--help"])
+    assert "--max-accuracy-drop PTS" in res.output and "[default: 1.0;" in res.output
+    res = cli_runner.invoke(main, ["build", "--max-accuracy-drop", "-1",
+                                   "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "--max-accuracy-drop" in res.output
+    assert not (tmp_path / "out").exists()
