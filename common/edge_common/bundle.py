@@ -79,6 +79,12 @@ class Artifact:
     metrics: dict[str, Any] = field(default_factory=dict)
     tolerance: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
 
+    @property
+    def deployable(self) -> bool:
+        """False for a file the build marked not deployable (an INT8 artifact that lost more
+        than ``--max-accuracy-drop`` against its FP32 twin); the bundle's other files stand."""
+        return bool(self.metrics.get("deployable", True))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path, "format": self.format, "precision": self.precision,
@@ -133,16 +139,21 @@ class Bundle:
 
     def select_artifact(self, fmt: str, precision: str | None = None) -> Artifact:
         """The artifact of format ``fmt``; ``precision=None`` picks the manifest's
-        ``default_precision`` if that exists for ``fmt``, else int8, else fp32."""
+        ``default_precision`` if that exists for ``fmt``, else int8, else fp32, skipping
+        files marked not deployable. Asking for a not-deployable one by name is an error."""
         of_fmt = [a for a in self.artifacts if a.format == fmt]
         if precision is not None:
             wanted = [precision]
         else:
             default = self.manifest.get("default_precision")
             wanted = [p for p in (default, "int8", "fp32") if p]
+            of_fmt = [a for a in of_fmt if a.deployable]
         for p in wanted:
             for a in of_fmt:
                 if a.precision == p:
+                    if not a.deployable:
+                        raise BundleError(f"bundle {self.version}: {a.path} is marked not "
+                                          "deployable (it fails the build's accuracy gate)")
                     return a
         have = ", ".join(f"{a.format}/{a.precision}" for a in self.artifacts) or "none"
         want = f"{fmt}/{precision}" if precision else fmt

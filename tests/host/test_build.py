@@ -232,3 +232,28 @@ def test_untrained_model_is_not_deployable_by_default(cli_runner, tmp_path, monk
     assert res.exit_code == 1, res.output
     assert "below the default gate" in res.output and "at least majority class" in res.output
     assert not (tmp_path / "out" / "bundle").exists()
+
+
+def test_build_records_the_int8_gate_and_the_speed_verdict(built):
+    """Every INT8 row says how far it is from its FP32 twin and whether that passes the
+    default 1-point gate; the manifest says the same; the speed note follows the measurement."""
+    from edgectl.pipeline.build import format_table
+
+    tmp, s = built
+    assert s["max_accuracy_drop"] == 0.01
+    b = B.load_bundle(tmp / "out" / "bundle")
+    for a in s["artifacts"]:
+        if a["precision"] == "int8":
+            assert a["deployable"] == (-a["accuracy_vs_fp32"] <= 0.01 + 1e-9)
+            entry = next(e for e in b.manifest["artifacts"] if e["precision"] == "int8")
+            assert entry["metrics"]["deployable"] == a["deployable"]
+            assert entry["metrics"]["max_accuracy_drop"] == 0.01
+        else:
+            assert a["deployable"] is True
+    ratio = s["speed"]["onnxruntime_fp32"]["ratio"]
+    assert ratio > 0
+    names_structured = any("--prune structured" in n for n in s["notes"])
+    assert names_structured == (ratio >= 0.9)
+    table = format_table(s)
+    assert all(f"note: {n}" in table for n in s["notes"])
+    assert "at most 1 pt lost" in table

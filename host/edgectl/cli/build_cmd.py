@@ -35,6 +35,10 @@ from edgectl.cli.options import (
               help="Accuracy gate (0-1) for the model and every artifact "
                    "[default: the larger of baseline accuracy - 0.02 and the test set's "
                    "majority-class share + 0.05].")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0.0, 100.0), default=1.0,
+              show_default=True, metavar="PTS",
+              help="INT8 gate: an INT8 artifact losing more than PTS points of accuracy "
+                   "against its FP32 twin is marked not deployable (the board serves FP32).")
 @click.option("--allow-below-min", is_flag=True,
               help="Write the bundle even below the gate, marked not deployable (experiments).")
 @click.option("--from", "from_model", type=click.Path(exists=True, path_type=Path),
@@ -67,7 +71,7 @@ def build(as_json: bool, no_cache: bool, **kw: Any) -> None:
     # Progress (stage lines, bars, libraries' chatter) goes to stderr; stdout carries
     # only the result, so `--json` output stays parseable.
     with contextlib.redirect_stdout(sys.stderr):
-        summary = run_build(cfg)
+        summary = run_build(cfg).to_dict()
     if as_json:
         echo_json(summary)
         return

@@ -29,10 +29,22 @@ from pathlib import Path
 from typing import Any
 
 from edge_common.errors import ConfigError, EdgeError, ModelError
+from edgectl.pipeline.build_results import (
+    ArtifactResult,
+    BaselineResult,
+    BuildResult,
+    Gate,
+    PruneResult,
+    format_table,
+)
+
+__all__ = ["ArtifactResult", "BaselineResult", "BelowMinAccuracy", "BuildConfig", "BuildResult",
+           "Gate", "PruneResult", "format_table", "run_build"]
 
 PRUNE_METHODS = ("none", "unstructured", "structured")
 DEFAULT_MAX_DROP = 0.02  # default gate: baseline accuracy minus 2 points...
 CHANCE_MARGIN = 0.05  # ...and never less than always-the-majority-class plus 5 points
+DEFAULT_INT8_MAX_DROP = 1.0  # points an INT8 artifact may lose against its FP32 twin
 PARITY_IMAGES = 64
 VECTOR_CANDIDATES = 64
 
@@ -83,6 +95,7 @@ class BuildConfig:
     lr: float | None = None
     calib_size: int = 300
     min_accuracy: float | None = None  # None: baseline − DEFAULT_MAX_DROP
+    max_accuracy_drop: float = DEFAULT_INT8_MAX_DROP  # points: INT8 vs its FP32 twin
     allow_below_min: bool = False
     from_model: Path | None = None
     key: Path | None = None
@@ -112,6 +125,9 @@ class BuildConfig:
             raise ConfigError("--formats: give at least one of onnx, tflite")
         if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
             raise ConfigError(f"--min-accuracy must be in [0, 1], got {self.min_accuracy}")
+        if not 0.0 <= self.max_accuracy_drop <= 100.0:
+            raise ConfigError(f"--max-accuracy-drop must be in [0, 100] points, got "
+                              f"{self.max_accuracy_drop}")
         if self.finetune_epochs < 0 or (self.epochs is not None and self.epochs < 0):
             raise ConfigError("--epochs and --finetune-epochs must be >= 0")
         if self.calib_size <= 0:
@@ -198,231 +214,295 @@ def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[st
     return model, meta, "trained" + (f", cached in {cached.parent}" if cfg.cache else "")
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- stages
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _pruning_sparsity(model: Any, report: dict[str, Any] | None, method: str) -> float:
-    if report is None:
-        return 0.0
-    from edgectl.pipeline.pruning import current_sparsity
+def baseline_stage(cfg: BuildConfig, datasets: Any, echo: Echo) -> BaselineResult:
+    """The baseline (``--from``, cache or trained), saved to ``OUT/baseline`` and evaluated."""
+    from edgectl.pipeline.checkpoint import save_checkpoint
+    from edgectl.pipeline.evaluation import evaluate
 
-    return float(current_sparsity(model, method, int(report["original_params"])))
+    model, meta, source = _baseline(cfg, datasets, echo)
+    echo(f"  baseline from {source}")
+    ckpt = save_checkpoint(model, meta, cfg.out / "baseline" / "model.pt")
+    metrics = evaluate(model, datasets, threads=cfg.threads, checkpoint_path=ckpt,
+                       latency=True, latency_runs=cfg.latency_runs)
+    echo(f"  baseline accuracy {metrics['accuracy']:.2%}")
+    return BaselineResult(model, meta, source, ckpt, metrics)
+
+
+def gate_for(cfg: BuildConfig, datasets: Any, baseline: BaselineResult, echo: Echo) -> Gate:
+    """``--min-accuracy`` (or the default gate) and ``--max-accuracy-drop``; warns when an
+    explicit gate is so low that always answering one class passes it."""
+    from edgectl.pipeline.data import class_counts
+
+    counts = class_counts(datasets.test, datasets.labels)
+    floor, majority = chance_floor(counts)
+    explicit = cfg.min_accuracy
+    min_acc = explicit if explicit is not None else default_gate(
+        baseline.metrics["accuracy"], counts)
+    if explicit is not None and explicit < floor:
+        echo(f"  warning: --min-accuracy {explicit:.2%} is below chance level "
+             f"({majority!r} is {floor - CHANCE_MARGIN:.2%} of the test set): a model that "
+             "always answers one class passes it")
+    return Gate(min_acc, (floor, majority), cfg.max_accuracy_drop / 100.0)
+
+
+def prune_stage(cfg: BuildConfig, datasets: Any, base: BaselineResult, echo: Echo) -> PruneResult:
+    """Prune a copy of the baseline and fine-tune (or only fine-tune for ``--prune none``);
+    save it to ``OUT/model``, evaluate it, and time it against the baseline in one run."""
+    from edgectl.pipeline import pruning
+    from edgectl.pipeline.checkpoint import code_version, save_checkpoint
+    from edgectl.pipeline.evaluation import evaluate
+    from edgectl.pipeline.training import fine_tune_hook
+
+    tune = fine_tune_hook(datasets, cfg.finetune_epochs, batch_size=cfg.batch_size,
+                          seed=cfg.data.seed, progress=cfg.progress)
+    model, report = copy.deepcopy(base.model), None
+    if cfg.prune == "none":
+        if cfg.finetune_epochs:
+            tune(model, None)
+    else:
+        orig_params, orig_channels = pruning.lineage(base.meta, base.model)
+        model, report = pruning.prune_model(
+            model, cfg.prune, cfg.regime, cfg.sparsity, step=cfg.step,
+            img_size=datasets.input_spec.size, round_to=cfg.round_to or None,
+            original_params=orig_params, original_channels=orig_channels,
+            fine_tune=tune, progress=cfg.progress)
+        echo(f"  {cfg.prune} sparsity {report['actual']:.4f} (target {cfg.sparsity:.2f})")
+    meta = {**base.meta, "pruning": report, "created": _now(), "code_version": code_version()}
+    ckpt = save_checkpoint(model, meta, cfg.out / "model" / "model.pt")
+    metrics = evaluate(model, datasets, threads=cfg.threads, checkpoint_path=ckpt,
+                       latency=True, latency_runs=cfg.latency_runs)
+    echo(f"  model accuracy {metrics['accuracy']:.2%} "
+         f"(baseline {base.metrics['accuracy']:.2%})")
+    sparsity, speed = 0.0, None
+    if report is not None:
+        sparsity = float(pruning.current_sparsity(model, cfg.prune,
+                                                  int(report["original_params"])))
+        speed = pruning.measure_speed(base.model, model, datasets.input_spec.size, cfg.prune,
+                                      threads=cfg.threads, runs=cfg.latency_runs,
+                                      min_time_s=min(0.5, 0.01 * cfg.latency_runs))
+    return PruneResult(model, report, ckpt, metrics, sparsity, speed)
+
+
+def export_stage(cfg: BuildConfig, model: Any, img_size: int, x: Any, y: Any,
+                 echo: Echo) -> list[ArtifactResult]:
+    """FP32 artifacts in ``OUT/artifacts``, each committed only after its parity check."""
+    from edgectl.pipeline import export as ex
+
+    arts = []
+    for fmt in cfg.formats:
+        path = cfg.out / "artifacts" / ex.artifact_name(fmt, "fp32")
+        parity = ex.export_checked(model, fmt, path, img_size, x, y, cfg.threads)
+        echo(f"  {path.name}: parity max abs diff {parity['max_abs_diff']:.2e}")
+        arts.append(ArtifactResult(fmt, "fp32", path, parity))
+    return arts
+
+
+def quantize_stage(cfg: BuildConfig, model: Any, datasets: Any, x: Any, y: Any,
+                   echo: Echo) -> list[ArtifactResult]:
+    """INT8 twins of the FP32 artifacts, calibrated on ``calibration_inputs``, each
+    committed only after its parity check."""
+    from edgectl.pipeline import export as ex
+    from edgectl.pipeline.calibration import calibration_inputs
+    from edgectl.pipeline.quantization import quantize
+
+    calib = calibration_inputs(datasets, cfg.calib_size, cfg.data.seed)
+    arts = []
+    for fmt in cfg.formats:
+        fp32 = cfg.out / "artifacts" / ex.artifact_name(fmt, "fp32")
+        path = fp32.with_name(ex.artifact_name(fmt, "int8"))
+        parity = ex.checked_artifact(
+            model, fmt, path, lambda tmp, fmt=fmt, src=fp32: quantize(fmt, src, tmp, calib),
+            x, y, cfg.threads)
+        echo(f"  {path.name}: parity max abs diff {parity['max_abs_diff']:.3f}, "
+             f"top-1 agreement {parity['top1_agreement']:.1%}")
+        arts.append(ArtifactResult(fmt, "int8", path, parity))
+    return arts
+
+
+def measure_stage(cfg: BuildConfig, arts: list[ArtifactResult], x: Any, y: Any,
+                  echo: Echo) -> None:
+    """Accuracy on the whole test set, batch-1 latency and size of every artifact, each
+    in its own runtime; INT8 rows get their accuracy against the FP32 twin."""
+    import numpy as np
+
+    from edge_common.timing import artifact_latency
+    from edgectl.pipeline.export import run_artifact
+    from edgectl.pipeline.metrics import compressed_size
+
+    for a in arts:
+        logits = run_artifact(a.path, a.format, x, threads=cfg.threads)
+        a.accuracy = float(np.mean(logits.argmax(-1) == y))
+        a.latency = artifact_latency(a.path, a.format, x[:1], cfg.threads, cfg.latency_runs)
+        a.bytes, a.gzip_bytes = a.path.stat().st_size, compressed_size(a.path)
+        echo(f"  {a.name}: accuracy {a.accuracy:.2%}, p50 {a.latency['p50']:.2f} ms")
+    fp32 = {a.format: a.accuracy for a in arts if a.precision == "fp32"}
+    for a in arts:
+        if a.precision == "int8" and a.format in fp32:
+            a.accuracy_vs_fp32 = a.accuracy - fp32[a.format]
+
+
+def int8_drop_gate(arts: list[ArtifactResult], max_drop: float) -> list[str]:
+    """Mark every INT8 artifact that loses more than ``max_drop`` (fraction) of accuracy
+    against its FP32 twin not deployable; one line per such artifact, saying by how much."""
+    lines = []
+    for a in arts:
+        drop = -(a.accuracy_vs_fp32 or 0.0)
+        if a.precision == "int8" and drop > max_drop + 1e-9:
+            a.deployable = False
+            lines.append(f"{a.name} is NOT deployable: it drops {100 * drop:.2f} points against "
+                         f"model.fp32.{a.format} (limit --max-accuracy-drop "
+                         f"{100 * max_drop:g}); the bundle serves FP32 for {a.format}")
+    return lines
+
+
+def accuracy_gate(cfg: BuildConfig, gate: Gate, what: str, accuracy: float) -> bool:
+    """True when ``accuracy`` passes ``--min-accuracy``; below it, raise
+    :class:`BelowMinAccuracy` unless ``--allow-below-min``."""
+    if accuracy >= gate.min_accuracy:
+        return True
+    if not cfg.allow_below_min:
+        raise BelowMinAccuracy(_gate_message(what, accuracy, gate.min_accuracy, cfg,
+                                             gate.chance))
+    return False
+
+
+def speed_notes(pruned: PruneResult) -> list[str]:
+    """What the measured pruned/dense latency means: for unstructured sparsity that brings
+    no speed (ratio >= ``pruning.NO_SPEED_RATIO``) it names ``--prune structured``."""
+    if pruned.speed is None:
+        return []
+    return [f"speed: {pruned.speed['note']}"]
+
+
+def bundle_stage(cfg: BuildConfig, datasets: Any, base: BaselineResult, pruned: PruneResult,
+                 arts: list[ArtifactResult], gate: Gate, deployable: bool,
+                 x_test: Any, echo: Echo) -> tuple[Path, Path, str, str]:
+    """The signed bundle (manifest, artifacts, test vectors) and its tar:
+    ``(bundle_dir, tar, name, version)``."""
+    from edge_common.bundle import pack_tar
+    from edgectl.pipeline.bundle_writer import write_bundle
+    from edgectl.pipeline.checkpoint import code_version
+
+    version = _version(cfg)
+    name = cfg.name or f"inspection-{base.meta.get('arch', 'mobilenet_v2')}"
+    int8_ok = any(a.precision == "int8" and a.deployable for a in arts)
+    bundle_dir = write_bundle(
+        cfg.out / "bundle", name=name, version=version, labels=list(datasets.labels),
+        reject_labels=list(datasets.reject_labels), input_spec=datasets.input_spec,
+        artifacts=[{"path": a.path, "format": a.format, "precision": a.precision,
+                    "metrics": a.gate_metrics(gate)} for a in arts],
+        metrics={**_slim(pruned.metrics), "sparsity_pruning": pruned.sparsity},
+        baseline=_slim(base.metrics),
+        provenance={"config": cfg.to_dict(), "dataset": {"description": datasets.description,
+                                                         **cfg.data.to_dict()},
+                    "code_version": code_version(), "baseline_source": base.source,
+                    "pruning": pruned.report},
+        min_accuracy=gate.min_accuracy, test_inputs=x_test[:VECTOR_CANDIDATES],
+        private_key_pem=cfg.key, deployable=deployable,
+        default_precision="int8" if int8_ok else "fp32",
+    )
+    tar = pack_tar(bundle_dir, cfg.out / "bundle.tar")
+    signed = " and signed" if cfg.key else " (unsigned: pass --key to sign)"
+    echo(f"  {bundle_dir} and {tar.name} written{signed}")
+    return bundle_dir, tar, name, version
 
 
 # --------------------------------------------------------------------------- pipeline
 
 
-def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> dict[str, Any]:
-    """Run the whole pipeline; return the summary (also written to ``OUT/build.json``).
+class _Stages:
+    """Numbered stage lines with the elapsed time: ``[3/7] prune ...  (12s)``."""
+
+    def __init__(self, echo: Echo, total: int) -> None:
+        self.echo, self.total, self.n, self.t0 = echo, total, 0, time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        self.n += 1
+        self.echo(f"[{self.n}/{self.total}] {msg}  ({self.elapsed():.0f}s)")
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def _prune_title(cfg: BuildConfig) -> str:
+    if cfg.prune == "none":
+        return "prune: skipped (--prune none)"
+    per_step = "" if cfg.regime == "oneshot" else " per step"
+    return (f"prune: {cfg.prune} {cfg.regime} to {cfg.sparsity:.2f}, fine-tune "
+            f"{cfg.finetune_epochs} epoch(s){per_step}")
+
+
+def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> BuildResult:
+    """Run the whole pipeline, stage by stage; write ``OUT/build.json`` (its ``to_dict()``).
 
     Raises :class:`BelowMinAccuracy` (after writing artifacts but no bundle) when the
-    model or any artifact misses the gate and ``allow_below_min`` is not set.
+    model or any artifact misses the gate and ``allow_below_min`` is not set. An INT8
+    artifact that drops more than ``max_accuracy_drop`` points against its FP32 twin is
+    kept in the bundle marked not deployable (the board then serves FP32).
     """
-    import numpy as np
-
-    from edge_common.bundle import pack_tar
+    from edge_common.bundle import load_bundle, replay_test_vectors
     from edge_common.fileio import write_json_atomic
-    from edge_common.timing import artifact_latency
-    from edgectl.pipeline import export as ex
-    from edgectl.pipeline.bundle_writer import write_bundle
-    from edgectl.pipeline.checkpoint import code_version, save_checkpoint
     from edgectl.pipeline.data import load_datasets, raw_test_images
-    from edgectl.pipeline.evaluation import evaluate
-    from edgectl.pipeline.training import fine_tune_hook
+    from edgectl.pipeline.export import stack_inputs
 
     cfg.validate()
-    t_start = time.perf_counter()
-    stages = 7
-    step = iter(range(1, stages + 1))
-
-    def stage(msg: str) -> None:
-        echo(f"[{next(step)}/{stages}] {msg}  ({time.perf_counter() - t_start:.0f}s)")
-
-    out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
+    stage = _Stages(echo, 7)
+    cfg.out.mkdir(parents=True, exist_ok=True)
 
     stage("data")
     datasets = load_datasets(cfg.data)
-    spec = datasets.input_spec
     echo(f"  {datasets.description}")
 
     stage("baseline")
-    baseline_model, base_meta, source = _baseline(cfg, datasets, echo)
-    echo(f"  baseline from {source}")
-    base_ckpt = save_checkpoint(baseline_model, base_meta, out / "baseline" / "model.pt")
-    baseline = evaluate(baseline_model, datasets, threads=cfg.threads, checkpoint_path=base_ckpt,
-                        latency=True, latency_runs=cfg.latency_runs)
-    echo(f"  baseline accuracy {baseline['accuracy']:.2%}")
-    from edgectl.pipeline.data import class_counts
+    base = baseline_stage(cfg, datasets, echo)
+    gate = gate_for(cfg, datasets, base, echo)
 
-    counts = class_counts(datasets.test, datasets.labels)
-    floor, majority = chance_floor(counts)
-    min_acc = (cfg.min_accuracy if cfg.min_accuracy is not None
-               else default_gate(baseline["accuracy"], counts))
-    if cfg.min_accuracy is not None and cfg.min_accuracy < floor:
-        echo(f"  warning: --min-accuracy {cfg.min_accuracy:.2%} is below chance level "
-             f"({majority!r} is {floor - CHANCE_MARGIN:.2%} of the test set): a model that "
-             "always answers one class passes it")
-    chance = (floor, majority)
-
-    tune = fine_tune_hook(datasets, cfg.finetune_epochs, batch_size=cfg.batch_size,
-                          seed=cfg.data.seed, progress=cfg.progress)
-    report: dict[str, Any] | None = None
-    if cfg.prune == "none":
-        stage("prune: skipped (--prune none)")
-        model = copy.deepcopy(baseline_model)
-        if cfg.finetune_epochs:
-            tune(model, None)
-    else:
-        from edgectl.pipeline.pruning import lineage, prune_model
-
-        per_step = "" if cfg.regime == "oneshot" else " per step"
-        stage(f"prune: {cfg.prune} {cfg.regime} to {cfg.sparsity:.2f}, fine-tune "
-              f"{cfg.finetune_epochs} epoch(s){per_step}")
-        orig_params, orig_channels = lineage(base_meta, baseline_model)
-        model, report = prune_model(
-            copy.deepcopy(baseline_model), cfg.prune, cfg.regime, cfg.sparsity, step=cfg.step,
-            img_size=spec.size, round_to=cfg.round_to or None, original_params=orig_params,
-            original_channels=orig_channels,
-            fine_tune=tune, progress=cfg.progress,
-        )
-        echo(f"  {cfg.prune} sparsity {report['actual']:.4f} (target {cfg.sparsity:.2f})")
-    meta = {**base_meta, "pruning": report, "created": _now(), "code_version": code_version()}
-    model_ckpt = save_checkpoint(model, meta, out / "model" / "model.pt")
-    result = evaluate(model, datasets, threads=cfg.threads, checkpoint_path=model_ckpt,
-                      latency=True, latency_runs=cfg.latency_runs)
-    echo(f"  model accuracy {result['accuracy']:.2%} (baseline {baseline['accuracy']:.2%})")
-    if result["accuracy"] < min_acc and not cfg.allow_below_min:
-        raise BelowMinAccuracy(_gate_message("the pruned model", result["accuracy"], min_acc,
-                                             cfg, chance))
+    stage(_prune_title(cfg))
+    pruned = prune_stage(cfg, datasets, base, echo)
+    model_ok = accuracy_gate(cfg, gate, "the pruned model", pruned.metrics["accuracy"])
 
     stage(f"export: {', '.join(cfg.formats)} (FP32) with parity checks")
-    frames = list(raw_test_images(cfg.data))
-    x_test, y_test = ex.stack_inputs(frames, spec)
+    x_test, y_test = stack_inputs(list(raw_test_images(cfg.data)), datasets.input_spec)
     x_par, y_par = x_test[:PARITY_IMAGES], y_test[:PARITY_IMAGES]
-    art_dir = out / "artifacts"
-    art_dir.mkdir(parents=True, exist_ok=True)
-    artifacts: list[dict[str, Any]] = []
-    for fmt in cfg.formats:
-        path = art_dir / ex.artifact_name(fmt, "fp32")
-        parity = ex.export_checked(model, fmt, path, spec.size, x_par, y_par, cfg.threads)
-        echo(f"  {path.name}: parity max abs diff {parity['max_abs_diff']:.2e}")
-        artifacts.append({"format": fmt, "precision": "fp32", "path": path, "parity": parity})
+    arts = export_stage(cfg, pruned.model, datasets.input_spec.size, x_par, y_par, echo)
 
     if cfg.quantize == "int8":
         stage(f"quantize: INT8 static, {cfg.calib_size} calibration images")
-        from edgectl.pipeline.calibration import calibration_inputs
-        from edgectl.pipeline.quantization import quantize
-
-        calib = calibration_inputs(datasets, cfg.calib_size, cfg.data.seed)
-        for fmt in cfg.formats:
-            fp32 = art_dir / ex.artifact_name(fmt, "fp32")
-            path = art_dir / ex.artifact_name(fmt, "int8")
-            parity = ex.checked_artifact(
-                model, fmt, path, lambda tmp, fmt=fmt, src=fp32: quantize(fmt, src, tmp, calib),
-                x_par, y_par, cfg.threads)
-            echo(f"  {path.name}: parity max abs diff {parity['max_abs_diff']:.3f}, "
-                 f"top-1 agreement {parity['top1_agreement']:.1%}")
-            artifacts.append({"format": fmt, "precision": "int8", "path": path, "parity": parity})
+        arts += quantize_stage(cfg, pruned.model, datasets, x_par, y_par, echo)
     else:
         stage("quantize: skipped (--quantize none)")
 
-    stage(f"evaluate {len(artifacts)} artifact(s) in their runtimes on {len(y_test)} images")
-    x1 = x_test[:1]
-    for a in artifacts:
-        logits = ex.run_artifact(a["path"], a["format"], x_test, threads=cfg.threads)
-        a["accuracy"] = float(np.mean(logits.argmax(-1) == y_test))
-        a["latency_ms"] = artifact_latency(a["path"], a["format"], x1, cfg.threads,
-                                           cfg.latency_runs)
-        a["bytes"] = a["path"].stat().st_size
-        from edgectl.pipeline.metrics import compressed_size
-
-        a["gzip_bytes"] = compressed_size(a["path"])
-        echo(f"  {a['path'].name}: accuracy {a['accuracy']:.2%}, "
-             f"p50 {a['latency_ms']['p50']:.2f} ms")
-    below = [a for a in artifacts if a["accuracy"] < min_acc]
-    deployable = result["accuracy"] >= min_acc and not below
-    if below and not cfg.allow_below_min:
-        worst = min(below, key=lambda a: a["accuracy"])
-        raise BelowMinAccuracy(_gate_message(worst["path"].name, worst["accuracy"], min_acc,
-                                             cfg, chance))
+    stage(f"evaluate {len(arts)} artifact(s) in their runtimes on {len(y_test)} images")
+    measure_stage(cfg, arts, x_test, y_test, echo)
+    notes = int8_drop_gate(arts, gate.max_drop)
+    for line in notes:
+        echo(f"  {line}")
+    # INT8 files the drop gate already set aside are not served, so they do not fail the build
+    worst = min((a for a in arts if a.deployable), key=lambda a: a.accuracy)
+    deployable = accuracy_gate(cfg, gate, worst.name, worst.accuracy) and model_ok
+    notes += speed_notes(pruned)
 
     stage("bundle" + ("" if deployable else " (NOT deployable: below --min-accuracy)"))
-    version = _version(cfg)
-    name = cfg.name or f"inspection-{base_meta.get('arch', 'mobilenet_v2')}"
-    x_vec = x_test[:VECTOR_CANDIDATES]
-    model_metrics = {**_slim(result),
-                     "sparsity_pruning": _pruning_sparsity(model, report, cfg.prune)}
-    bundle_dir = write_bundle(
-        out / "bundle", name=name, version=version, labels=list(datasets.labels),
-        reject_labels=list(datasets.reject_labels), input_spec=spec,
-        artifacts=[{"path": a["path"], "format": a["format"], "precision": a["precision"],
-                    "metrics": {"accuracy": a["accuracy"], "latency_ms": a["latency_ms"],
-                                "parity": _slim_parity(a["parity"]),
-                                "gzip_bytes": a["gzip_bytes"]}}
-                   for a in artifacts],
-        metrics=model_metrics, baseline=_slim(baseline),
-        provenance={"config": cfg.to_dict(), "dataset": {"description": datasets.description,
-                                                         **cfg.data.to_dict()},
-                    "code_version": code_version(), "baseline_source": source,
-                    "pruning": report},
-        min_accuracy=min_acc, test_inputs=x_vec,
-        private_key_pem=cfg.key, deployable=deployable,
-        default_precision="int8" if cfg.quantize == "int8" else "fp32",
-    )
-    tar = pack_tar(bundle_dir, out / "bundle.tar")
-    signed = " and signed" if cfg.key else " (unsigned: pass --key to sign)"
-    echo(f"  {bundle_dir} and {tar.name} written{signed}")
-
-    from edge_common.bundle import load_bundle
-
+    bundle_dir, tar, name, version = bundle_stage(cfg, datasets, base, pruned, arts, gate,
+                                                  deployable, x_test, echo)
     b = load_bundle(bundle_dir)
-    vec = {r["path"]: r for r in _replay(b, cfg.threads)}
-    summary = {
-        "bundle": str(bundle_dir),
-        "bundle_tar": str(tar),
-        "name": name,
-        "version": version,
-        "deployable": deployable,
-        "signed": cfg.key is not None,
-        "min_accuracy": min_acc,
-        "baseline": {**baseline, "sparsity_pruning": 0.0, "source": source},
-        "model": {**result, "sparsity_pruning": model_metrics["sparsity_pruning"]},
-        "pruning": report,
-        "artifacts": [
-            {"format": a["format"], "precision": a["precision"],
-             "path": str(bundle_dir / ex.artifact_name(a["format"], a["precision"])),
-             "bytes": a["bytes"], "gzip_bytes": a["gzip_bytes"],
-             "sha256": next(x.sha256 for x in b.artifacts
-                            if x.path == ex.artifact_name(a["format"], a["precision"])),
-             "accuracy": a["accuracy"], "latency_ms": a["latency_ms"]["p50"],
-             "latency": a["latency_ms"], "max_abs_diff": a["parity"]["max_abs_diff"],
-             "top1_agreement": a["parity"]["top1_agreement"],
-             "test_vectors": (vec.get(ex.artifact_name(a["format"], a["precision"])) or {})
-             .get("status")}
-            for a in artifacts
-        ],
-        "config": cfg.to_dict(),
-        "seconds": time.perf_counter() - t_start,
-    }
-    fp32_acc = {a["format"]: a["accuracy"] for a in summary["artifacts"]
-                if a["precision"] == "fp32"}
-    for a in summary["artifacts"]:
-        if a["format"] in fp32_acc:
-            a["accuracy_vs_fp32"] = a["accuracy"] - fp32_acc[a["format"]]
-    write_json_atomic(out / "build.json", json.loads(json.dumps(summary, default=str)))
-    return summary
-
-
-def _replay(bundle: Any, threads: int) -> list[dict[str, Any]]:
-    from edge_common.bundle import replay_test_vectors
-
-    return replay_test_vectors(bundle, threads=threads)
-
+    result = BuildResult(
+        config=cfg, name=name, version=version, bundle=bundle_dir, bundle_tar=tar,
+        deployable=deployable, gate=gate, baseline=base, model=pruned, artifacts=arts,
+        sha256={x.path: x.sha256 for x in b.artifacts},
+        test_vectors={r["path"]: r.get("status")
+                      for r in replay_test_vectors(b, threads=cfg.threads)},
+        notes=notes, seconds=stage.elapsed())
+    summary = result.to_dict()
+    write_json_atomic(cfg.out / "build.json", json.loads(json.dumps(summary, default=str)))
+    return result
 
 
 def _gate_message(what: str, acc: float, min_acc: float, cfg: BuildConfig,
@@ -449,51 +529,3 @@ def _version(cfg: BuildConfig) -> str:
 def _slim(ev: dict[str, Any]) -> dict[str, Any]:
     """An evaluation without the bulky per-class/confusion tables (they stay in build.json)."""
     return {k: v for k, v in ev.items() if k not in ("confusion", "labels")}
-
-
-def _slim_parity(p: dict[str, Any]) -> dict[str, Any]:
-    keys = ("n", "max_abs_diff", "mean_abs_diff", "top1_agreement", "tolerance")
-    return {k: p[k] for k in keys if k in p}
-
-
-# --------------------------------------------------------------------------- table
-
-
-def _mb(n: Any) -> str:
-    return f"{n / 1e6:.2f} MB" if isinstance(n, (int, float)) else "-"
-
-
-def format_table(summary: dict[str, Any]) -> str:
-    """Baseline vs result, and every artifact: the table ``edgectl build`` prints."""
-    head = (f"{'':<20} {'accuracy':>9} {'params':>10} {'nonzero':>10} {'sparsity':>8} "
-            f"{'size':>9} {'gzip':>9} {'p50 ms':>7}")
-    lines = [head, "-" * len(head)]
-    rows = (("baseline (PyTorch)", summary["baseline"]), ("model (PyTorch)", summary["model"]))
-    for label, ev in rows:
-        lat = (ev.get("latency_ms") or {}).get("p50")
-        lines.append(
-            f"{label:<20} {ev['accuracy']:>9.2%} {ev['params']:>10,} {ev['nonzero']:>10,} "
-            f"{ev.get('sparsity_pruning', 0.0):>8.3f} {_mb(ev.get('size_bytes')):>9} "
-            f"{_mb(ev.get('size_gzip_bytes')):>9} {(f'{lat:.2f}' if lat else '-'):>7}"
-        )
-    for a in summary["artifacts"]:
-        label = f"{Path(a['path']).name}"
-        lines.append(
-            f"{label:<20} {a['accuracy']:>9.2%} {'':>10} {'':>10} {'':>8} "
-            f"{_mb(a['bytes']):>9} {_mb(a['gzip_bytes']):>9} {a['latency_ms']:>7.2f}"
-        )
-    p = summary.get("pruning")
-    if p:
-        what = ("zeroed share of prunable conv/linear weights, classifier excluded"
-                if p["method"] == "unstructured" else "share of the parameters removed")
-        lines.append(f"sparsity: {p['method']} {p['regime']}, target {p['target']:.2f}, "
-                     f"reached {p['actual']:.4f} ({what})")
-    lines.append(f"latency: batch 1, {summary['config']['threads']} thread(s), median; "
-                 f"artifacts in their own runtimes (ONNX Runtime / LiteRT)")
-    twins = [f"{Path(a['path']).name} {100 * a['accuracy_vs_fp32']:+.2f} pt"
-             for a in summary["artifacts"] if a["precision"] == "int8" and "accuracy_vs_fp32" in a]
-    if twins:
-        lines.append("INT8 vs its FP32 twin: " + ", ".join(twins))
-    gate = "passed" if summary["deployable"] else "NOT passed (bundle marked not deployable)"
-    lines.append(f"accuracy gate {summary['min_accuracy']:.2%}: {gate}")
-    return "\n".join(lines)

@@ -363,16 +363,27 @@ def _progress(items: list[float], enabled: bool, desc: str) -> Iterable[float]:
     return tqdm(items, desc=desc, unit="step", leave=False)
 
 
+NO_SPEED_RATIO = 0.9  # pruned/dense latency at or above this: no speed worth the name
+
+
 def speed_note(method: str, ratio_ort: float | None) -> str:
-    """Say plainly what the measured latency means for this kind of pruning."""
+    """Say plainly what the measured latency (pruned / dense, ONNX Runtime FP32) means for
+    this kind of pruning; unstructured sparsity that brings no speed names the alternative."""
+    measured = ratio_ort is not None and not math.isnan(ratio_ort)
     if method == "unstructured":
+        if measured and ratio_ort < NO_SPEED_RATIO:  # type: ignore[operator]
+            return (f"the unstructured model runs at {ratio_ort:.2f}x the dense latency in "
+                    "ONNX Runtime FP32")
+        at = f" (measured: {ratio_ort:.2f}x the dense latency in ONNX Runtime FP32)" if measured \
+            else ""
         return (
-            "zeros do not make dense kernels faster: ONNX Runtime and PyTorch still multiply "
-            "every weight; the gain is compressed size"
+            f"unstructured sparsity brings no speed here{at}: zeros do not make dense kernels "
+            "faster, ONNX Runtime and PyTorch still multiply every weight; the gain is "
+            "compressed size. For speed, remove channels: --prune structured"
         )
-    if ratio_ort is None or math.isnan(ratio_ort):
+    if not measured:
         return "channels were removed physically; latency not measured"
-    verdict = "faster" if ratio_ort < 0.95 else "not measurably faster"
+    verdict = "faster" if ratio_ort < 0.95 else "not measurably faster"  # type: ignore[operator]
     return (
         f"channels were removed physically (smaller layers, fewer MACs): the pruned model runs "
         f"at {ratio_ort:.2f}x the dense latency in ONNX Runtime FP32, {verdict}"
