@@ -226,7 +226,12 @@ def test_speed_report_shape_and_unstructured_note(model: nn.Module) -> None:
         assert sp[runtime]["dense_ms"] > 0 and sp[runtime]["pruned_ms"] > 0
         assert sp[runtime]["ratio"] == pytest.approx(
             sp[runtime]["pruned_ms"] / sp[runtime]["dense_ms"])
-    assert "zeros do not make dense kernels faster" in sp["note"]
+    # The note follows the measured ratio (3 runs on a shared machine can land either side).
+    if sp["onnxruntime_fp32"]["ratio"] >= pruning.NO_SPEED_RATIO:
+        assert "zeros do not make dense kernels faster" in sp["note"]
+        assert "--prune structured" in sp["note"]
+    else:
+        assert f"{sp['onnxruntime_fp32']['ratio']:.2f}x the dense latency" in sp["note"]
     size = sp["size"]
     assert size["pruned"]["onnx_bytes"] == pytest.approx(size["dense"]["onnx_bytes"], rel=0.01)
     assert size["pruned"]["onnx_gzip_bytes"] < 0.8 * size["dense"]["onnx_gzip_bytes"]
