@@ -118,3 +118,16 @@ def test_add_device_directly_in_the_data_dir(cli_runner, tmp_path):
         assert resp.status_code == 200
     finally:
         c.close()
+
+
+def test_project_root_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    """The Ansible runner finds the checkout from its own location, not from the cwd: the
+    board suite runs `edgectl bench` from a temporary folder (a moved module once looked one
+    level too shallow and every command outside the checkout failed)."""
+    from edgectl.fleet.ansible import project_root
+
+    monkeypatch.delenv("EDGECTL_PROJECT_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    root = project_root()
+    assert (root / "pyproject.toml").is_file()
+    assert (root / "ansible" / "deploy.yml").is_file()

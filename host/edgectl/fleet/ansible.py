@@ -43,7 +43,7 @@ def project_root() -> Path:
     """The edgectl checkout this module runs from (holds pyproject.toml and ansible/)."""
     env = os.environ.get("EDGECTL_PROJECT_DIR")
     candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[2], Path.cwd()]
+    candidates += [Path(__file__).resolve().parents[3], Path.cwd()]
     for root in candidates:
         if (root / "pyproject.toml").is_file() and (root / "ansible" / "deploy.yml").is_file():
             return root
