@@ -20,10 +20,8 @@ Hooks for sync/update (docs/architecture.md, "Agent hooks"): ``run``, ``stop``,
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
-import queue
 import random
 import sqlite3
 import sys
@@ -43,19 +41,17 @@ from edge_agent.camera import CameraError, EndOfStream, Resilient, make_camera
 from edge_agent.classifier import Classifier
 from edge_agent.config import AgentConfig
 from edge_agent.decision import Policy, Verdict, decide, decide_error
-from edge_agent.journal import DATA_MODE, Journal, is_corrupt
+from edge_agent.journal import DATA_MODE, Journal
 from edge_agent.notify import Notifier
 from edge_agent.pins import make_pin_factory
 from edge_agent.stats import Stats
 from edge_agent.trigger import GpioTrigger, make_trigger
+from edge_agent.writer import DecisionWriter
 from edge_common.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
-_STOP = object()
-BACKLOG_MAX = 10_000  # decisions held in memory while the journal cannot be written
-RETRY_S = 1.0  # how often a faulted journal is tried again
 RECONCILE_DEAD = "agent stopped before the reject pulse was confirmed (kill or crash)"
 RECONCILE_STOP = "agent stopped before the reject pulse fired"
 
@@ -92,12 +88,19 @@ class Agent:
         # Safe state first: claim the reject output and drive it to its safe level before
         # anything that can be slow or fail (journal, model, camera).
         self.actuator = actuator if actuator is not None else self._open_actuator()
-        self.actuator.on_done = self._on_pulse_done
         self.faults: dict[str, str] = {}
-        self._done: collections.deque[str] = collections.deque()
-        self._backlog: list[tuple[dict[str, Any], Any, int, bool]] = []
-        self.backlog_dropped = 0
         self.journal = self._open_journal()
+        self.station: Any = None  # plc.station.Station when a PLC trigger or sink is set
+        self.writer = DecisionWriter(
+            self.journal,
+            self.actuator,
+            self._fault,
+            self._clear_fault,
+            lambda: self.stats.add_miss(),
+            self._committed,
+            deliver=lambda rec: self.station.deliver(rec) if self.station else None,
+        )
+        self.actuator.on_done = self.writer.on_pulse_done
         self.classifier = classifier
         self.camera = camera
         self.trigger = trigger
@@ -117,7 +120,6 @@ class Agent:
         self._swap_lock = threading.Lock()
         self._pending: tuple[Classifier, threading.Event] | None = None
         self._running = False
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=256)
         self._fatal: BaseException | None = None
         self._rng = random.Random()
         self._lock = threading.Lock()
@@ -176,8 +178,9 @@ class Agent:
             "last_id": self.last_id,
             "disk_bytes": disk,
             "faults": dict(self.faults),
-            "unjournaled": len(self._backlog),
-            "unjournaled_dropped": self.backlog_dropped,
+            "unjournaled": len(self.writer.backlog),
+            "unjournaled_dropped": self.writer.backlog_dropped,
+            "plc": self.station.snapshot() if self.station else None,
             "temperature_c": machine.temperature_c(),
             "camera": {
                 "type": getattr(cam, "name", None),
@@ -262,13 +265,46 @@ class Agent:
         self.camera.open()
         try:
             if self.trigger is None:
-                self.trigger = make_trigger(cfg.trigger, self._pin_factory(cfg.trigger.pin_factory))
+                self.trigger = self._open_trigger()
         except BaseException:
             self.camera.close()
             raise
         if self.actuator.on_fire is None:
             self.actuator.on_fire = self._on_fire
         self.state = "ready"
+
+    def _open_trigger(self) -> Any:
+        """The configured trigger; with a PLC trigger or result sink, the PLC station (which
+        wraps a gpio/interval trigger and runs the handshake, edge_agent.plc)."""
+        cfg = self.config
+        from edge_agent.plc import TRIGGERS
+
+        plc = cfg.trigger.type in TRIGGERS or bool(cfg.results)
+        inner = None
+        if cfg.trigger.type not in TRIGGERS:
+            inner = make_trigger(cfg.trigger, self._pin_factory(cfg.trigger.pin_factory))
+            if not plc:
+                return inner
+        from edge_agent.plc.station import Station
+
+        assert self.classifier is not None
+        station = Station(cfg, self.classifier.labels, inner, self._fault, self._clear_fault)
+        try:
+            station.open()
+        except Exception as err:
+            self._fault("plc", str(err))
+            self._write_status()
+            raise
+        self.station = station
+        return station
+
+    def _committed(self, rec: dict[str, Any]) -> None:
+        """A decision is durable: report it (status, ``--events``, MQTT)."""
+        self.last_id = rec["id"]
+        if self.station is not None:
+            self.station.decision(rec)
+        if self.on_decision is not None:
+            self.on_decision(rec)
 
     def _on_fire(self, t_trigger_ns: int, t_on_ns: int) -> None:
         self.stats.hist["actuation"].add((t_on_ns - t_trigger_ns) / 1e6)
@@ -286,9 +322,8 @@ class Agent:
         # Python hands the GIL over every 5 ms by default: the actuator's thread would
         # wake up to 5 ms late while the loop computes. 0.5 ms keeps pulses on time.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
-        writer = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
         reporter = threading.Thread(target=self._reporter, name="reporter", daemon=True)
-        writer.start()
+        self.writer.start()
         reporter.start()
         for w in self._workers:
             self._start_worker(w)
@@ -310,11 +345,10 @@ class Agent:
         finally:
             self._running = False
             self.notifier.stopping()
-            self._close_inputs()
-            self._queue.put(_STOP)
-            writer.join(timeout=30)
+            self._close_inputs()  # a PLC station fails its undecided parts (safe verdict)
+            self.writer.stop()
             self.actuator.stop()  # safe level; pulses not yet fired are dropped
-            self._settle_actuations()
+            self.writer.settle(RECONCILE_STOP)
             self._prune()
             self._stop.set()
             reporter.join(timeout=5)
@@ -433,6 +467,9 @@ class Agent:
         assert self.actuator and self.classifier
         t_dec = time.monotonic_ns()
         missed = not self.actuator.deadline_ok(t_trig, t_dec)
+        plc = self.station.check(t_trig) if self.station is not None else None
+        if plc is not None and plc["late"]:
+            missed = True  # the PLC got Fail (fault 1) at the result deadline
         if missed:
             self.stats.add_miss()
         latency = {
@@ -464,6 +501,8 @@ class Agent:
             "latency_ms": {k: None if v is None else round(v, 4) for k, v in latency.items()},
             "deadline_missed": missed,
         }
+        if plc is not None:
+            rec["plc"] = plc
         with self._lock:
             self.counts[verdict.decision] += 1
             if verdict.error:
@@ -472,8 +511,7 @@ class Agent:
                 self.truth_seen += 1
                 self.truth_correct += int(truth == verdict.label)
         image = frame.image if frame is not None and self._keep_sample(verdict) else None
-        # Blocks only if the disk is far behind (backpressure).
-        self._queue.put((rec, image, t_trig, verdict.rejects and not missed))
+        self.writer.put((rec, image, t_trig, verdict.rejects and not missed))
 
     def _keep_sample(self, verdict: Verdict) -> bool:
         sc = self.config.samples
@@ -496,116 +534,6 @@ class Agent:
             log.info("model swapped: %s → %s", old.version if old else None, new.version)
 
     # -- background threads ------------------------------------------------------------
-
-    def _writer(self) -> None:
-        """Commit queued decisions (group commit), then schedule their pulses and report
-        them; close confirmed actuations; retry a faulted journal."""
-        stop = False
-        next_retry = 0.0
-        while not stop:
-            try:
-                batch = [self._queue.get(timeout=0.1)]
-            except queue.Empty:
-                batch = []
-            while batch and len(batch) < 64:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if _STOP in batch:
-                stop = True
-                batch = [b for b in batch if b is not _STOP]
-            if batch or (self._backlog and time.monotonic() >= next_retry):
-                if not self._commit(batch):
-                    next_retry = time.monotonic() + RETRY_S
-            self._flush_done()
-
-    def _commit(self, batch: list[tuple[dict[str, Any], Any, int, bool]]) -> bool:
-        """Write the backlog and ``batch``; on success schedule their pulses. On a journal
-        fault keep rejecting (fire the pulses now) and hold the records in memory."""
-        assert self.actuator
-        backlog = self._backlog
-        items = [(rec, img) for rec, img, _, _ in backlog + batch]
-        actuation = {rec["id"]: "before_journal" for rec, _, _, rej in backlog if rej}
-        actuation.update({rec["id"]: "pending" for rec, _, _, rej in batch if rej})
-        for attempt in (1, 2):
-            try:
-                self.journal.record_many(items, actuation)
-                break
-            except Exception as err:  # noqa: BLE001 - a journal fault never stops the line
-                if attempt == 1 and is_corrupt(err):
-                    aside = self.journal.recover(str(err))
-                    self._fault("journal_corrupt", f"corrupt journal moved to {aside}")
-                    continue
-                self._fault("journal", f"cannot write decisions: {err}")
-                try:
-                    self.journal.checkpoint()  # a WAL that cannot grow: fold it back in
-                except Exception:  # noqa: BLE001
-                    pass
-                for rec, _, t_trig, rejects in batch:
-                    if rejects and not self.actuator.schedule(t_trig):
-                        self.stats.add_miss()
-                    if rejects:
-                        log.warning("unjournaled reject %s (item %s)", rec["id"], rec["item"])
-                backlog.extend((rec, None, t, rej) for rec, _, t, rej in batch)  # no images
-                if len(backlog) > BACKLOG_MAX:
-                    drop = len(backlog) - BACKLOG_MAX
-                    self.backlog_dropped += drop
-                    del backlog[:drop]
-                return False
-        if backlog:
-            log.warning("journal writable again: %d held decisions committed", len(backlog))
-        self._backlog = []
-        self._clear_fault("journal")
-        for rec, _, t_trig, rejects in batch:
-            if rejects and not self.actuator.schedule(t_trig, tag=rec["id"]):
-                self.stats.add_miss()
-                self._done.append("missed:" + rec["id"])
-        for rec, _, _, _ in backlog + batch:
-            self.last_id = rec["id"]
-            if self.on_decision is not None:
-                try:
-                    self.on_decision(rec)
-                except Exception:  # noqa: BLE001
-                    log.exception("on_decision callback failed")
-        return True
-
-    def _on_pulse_done(self, tags: list[Any]) -> None:
-        self._done.extend(str(t) for t in tags)  # the actuator's thread: no I/O here
-
-    def _flush_done(self) -> None:
-        outcomes: dict[str, str] = {}
-        while self._done:
-            tag = self._done.popleft()
-            if tag.startswith("missed:"):
-                outcomes[tag[7:]] = "missed"
-            else:
-                outcomes[tag] = "done"
-        if not outcomes:
-            return
-        try:
-            self.journal.mark_actuated(outcomes)
-        except Exception as err:  # noqa: BLE001 - retried; a restart reconciles them
-            self._fault("journal", f"cannot confirm actuations: {err}")
-            self._done.extend(
-                (f"missed:{k}" if v == "missed" else k) for k, v in outcomes.items()
-            )
-
-    def _settle_actuations(self) -> None:
-        """After the actuator stopped: confirm what fired, reconcile what never will."""
-        self._flush_done()
-        try:
-            n = self.journal.reconcile(RECONCILE_STOP)
-        except Exception as err:  # noqa: BLE001
-            self._fault("journal", f"cannot reconcile actuations: {err}")
-            return
-        if n:
-            log.info("journal: %d rejects whose pulse had not fired at stop reconciled", n)
-        if self._backlog:
-            self._fault(
-                "journal",
-                f"{len(self._backlog)} decisions could not be journaled before the stop",
-            )
 
     def _reporter(self) -> None:
         jc = self.config.journal
