@@ -345,8 +345,10 @@ class Agent:
         finally:
             self._running = False
             self.notifier.stopping()
-            self._close_inputs()  # a PLC station fails its undecided parts (safe verdict)
-            self.writer.stop()
+            self._close_inputs()
+            self.writer.stop()  # commits what is queued: those verdicts still reach the PLC
+            if self.station is not None:
+                self.station.close()  # undecided parts fail (the safe verdict), links close
             self.actuator.stop()  # safe level; pulses not yet fired are dropped
             self.writer.settle(RECONCILE_STOP)
             self._prune()
@@ -362,6 +364,8 @@ class Agent:
 
     def _close_inputs(self) -> None:
         for part in (self.trigger, self.camera):
+            if part is self.station:
+                continue  # closed after the writer has delivered the last verdicts
             try:
                 part.close()
             except Exception:  # noqa: BLE001
@@ -391,7 +395,8 @@ class Agent:
 
     def _loop(self, max_items: int | None, duration: float | None) -> None:
         assert self.classifier and self.camera and self.trigger and self.actuator
-        gpio_items = isinstance(self.trigger, GpioTrigger)
+        # A real part (beam-break, PLC) passed even when no frame came: it gets a verdict.
+        gpio_items = isinstance(self.trigger, GpioTrigger) or self.station is not None
         end = None if duration is None else time.monotonic() + duration
         item = 0
         while not self._stop.is_set() and self._fatal is None:
