@@ -51,6 +51,7 @@ class MqttSink:
         self.dropped = 0
         self._lock = threading.Lock()
         self._next_status = 0.0
+        self._closing = False
 
     def start(self, station: Any) -> None:
         mqtt = require("paho.mqtt.client")
@@ -85,6 +86,8 @@ class MqttSink:
 
     def _on_disconnect(self, client: Any, _u: Any, flags: Any, reason: Any, props: Any) -> None:
         self.connected.clear()
+        if self._closing:
+            return  # our own clean disconnect
         with self._lock:
             waiting = self.published - self.acked
         self.station.link_fault(
@@ -154,6 +157,7 @@ class MqttSink:
         if self.connected.is_set():
             self._publish(self.topics["status"], "offline", retain=True)
             self.flush(2.0)
+        self._closing = True
         self.client.disconnect()
         self.client.loop_stop()
         self.client = None
