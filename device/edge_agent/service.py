@@ -1,15 +1,17 @@
 """The agent's main loop: trigger → camera → classifier → decision → actuator → journal.
 
 Threads: the main loop (capture, classify, decide; pings the systemd watchdog, so a hung
-loop gets the service restarted), the actuator's scheduler, a journal writer (commits
-decisions, *then* schedules their reject pulses and reports them: write-ahead, a decision
-is durable before its pulse fires or anything — log, status, ``--events`` line —
-acknowledges it), a reporter (status file, periodic log line, caps) and any workers
-added with ``add_worker`` (sync, update).
+loop gets the service restarted), the actuator's scheduler, the journal writer
+(``writer.py``: commits decisions, *then* schedules their reject pulses, hands verdicts to
+the PLC and reports them: write-ahead, a decision is durable before its pulse fires or
+anything — log, status, ``--events`` line, PLC result, MQTT — acknowledges it), a reporter
+(status file, periodic log line, caps; bodies in ``report.py``), the PLC station's clock
+and servers when configured (``plc/``) and any workers added with ``add_worker``.
 
 Fail-safe order: the actuator is claimed and driven to its safe level first (in
 ``__init__``, before the journal, the model or the camera); rejects a dead agent left
-unconfirmed are reconciled at start. Journal faults (disk full, read-only, corrupt file)
+unconfirmed are reconciled at start; PLC parts still undecided at a stop or a link fault
+get a Fail (``plc/handshake.py``). Journal faults (disk full, read-only, corrupt file)
 raise a fault (``faults`` in the status, an error log line) and never stop the line:
 decisions wait in memory and are retried, their rejects still fire (counted as
 ``actuated_before_journal``); a corrupt file is moved aside and a fresh one started.
@@ -21,11 +23,8 @@ Hooks for sync/update (docs/architecture.md, "Agent hooks"): ``run``, ``stop``,
 from __future__ import annotations
 
 import logging
-import os
 import random
-import sqlite3
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -35,18 +34,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_agent import machine
+from edge_agent import report
 from edge_agent.actuator import Actuator
 from edge_agent.camera import CameraError, EndOfStream, Resilient, make_camera
 from edge_agent.classifier import Classifier
 from edge_agent.config import AgentConfig
 from edge_agent.decision import Policy, Verdict, decide, decide_error
-from edge_agent.journal import DATA_MODE, Journal
+from edge_agent.journal import DATA_MODE
 from edge_agent.notify import Notifier
 from edge_agent.pins import make_pin_factory
 from edge_agent.stats import Stats
 from edge_agent.trigger import GpioTrigger, make_trigger
-from edge_agent.writer import DecisionWriter
+from edge_agent.writer import DecisionWriter, open_journal
 from edge_common.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ class Agent:
         # anything that can be slow or fail (journal, model, camera).
         self.actuator = actuator if actuator is not None else self._open_actuator()
         self.faults: dict[str, str] = {}
-        self.journal = self._open_journal()
+        self.journal = open_journal(config, self._fault)
         self.station: Any = None  # plc.station.Station when a PLC trigger or sink is set
         self.writer = DecisionWriter(
             self.journal,
@@ -153,41 +152,14 @@ class Agent:
 
     def snapshot(self) -> dict[str, Any]:
         """The heartbeat body (and the status file's content)."""
-        cam = self.camera
-        with self._lock:
-            counts = dict(self.counts)
-            accuracy = self.truth_correct / self.truth_seen if self.truth_seen else None
-        try:
-            jcounts = self.journal.counts()
-            disk = self.journal.disk_bytes()
-        except Exception:  # noqa: BLE001 - a status must not fail because the disk does
-            jcounts, disk = {}, None
-        return {
-            "device_id": self.config.device_id,
-            "model_version": self.classifier.version if self.classifier else None,
-            "state": self.state,
-            "pid": os.getpid(),
-            "updated": time.time(),
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "items": self.stats.items,
-            "fps": round(self.stats.fps(), 2),
-            "latency_ms": self.stats.latency_ms(),
-            "deadline_misses": self.stats.deadline_misses,
-            "counts": {**jcounts, "run": counts},
-            "accuracy": None if accuracy is None else round(accuracy, 4),
-            "last_id": self.last_id,
-            "disk_bytes": disk,
-            "faults": dict(self.faults),
-            "unjournaled": len(self.writer.backlog),
-            "unjournaled_dropped": self.writer.backlog_dropped,
-            "plc": self.station.snapshot() if self.station else None,
-            "temperature_c": machine.temperature_c(),
-            "camera": {
-                "type": getattr(cam, "name", None),
-                "degraded": bool(getattr(cam, "degraded", False)),
-                "last_error": getattr(cam, "last_error", None),
-            },
-        }
+        return report.snapshot(self)
+
+    def status_line(self) -> str:
+        return report.status_line(self)
+
+    def summary(self) -> dict[str, Any]:
+        """The end-of-run summary (``edge-agent run`` prints it)."""
+        return report.summary(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -198,27 +170,6 @@ class Agent:
         return Actuator(
             pin, ac.delay_ms, ac.pulse_ms, ac.active_high, factory, safe_on=ac.safe_state == "on"
         )
-
-    def _open_journal(self) -> Journal:
-        """The journal; a corrupt file is moved aside (fault raised); an unusable folder
-        (read-only, full) falls back to a journal in the runtime folder (RAM), fault raised."""
-        jc = self.config.journal
-        kw = {"synchronous": jc.synchronous, "sample_format": self.config.samples.format}
-        try:
-            journal = Journal(jc.dir, **kw)
-        except (OSError, sqlite3.Error) as err:
-            fallback = Path(
-                os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()
-            ) / f"edge-agent-journal-{self.config.device_id}"
-            self._fault(
-                "journal_open",
-                f"cannot open the journal in {jc.dir} ({err}); journaling to {fallback} "
-                "(lost on power loss) until it is fixed",
-            )
-            return Journal(fallback, **kw)
-        if journal.recovered:
-            self._fault("journal_corrupt", f"corrupt journal moved to {journal.recovered}")
-        return journal
 
     def _fault(self, name: str, message: str) -> None:
         """Raise a fault: kept in the status and heartbeats, logged once when it starts."""
@@ -566,45 +517,12 @@ class Agent:
         except Exception as err:  # noqa: BLE001
             log.warning("journal prune failed: %s", err)
 
-    def status_line(self) -> str:
-        lat = self.stats.latency_ms().get("total", {})
-        degraded = " camera DEGRADED" if getattr(self.camera, "degraded", False) else ""
-        return (
-            f"{self.stats.items} items, {self.stats.fps():.1f} fps, "
-            f"{self.counts['reject']} rejects, {self.counts['review']} reviews, "
-            f"{self.stats.deadline_misses} misses, trigger→decision p50 "
-            f"{lat.get('p50', 0):.1f} p99 {lat.get('p99', 0):.1f} ms{degraded}"
-        )
-
     def _write_status(self) -> None:
         try:
             write_json_atomic(status_path(self.config), self.snapshot(), mode=DATA_MODE)
             self.notifier.status(self.status_line())
         except Exception as err:  # noqa: BLE001 - e.g. the disk is full (a fault already)
             log.warning("cannot write the status file: %s", err)
-
-    def summary(self) -> dict[str, Any]:
-        """The end-of-run summary (``edge-agent run`` prints it)."""
-        elapsed = time.monotonic() - self.started
-        with self._lock:
-            counts = dict(self.counts)
-            accuracy = self.truth_correct / self.truth_seen if self.truth_seen else None
-        lat = self.stats.latency_ms()
-        return {
-            "items": self.stats.items,
-            "ok": counts["ok"],
-            "rejects": counts["reject"],
-            "reviews": counts["review"],
-            "errors": counts["errors"],
-            "pulses": self.actuator.pulses if self.actuator else 0,
-            "deadline_misses": self.stats.deadline_misses,
-            "fps": round(self.stats.items / elapsed, 2) if elapsed > 0 else 0.0,
-            "accuracy": None if accuracy is None else round(accuracy, 4),
-            "latency_ms": {k: {q: v[q] for q in ("p50", "p95", "p99")} for k, v in lat.items()},
-            "duration_s": round(elapsed, 2),
-            "model_version": self.classifier.version if self.classifier else None,
-            "journal": str(self.journal.path),
-        }
 
     def close(self) -> None:
         self.journal.close()

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import queue
+import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from edge_agent.journal import is_corrupt
+from edge_agent.journal import Journal, is_corrupt
 
 log = logging.getLogger(__name__)
 
@@ -184,3 +188,25 @@ class DecisionWriter:
                 "journal",
                 f"{len(self.backlog)} decisions could not be journaled before the stop",
             )
+
+
+def open_journal(config: Any, fault: Callable[[str, str], None]) -> Journal:
+    """The journal; a corrupt file is moved aside (fault raised); an unusable folder
+    (read-only, full) falls back to a journal in the runtime folder (RAM), fault raised."""
+    jc = config.journal
+    kw = {"synchronous": jc.synchronous, "sample_format": config.samples.format}
+    try:
+        journal = Journal(jc.dir, **kw)
+    except (OSError, sqlite3.Error) as err:
+        fallback = Path(
+            os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()
+        ) / f"edge-agent-journal-{config.device_id}"
+        fault(
+            "journal_open",
+            f"cannot open the journal in {jc.dir} ({err}); journaling to {fallback} "
+            "(lost on power loss) until it is fixed",
+        )
+        return Journal(fallback, **kw)
+    if journal.recovered:
+        fault("journal_corrupt", f"corrupt journal moved to {journal.recovered}")
+    return journal
