@@ -67,6 +67,7 @@ class MqttSink:
         c.will_set(self.topics["status"], "offline", qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         c.on_publish = self._on_publish
         self.client = c
         # connect_async + loop_start: paho's thread connects and reconnects by itself, so a
@@ -94,6 +95,14 @@ class MqttSink:
             self.name,
             f"broker {self.cfg.host}:{self.cfg.port} away ({reason}); "
             f"{waiting} messages buffered",
+        )
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        with self._lock:
+            waiting = self.published - self.acked
+        self.station.link_fault(
+            self.name,
+            f"broker {self.cfg.host}:{self.cfg.port} unreachable; {waiting} messages buffered",
         )
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
