@@ -525,6 +525,8 @@ class Agent:
             log.warning("cannot write the status file: %s", err)
 
     def close(self) -> None:
+        if self.station is not None:
+            self.station.close()  # opened but never run: its servers close here
         self.journal.close()
         if self.classifier is not None:
             self.classifier.close()

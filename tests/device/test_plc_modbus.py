@@ -175,3 +175,65 @@ def test_a_port_that_cannot_be_bound_stops_the_start_with_the_output_safe(
         finally:
             agent.actuator.stop()
             agent.close()
+
+
+def test_the_client_writes_every_result_into_a_plcs_registers(tmp_path, tiny_bundle):
+    """A pymodbus server plays the PLC; the agent (interval trigger, own part numbers)
+    writes each result block there, in order, with a ResultCount that steps by one."""
+    import asyncio
+    import threading
+
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.simulator import DataType, SimData, SimDevice
+
+    blocks: list[list[int]] = []
+
+    async def action(fc, start, address, count, registers, values):
+        if fc == 16 and address == 100 and values and len(values) == 6:
+            blocks.append(list(values))
+        return None
+
+    port = free_port()
+    device = SimDevice(
+        1, simdata=[SimData(0, count=200, values=0, datatype=DataType.REGISTERS)], action=action
+    )
+    loop = asyncio.new_event_loop()
+    up = threading.Event()
+    holder = []
+
+    async def start():
+        holder.append(ModbusTcpServer(device, address=("127.0.0.1", port)))
+        await holder[0].serve_forever(background=True)
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        up.set()
+        loop.run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert up.wait(10)
+    cfg = load_config(
+        write_config(
+            tmp_path / "agent.yaml", tiny_bundle,
+            trigger={"type": "interval", "rate_hz": 100},
+            actuator={"type": "none"},
+            results=["modbus-client"],
+            plc={"modbus": {"plc_host": "127.0.0.1", "plc_port": port, "plc_base": 100}},
+        ),
+        env={},
+    )
+    agent = Agent(cfg, camera=PartCamera(every=2))
+    try:
+        agent.run(max_items=40)
+    finally:
+        agent.close()
+        asyncio.run_coroutine_threadsafe(holder[0].shutdown(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+    assert [b[0] for b in blocks] == list(range(1, 41))  # ResultSeq, in order
+    assert [b[5] for b in blocks] == list(range(1, 41))  # ResultCount
+    for n, (_, class_id, conf, fault, flags, _) in enumerate(blocks, start=1):
+        reject = n % 2 == 0
+        assert flags == (2 if reject else 1) and fault == 0 and class_id == int(reject)
+        assert conf > 5000
+    assert "plc_modbus-client" not in agent.faults

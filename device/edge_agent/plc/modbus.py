@@ -211,7 +211,7 @@ class ModbusServer:
 
     def close(self) -> None:
         loop, server = self._loop, self._server
-        if loop is not None and server is not None and not loop.is_closed():
+        if loop is not None and server is not None and loop.is_running():
             try:
                 asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(5)
             except Exception:  # noqa: BLE001

@@ -68,6 +68,7 @@ class Station:
         self._items: collections.deque[tuple[int, int]] = collections.deque()  # (t_ns, seq)
         self._seq_of: dict[int, int] = {}
         self._stopping = False
+        self._closed = False
         self._thread: threading.Thread | None = None
         self.last_latency_ns: list[int] = []  # trigger → result presented (bench_plc)
 
@@ -89,7 +90,11 @@ class Station:
         self._push_state()
 
     def close(self) -> None:
-        """Fail every undecided part (``FAULT_STOPPED``), send those results, close links."""
+        """Fail every undecided part (``FAULT_STOPPED``), send those results, close links.
+        Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         with self._cv:
             self._stopping = True
             self.hs.fault(FAULT_STOPPED, "agent stopping", time.monotonic_ns())
