@@ -237,3 +237,35 @@ def test_the_client_writes_every_result_into_a_plcs_registers(tmp_path, tiny_bun
         assert flags == (2 if reject else 1) and fault == 0 and class_id == int(reject)
         assert conf > 5000
     assert "plc_modbus-client" not in agent.faults
+
+
+def test_a_trigger_link_fault_fails_the_parts_in_flight(tmp_path, tiny_bundle):
+    """The trigger's link faults (as a backend reports it) while a part waits: the part
+    gets Fail with fault 5, new triggers too, the status shows it; recovery clears it."""
+    port = free_port()
+    agent = Agent(
+        _config(tmp_path, tiny_bundle, port, result_deadline_ms=5000),
+        camera=PartCamera(delay_s=0.3),
+    )
+    run = AgentThread(agent).start()
+    client = ModbusTcpClient("127.0.0.1", port=port)
+    assert client.connect()
+    try:
+        client.write_registers(0, [1, 1])
+        time.sleep(0.05)
+        agent.station.link_fault("modbus", "link lost (test)")
+        ir = _result(client, 1)
+        assert ir[1] & FAIL and ir[5] == 5 and ir[6] == 5  # result and station fault: link
+        assert not ir[1] & READY
+        assert agent.snapshot()["faults"]["plc_modbus"] == "link lost (test)"
+        client.write_coil(1, True)
+        agent.station.link_ok("modbus")
+        client.write_registers(0, [2, 1])
+        ir = _result(client, 2)
+        assert ir[1] & PASS and ir[5] == 0
+    finally:
+        client.close()
+        run.stop()
+        agent.close()
+    assert "plc_modbus" not in agent.faults
+

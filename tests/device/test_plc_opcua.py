@@ -5,7 +5,9 @@ result to its part."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
+import pytest
 from asyncua import Client, ua
 from devicekit import write_config
 from plckit import AgentThread, PartCamera, free_port
@@ -13,6 +15,7 @@ from plckit import AgentThread, PartCamera, free_port
 from edge_agent.config import load_config
 from edge_agent.plc.handshake import FAULT_NONE
 from edge_agent.service import Agent
+from edge_common.errors import HardwareError
 
 NS = "urn:edgectl:test-line"
 N = 200
@@ -82,3 +85,26 @@ def test_an_opcua_client_drives_200_parts_through_the_agent(tmp_path, tiny_bundl
         assert passed is not reject and class_id == (1 if reject else 0)
         assert fault == FAULT_NONE and 0.5 < conf <= 1.0
     assert summary["items"] == N and summary["rejects"] == N // 5
+
+
+def test_an_opcua_endpoint_that_cannot_be_bound_stops_the_start(tmp_path, tiny_bundle):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = load_config(
+            write_config(
+                tmp_path / "agent.yaml", tiny_bundle, trigger="opcua",
+                actuator={"type": "none"},
+                plc={"opcua": {"endpoint": f"opc.tcp://127.0.0.1:{port}/x/"}},
+            ),
+            env={},
+        )
+        agent = Agent(cfg, camera=PartCamera())
+        try:
+            with pytest.raises(HardwareError, match="opcua"):
+                agent.open()
+            assert "plc" in agent.snapshot()["faults"]
+        finally:
+            agent.actuator.stop()
+            agent.close()
