@@ -44,7 +44,7 @@ def _example(tmp_path, tiny_bundle, mqtt_port):
     data["plc"]["modbus"]["port"] = free_port()
     data["plc"]["opcua"]["endpoint"] = f"opc.tcp://127.0.0.1:{free_port()}/edge-agent/"
     data["plc"]["mqtt"]["port"] = mqtt_port
-    data["plc"]["result_deadline_ms"] = 2000  # a loaded CI box; the deadline has its own test
+    data["plc"]["result_deadline_ms"] = 10000  # a loaded CI box; the deadline has its own test
     return from_dict(data, base=EXAMPLE.parent, env={})
 
 
