@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
-EXTRAS ?= host,tflite,tflite-export,device,dev
+EXTRAS ?= host,tflite,tflite-export,device,dev,plc
 
 .PHONY: install demo test test-slow test-board test-arm64 lint bench clean
 

@@ -51,7 +51,7 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
     print(
         f"config OK: {args.path} (device {cfg.device_id}, camera {cfg.camera.type}, trigger "
         f"{cfg.trigger.type}, runtime {cfg.runtime.type}, actuator {cfg.actuator.type}, "
-        f"bundle {cfg.bundle.path})"
+        f"results {', '.join(cfg.results) or 'none'}, bundle {cfg.bundle.path})"
     )
     return 0
 

@@ -96,7 +96,11 @@ class CameraConfig:
 class TriggerConfig:
     """What starts one capture: a beam-break sensor on a GPIO input, or a fixed rate."""
 
-    type: str = _f("interval", "Trigger source", choices=("gpio", "interval"))
+    type: str = _f(
+        "interval",
+        "Trigger source; modbus / opcua: the PLC triggers over the agent's server (plc:)",
+        choices=("gpio", "interval", "modbus", "opcua"),
+    )
     rate_hz: float = _f(10.0, "interval: items per second; 0 = unthrottled (benchmarks)", min=0.0)
     pin: int | str | None = _f(None, "gpio: input pin (BCM number or gpiozero name, e.g. GPIO17)")
     pull: str = _f(
@@ -111,6 +115,65 @@ class TriggerConfig:
         "gpiozero pin factory; null = gpiozero's default (GPIOZERO_PIN_FACTORY)",
         choices=PIN_FACTORIES,
     )
+
+
+@dataclass
+class ModbusConfig:
+    """Modbus TCP (pymodbus): the agent's server (register map in docs/plc.md) and the
+    client that writes results into a PLC's holding registers (``results: [modbus-client]``)."""
+
+    bind: str = _f(
+        "127.0.0.1", "Server: address to listen on (the PLC network's interface; no auth)"
+    )
+    port: int = _f(5020, "Server: TCP port (502 needs CAP_NET_BIND_SERVICE)", min=1, max=65535)
+    plc_host: str | None = _f(None, "Client: the PLC's address (required for modbus-client)")
+    plc_port: int = _f(502, "Client: the PLC's Modbus TCP port", min=1, max=65535)
+    plc_device_id: int = _f(1, "Client: the PLC's unit / device id", min=0, max=255)
+    plc_base: int = _f(0, "Client: first holding register of the result block", min=0)
+    timeout_s: float = _f(1.0, "Client: request timeout, s", min=0.01)
+
+
+@dataclass
+class OpcUaConfig:
+    """OPC UA (asyncua): the agent's server, the signals as variables of one object."""
+
+    endpoint: str = _f(
+        "opc.tcp://127.0.0.1:4840/edge-agent/", "Server endpoint URL (host: the interface)"
+    )
+    namespace: str = _f("urn:edgectl:edge-agent", "Namespace URI of the station's nodes")
+
+
+@dataclass
+class MqttConfig:
+    """MQTT (paho-mqtt 2): every decision and a periodic status as JSON, QoS 1."""
+
+    host: str = _f("127.0.0.1", "Broker address")
+    port: int = _f(1883, "Broker port", min=1, max=65535)
+    topic_prefix: str = _f(
+        "edgectl", "Topics: <prefix>/<device_id>/decision, .../status (retained)"
+    )
+    keepalive_s: int = _f(10, "Keepalive, s (the broker sends the last will after 1.5×)", min=1)
+    status_every_s: float = _f(5.0, "How often the status is published, s", min=0.1)
+    buffer_max: int = _f(
+        10000, "Decisions held while the broker is away (oldest dropped, counted)", min=1
+    )
+
+
+@dataclass
+class PlcConfig:
+    """The PLC handshake (edge_agent.plc; docs/plc.md) and its backends."""
+
+    result_deadline_ms: float = _f(
+        500.0, "Trigger → result deadline: no verdict by then = Fail + fault 1", min=1.0
+    )
+    max_in_flight: int = _f(16, "Parts triggered and not yet answered, at most", min=1, max=1000)
+    heartbeat_ms: float = _f(500.0, "How often the heartbeat counter steps, ms", min=10.0)
+    modbus: ModbusConfig = field(default_factory=ModbusConfig, metadata={"doc": "Modbus TCP"})
+    opcua: OpcUaConfig = field(default_factory=OpcUaConfig, metadata={"doc": "OPC UA"})
+    mqtt: MqttConfig = field(default_factory=MqttConfig, metadata={"doc": "MQTT"})
+
+
+RESULT_SINKS = ("modbus", "modbus-client", "opcua", "mqtt")
 
 
 @dataclass
@@ -236,6 +299,15 @@ class AgentConfig:
     samples: SamplesConfig = field(default_factory=SamplesConfig, metadata={"doc": "Samples"})
     host: HostConfig = field(default_factory=HostConfig, metadata={"doc": "Host collector"})
     update: UpdateConfig = field(default_factory=UpdateConfig, metadata={"doc": "Updates"})
+    plc: PlcConfig = field(default_factory=PlcConfig, metadata={"doc": "PLC handshake"})
+    results: list[str] = field(
+        default_factory=list,
+        metadata={
+            "doc": "Where verdicts go besides the actuator (the trigger's own server always "
+            "answers its parts)",
+            "choices": RESULT_SINKS,
+        },
+    )
     source: str | None = field(default=None, metadata={"internal": True})
 
     def to_dict(self) -> dict[str, Any]:
@@ -248,6 +320,8 @@ class AgentConfig:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is list:
+        return "list of " + _type_name(typing.get_args(tp)[0])
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     return {
@@ -270,6 +344,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                     raise
                 continue
         raise ConfigError(f"config: {key}: must be {_type_name(tp)}, got {value!r}")
+    if typing.get_origin(tp) is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        raise ConfigError(f"config: {key}: must be a list, got {value!r}")
     if tp is type(None):
         if value is None:
             return None
@@ -309,13 +390,24 @@ def _build(cls: type, data: Any, prefix: str, base: Path | None) -> Any:
         key = prefix + name
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, data.get(name), key + ".", base)
+            sub = data.get(name)
+            if isinstance(sub, str) and "type" in {f.name for f in dataclasses.fields(tp)}:
+                sub = {"type": sub}  # shorthand: `trigger: modbus`
+            kwargs[name] = _build(tp, sub, key + ".", base)
             continue
         if name not in data:
             continue
         value = _coerce(data[name], tp, key)
         meta = f.metadata
-        if value is not None:
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                if "choices" in meta and v not in meta["choices"]:
+                    raise ConfigError(
+                        f"config: {key}[{i}]: must be one of {', '.join(meta['choices'])}"
+                    )
+                if v in value[:i]:
+                    raise ConfigError(f"config: {key}[{i}]: {v} is listed twice")
+        elif value is not None:
             if "choices" in meta and value not in meta["choices"]:
                 raise ConfigError(f"config: {key}: must be one of {', '.join(meta['choices'])}")
             if "min" in meta and value < meta["min"]:
@@ -365,6 +457,8 @@ def _check(cfg: AgentConfig) -> None:
         raise ConfigError("config: trigger.pin: required when trigger.type is gpio")
     if cfg.actuator.type == "gpio" and cfg.actuator.pin is None:
         raise ConfigError("config: actuator.pin: required when actuator.type is gpio")
+    if "modbus-client" in cfg.results and not cfg.plc.modbus.plc_host:
+        raise ConfigError("config: plc.modbus.plc_host: required when results has modbus-client")
     if cfg.host.token and cfg.host.token_file:
         raise ConfigError("config: host.token: give token or token_file, not both")
     if cfg.host.url and not (cfg.host.token or cfg.host.token_file):
@@ -451,17 +545,29 @@ def reference_markdown() -> str:
         cls = hints[f.name]
         if not dataclasses.is_dataclass(cls):
             continue
-        out += ["", f"## `{f.name}:`", "", (cls.__doc__ or "").strip(), ""]
-        out += ["| key | type | default | meaning |", "|---|---|---|---|"]
-        sub_hints = typing.get_type_hints(cls)
-        for sf in dataclasses.fields(cls):
-            out.append(_row(sf, sub_hints[sf.name]))
+        _section(out, f.name, cls)
     return "\n".join(out) + "\n"
+
+
+def _section(out: list[str], name: str, cls: Any) -> None:
+    out += ["", f"## `{name}:`", "", (cls.__doc__ or "").strip(), ""]
+    out += ["| key | type | default | meaning |", "|---|---|---|---|"]
+    sub_hints = typing.get_type_hints(cls)
+    nested = []
+    for sf in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(sub_hints[sf.name]):
+            nested.append(sf)
+        else:
+            out.append(_row(sf, sub_hints[sf.name]))
+    for sf in nested:
+        _section(out, f"{name}.{sf.name}", sub_hints[sf.name])
 
 
 def _row(f: dataclasses.Field[Any], tp: Any) -> str:
     meta = f.metadata
-    default = f.default if f.default is not dataclasses.MISSING else ""
+    default: Any = f.default if f.default is not dataclasses.MISSING else ""
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = f.default_factory()  # type: ignore[misc]
     doc = meta.get("doc", "")
     if "choices" in meta:
         doc += " (" + " \\| ".join(f"`{c}`" for c in meta["choices"]) + ")"

@@ -1,15 +1,17 @@
 """The agent's main loop: trigger → camera → classifier → decision → actuator → journal.
 
 Threads: the main loop (capture, classify, decide; pings the systemd watchdog, so a hung
-loop gets the service restarted), the actuator's scheduler, a journal writer (commits
-decisions, *then* schedules their reject pulses and reports them: write-ahead, a decision
-is durable before its pulse fires or anything — log, status, ``--events`` line —
-acknowledges it), a reporter (status file, periodic log line, caps) and any workers
-added with ``add_worker`` (sync, update).
+loop gets the service restarted), the actuator's scheduler, the journal writer
+(``writer.py``: commits decisions, *then* schedules their reject pulses, hands verdicts to
+the PLC and reports them: write-ahead, a decision is durable before its pulse fires or
+anything — log, status, ``--events`` line, PLC result, MQTT — acknowledges it), a reporter
+(status file, periodic log line, caps; bodies in ``report.py``), the PLC station's clock
+and servers when configured (``plc/``) and any workers added with ``add_worker``.
 
 Fail-safe order: the actuator is claimed and driven to its safe level first (in
 ``__init__``, before the journal, the model or the camera); rejects a dead agent left
-unconfirmed are reconciled at start. Journal faults (disk full, read-only, corrupt file)
+unconfirmed are reconciled at start; PLC parts still undecided at a stop or a link fault
+get a Fail (``plc/handshake.py``). Journal faults (disk full, read-only, corrupt file)
 raise a fault (``faults`` in the status, an error log line) and never stop the line:
 decisions wait in memory and are retried, their rejects still fire (counted as
 ``actuated_before_journal``); a corrupt file is moved aside and a fresh one started.
@@ -20,14 +22,9 @@ Hooks for sync/update (docs/architecture.md, "Agent hooks"): ``run``, ``stop``,
 
 from __future__ import annotations
 
-import collections
 import logging
-import os
-import queue
 import random
-import sqlite3
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -37,25 +34,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_agent import machine
+from edge_agent import report
 from edge_agent.actuator import Actuator
 from edge_agent.camera import CameraError, EndOfStream, Resilient, make_camera
 from edge_agent.classifier import Classifier
 from edge_agent.config import AgentConfig
 from edge_agent.decision import Policy, Verdict, decide, decide_error
-from edge_agent.journal import DATA_MODE, Journal, is_corrupt
+from edge_agent.journal import DATA_MODE
 from edge_agent.notify import Notifier
 from edge_agent.pins import make_pin_factory
 from edge_agent.stats import Stats
 from edge_agent.trigger import GpioTrigger, make_trigger
+from edge_agent.writer import DecisionWriter, open_journal
 from edge_common.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
-_STOP = object()
-BACKLOG_MAX = 10_000  # decisions held in memory while the journal cannot be written
-RETRY_S = 1.0  # how often a faulted journal is tried again
 RECONCILE_DEAD = "agent stopped before the reject pulse was confirmed (kill or crash)"
 RECONCILE_STOP = "agent stopped before the reject pulse fired"
 
@@ -92,12 +87,19 @@ class Agent:
         # Safe state first: claim the reject output and drive it to its safe level before
         # anything that can be slow or fail (journal, model, camera).
         self.actuator = actuator if actuator is not None else self._open_actuator()
-        self.actuator.on_done = self._on_pulse_done
         self.faults: dict[str, str] = {}
-        self._done: collections.deque[str] = collections.deque()
-        self._backlog: list[tuple[dict[str, Any], Any, int, bool]] = []
-        self.backlog_dropped = 0
-        self.journal = self._open_journal()
+        self.journal = open_journal(config, self._fault)
+        self.station: Any = None  # plc.station.Station when a PLC trigger or sink is set
+        self.writer = DecisionWriter(
+            self.journal,
+            self.actuator,
+            self._fault,
+            self._clear_fault,
+            lambda: self.stats.add_miss(),
+            self._committed,
+            deliver=lambda rec: self.station.deliver(rec) if self.station else None,
+        )
+        self.actuator.on_done = self.writer.on_pulse_done
         self.classifier = classifier
         self.camera = camera
         self.trigger = trigger
@@ -117,7 +119,6 @@ class Agent:
         self._swap_lock = threading.Lock()
         self._pending: tuple[Classifier, threading.Event] | None = None
         self._running = False
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=256)
         self._fatal: BaseException | None = None
         self._rng = random.Random()
         self._lock = threading.Lock()
@@ -151,40 +152,14 @@ class Agent:
 
     def snapshot(self) -> dict[str, Any]:
         """The heartbeat body (and the status file's content)."""
-        cam = self.camera
-        with self._lock:
-            counts = dict(self.counts)
-            accuracy = self.truth_correct / self.truth_seen if self.truth_seen else None
-        try:
-            jcounts = self.journal.counts()
-            disk = self.journal.disk_bytes()
-        except Exception:  # noqa: BLE001 - a status must not fail because the disk does
-            jcounts, disk = {}, None
-        return {
-            "device_id": self.config.device_id,
-            "model_version": self.classifier.version if self.classifier else None,
-            "state": self.state,
-            "pid": os.getpid(),
-            "updated": time.time(),
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "items": self.stats.items,
-            "fps": round(self.stats.fps(), 2),
-            "latency_ms": self.stats.latency_ms(),
-            "deadline_misses": self.stats.deadline_misses,
-            "counts": {**jcounts, "run": counts},
-            "accuracy": None if accuracy is None else round(accuracy, 4),
-            "last_id": self.last_id,
-            "disk_bytes": disk,
-            "faults": dict(self.faults),
-            "unjournaled": len(self._backlog),
-            "unjournaled_dropped": self.backlog_dropped,
-            "temperature_c": machine.temperature_c(),
-            "camera": {
-                "type": getattr(cam, "name", None),
-                "degraded": bool(getattr(cam, "degraded", False)),
-                "last_error": getattr(cam, "last_error", None),
-            },
-        }
+        return report.snapshot(self)
+
+    def status_line(self) -> str:
+        return report.status_line(self)
+
+    def summary(self) -> dict[str, Any]:
+        """The end-of-run summary (``edge-agent run`` prints it)."""
+        return report.summary(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -195,27 +170,6 @@ class Agent:
         return Actuator(
             pin, ac.delay_ms, ac.pulse_ms, ac.active_high, factory, safe_on=ac.safe_state == "on"
         )
-
-    def _open_journal(self) -> Journal:
-        """The journal; a corrupt file is moved aside (fault raised); an unusable folder
-        (read-only, full) falls back to a journal in the runtime folder (RAM), fault raised."""
-        jc = self.config.journal
-        kw = {"synchronous": jc.synchronous, "sample_format": self.config.samples.format}
-        try:
-            journal = Journal(jc.dir, **kw)
-        except (OSError, sqlite3.Error) as err:
-            fallback = Path(
-                os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()
-            ) / f"edge-agent-journal-{self.config.device_id}"
-            self._fault(
-                "journal_open",
-                f"cannot open the journal in {jc.dir} ({err}); journaling to {fallback} "
-                "(lost on power loss) until it is fixed",
-            )
-            return Journal(fallback, **kw)
-        if journal.recovered:
-            self._fault("journal_corrupt", f"corrupt journal moved to {journal.recovered}")
-        return journal
 
     def _fault(self, name: str, message: str) -> None:
         """Raise a fault: kept in the status and heartbeats, logged once when it starts."""
@@ -262,13 +216,46 @@ class Agent:
         self.camera.open()
         try:
             if self.trigger is None:
-                self.trigger = make_trigger(cfg.trigger, self._pin_factory(cfg.trigger.pin_factory))
+                self.trigger = self._open_trigger()
         except BaseException:
             self.camera.close()
             raise
         if self.actuator.on_fire is None:
             self.actuator.on_fire = self._on_fire
         self.state = "ready"
+
+    def _open_trigger(self) -> Any:
+        """The configured trigger; with a PLC trigger or result sink, the PLC station (which
+        wraps a gpio/interval trigger and runs the handshake, edge_agent.plc)."""
+        cfg = self.config
+        from edge_agent.plc import TRIGGERS
+
+        plc = cfg.trigger.type in TRIGGERS or bool(cfg.results)
+        inner = None
+        if cfg.trigger.type not in TRIGGERS:
+            inner = make_trigger(cfg.trigger, self._pin_factory(cfg.trigger.pin_factory))
+            if not plc:
+                return inner
+        from edge_agent.plc.station import Station
+
+        assert self.classifier is not None
+        station = Station(cfg, self.classifier.labels, inner, self._fault, self._clear_fault)
+        try:
+            station.open()
+        except Exception as err:
+            self._fault("plc", str(err))
+            self._write_status()
+            raise
+        self.station = station
+        return station
+
+    def _committed(self, rec: dict[str, Any]) -> None:
+        """A decision is durable: report it (status, ``--events``, MQTT)."""
+        self.last_id = rec["id"]
+        if self.station is not None:
+            self.station.decision(rec)
+        if self.on_decision is not None:
+            self.on_decision(rec)
 
     def _on_fire(self, t_trigger_ns: int, t_on_ns: int) -> None:
         self.stats.hist["actuation"].add((t_on_ns - t_trigger_ns) / 1e6)
@@ -286,9 +273,8 @@ class Agent:
         # Python hands the GIL over every 5 ms by default: the actuator's thread would
         # wake up to 5 ms late while the loop computes. 0.5 ms keeps pulses on time.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
-        writer = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
         reporter = threading.Thread(target=self._reporter, name="reporter", daemon=True)
-        writer.start()
+        self.writer.start()
         reporter.start()
         for w in self._workers:
             self._start_worker(w)
@@ -311,10 +297,11 @@ class Agent:
             self._running = False
             self.notifier.stopping()
             self._close_inputs()
-            self._queue.put(_STOP)
-            writer.join(timeout=30)
+            self.writer.stop()  # commits what is queued: those verdicts still reach the PLC
+            if self.station is not None:
+                self.station.close()  # undecided parts fail (the safe verdict), links close
             self.actuator.stop()  # safe level; pulses not yet fired are dropped
-            self._settle_actuations()
+            self.writer.settle(RECONCILE_STOP)
             self._prune()
             self._stop.set()
             reporter.join(timeout=5)
@@ -328,6 +315,8 @@ class Agent:
 
     def _close_inputs(self) -> None:
         for part in (self.trigger, self.camera):
+            if part is self.station:
+                continue  # closed after the writer has delivered the last verdicts
             try:
                 part.close()
             except Exception:  # noqa: BLE001
@@ -357,7 +346,8 @@ class Agent:
 
     def _loop(self, max_items: int | None, duration: float | None) -> None:
         assert self.classifier and self.camera and self.trigger and self.actuator
-        gpio_items = isinstance(self.trigger, GpioTrigger)
+        # A real part (beam-break, PLC) passed even when no frame came: it gets a verdict.
+        gpio_items = isinstance(self.trigger, GpioTrigger) or self.station is not None
         end = None if duration is None else time.monotonic() + duration
         item = 0
         while not self._stop.is_set() and self._fatal is None:
@@ -433,6 +423,9 @@ class Agent:
         assert self.actuator and self.classifier
         t_dec = time.monotonic_ns()
         missed = not self.actuator.deadline_ok(t_trig, t_dec)
+        plc = self.station.check(t_trig) if self.station is not None else None
+        if plc is not None and plc["late"]:
+            missed = True  # the PLC got Fail (fault 1) at the result deadline
         if missed:
             self.stats.add_miss()
         latency = {
@@ -464,6 +457,8 @@ class Agent:
             "latency_ms": {k: None if v is None else round(v, 4) for k, v in latency.items()},
             "deadline_missed": missed,
         }
+        if plc is not None:
+            rec["plc"] = plc
         with self._lock:
             self.counts[verdict.decision] += 1
             if verdict.error:
@@ -472,8 +467,7 @@ class Agent:
                 self.truth_seen += 1
                 self.truth_correct += int(truth == verdict.label)
         image = frame.image if frame is not None and self._keep_sample(verdict) else None
-        # Blocks only if the disk is far behind (backpressure).
-        self._queue.put((rec, image, t_trig, verdict.rejects and not missed))
+        self.writer.put((rec, image, t_trig, verdict.rejects and not missed))
 
     def _keep_sample(self, verdict: Verdict) -> bool:
         sc = self.config.samples
@@ -496,116 +490,6 @@ class Agent:
             log.info("model swapped: %s → %s", old.version if old else None, new.version)
 
     # -- background threads ------------------------------------------------------------
-
-    def _writer(self) -> None:
-        """Commit queued decisions (group commit), then schedule their pulses and report
-        them; close confirmed actuations; retry a faulted journal."""
-        stop = False
-        next_retry = 0.0
-        while not stop:
-            try:
-                batch = [self._queue.get(timeout=0.1)]
-            except queue.Empty:
-                batch = []
-            while batch and len(batch) < 64:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if _STOP in batch:
-                stop = True
-                batch = [b for b in batch if b is not _STOP]
-            if batch or (self._backlog and time.monotonic() >= next_retry):
-                if not self._commit(batch):
-                    next_retry = time.monotonic() + RETRY_S
-            self._flush_done()
-
-    def _commit(self, batch: list[tuple[dict[str, Any], Any, int, bool]]) -> bool:
-        """Write the backlog and ``batch``; on success schedule their pulses. On a journal
-        fault keep rejecting (fire the pulses now) and hold the records in memory."""
-        assert self.actuator
-        backlog = self._backlog
-        items = [(rec, img) for rec, img, _, _ in backlog + batch]
-        actuation = {rec["id"]: "before_journal" for rec, _, _, rej in backlog if rej}
-        actuation.update({rec["id"]: "pending" for rec, _, _, rej in batch if rej})
-        for attempt in (1, 2):
-            try:
-                self.journal.record_many(items, actuation)
-                break
-            except Exception as err:  # noqa: BLE001 - a journal fault never stops the line
-                if attempt == 1 and is_corrupt(err):
-                    aside = self.journal.recover(str(err))
-                    self._fault("journal_corrupt", f"corrupt journal moved to {aside}")
-                    continue
-                self._fault("journal", f"cannot write decisions: {err}")
-                try:
-                    self.journal.checkpoint()  # a WAL that cannot grow: fold it back in
-                except Exception:  # noqa: BLE001
-                    pass
-                for rec, _, t_trig, rejects in batch:
-                    if rejects and not self.actuator.schedule(t_trig):
-                        self.stats.add_miss()
-                    if rejects:
-                        log.warning("unjournaled reject %s (item %s)", rec["id"], rec["item"])
-                backlog.extend((rec, None, t, rej) for rec, _, t, rej in batch)  # no images
-                if len(backlog) > BACKLOG_MAX:
-                    drop = len(backlog) - BACKLOG_MAX
-                    self.backlog_dropped += drop
-                    del backlog[:drop]
-                return False
-        if backlog:
-            log.warning("journal writable again: %d held decisions committed", len(backlog))
-        self._backlog = []
-        self._clear_fault("journal")
-        for rec, _, t_trig, rejects in batch:
-            if rejects and not self.actuator.schedule(t_trig, tag=rec["id"]):
-                self.stats.add_miss()
-                self._done.append("missed:" + rec["id"])
-        for rec, _, _, _ in backlog + batch:
-            self.last_id = rec["id"]
-            if self.on_decision is not None:
-                try:
-                    self.on_decision(rec)
-                except Exception:  # noqa: BLE001
-                    log.exception("on_decision callback failed")
-        return True
-
-    def _on_pulse_done(self, tags: list[Any]) -> None:
-        self._done.extend(str(t) for t in tags)  # the actuator's thread: no I/O here
-
-    def _flush_done(self) -> None:
-        outcomes: dict[str, str] = {}
-        while self._done:
-            tag = self._done.popleft()
-            if tag.startswith("missed:"):
-                outcomes[tag[7:]] = "missed"
-            else:
-                outcomes[tag] = "done"
-        if not outcomes:
-            return
-        try:
-            self.journal.mark_actuated(outcomes)
-        except Exception as err:  # noqa: BLE001 - retried; a restart reconciles them
-            self._fault("journal", f"cannot confirm actuations: {err}")
-            self._done.extend(
-                (f"missed:{k}" if v == "missed" else k) for k, v in outcomes.items()
-            )
-
-    def _settle_actuations(self) -> None:
-        """After the actuator stopped: confirm what fired, reconcile what never will."""
-        self._flush_done()
-        try:
-            n = self.journal.reconcile(RECONCILE_STOP)
-        except Exception as err:  # noqa: BLE001
-            self._fault("journal", f"cannot reconcile actuations: {err}")
-            return
-        if n:
-            log.info("journal: %d rejects whose pulse had not fired at stop reconciled", n)
-        if self._backlog:
-            self._fault(
-                "journal",
-                f"{len(self._backlog)} decisions could not be journaled before the stop",
-            )
 
     def _reporter(self) -> None:
         jc = self.config.journal
@@ -633,16 +517,6 @@ class Agent:
         except Exception as err:  # noqa: BLE001
             log.warning("journal prune failed: %s", err)
 
-    def status_line(self) -> str:
-        lat = self.stats.latency_ms().get("total", {})
-        degraded = " camera DEGRADED" if getattr(self.camera, "degraded", False) else ""
-        return (
-            f"{self.stats.items} items, {self.stats.fps():.1f} fps, "
-            f"{self.counts['reject']} rejects, {self.counts['review']} reviews, "
-            f"{self.stats.deadline_misses} misses, trigger→decision p50 "
-            f"{lat.get('p50', 0):.1f} p99 {lat.get('p99', 0):.1f} ms{degraded}"
-        )
-
     def _write_status(self) -> None:
         try:
             write_json_atomic(status_path(self.config), self.snapshot(), mode=DATA_MODE)
@@ -650,30 +524,9 @@ class Agent:
         except Exception as err:  # noqa: BLE001 - e.g. the disk is full (a fault already)
             log.warning("cannot write the status file: %s", err)
 
-    def summary(self) -> dict[str, Any]:
-        """The end-of-run summary (``edge-agent run`` prints it)."""
-        elapsed = time.monotonic() - self.started
-        with self._lock:
-            counts = dict(self.counts)
-            accuracy = self.truth_correct / self.truth_seen if self.truth_seen else None
-        lat = self.stats.latency_ms()
-        return {
-            "items": self.stats.items,
-            "ok": counts["ok"],
-            "rejects": counts["reject"],
-            "reviews": counts["review"],
-            "errors": counts["errors"],
-            "pulses": self.actuator.pulses if self.actuator else 0,
-            "deadline_misses": self.stats.deadline_misses,
-            "fps": round(self.stats.items / elapsed, 2) if elapsed > 0 else 0.0,
-            "accuracy": None if accuracy is None else round(accuracy, 4),
-            "latency_ms": {k: {q: v[q] for q in ("p50", "p95", "p99")} for k, v in lat.items()},
-            "duration_s": round(elapsed, 2),
-            "model_version": self.classifier.version if self.classifier else None,
-            "journal": str(self.journal.path),
-        }
-
     def close(self) -> None:
+        if self.station is not None:
+            self.station.close()  # opened but never run: its servers close here
         self.journal.close()
         if self.classifier is not None:
             self.classifier.close()

@@ -1,0 +1,84 @@
+"""What the agent tells about itself: the status/heartbeat body, the periodic log line and
+the end-of-run summary (``Agent.snapshot``, ``status_line``, ``summary`` call these)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from edge_agent import machine
+
+
+def snapshot(agent: Any) -> dict[str, Any]:
+    """The heartbeat body (and the status file's content)."""
+    cam = agent.camera
+    with agent._lock:
+        counts = dict(agent.counts)
+        accuracy = agent.truth_correct / agent.truth_seen if agent.truth_seen else None
+    try:
+        jcounts = agent.journal.counts()
+        disk = agent.journal.disk_bytes()
+    except Exception:  # noqa: BLE001 - a status must not fail because the disk does
+        jcounts, disk = {}, None
+    return {
+        "device_id": agent.config.device_id,
+        "model_version": agent.classifier.version if agent.classifier else None,
+        "state": agent.state,
+        "pid": os.getpid(),
+        "updated": time.time(),
+        "uptime_s": round(time.monotonic() - agent.started, 1),
+        "items": agent.stats.items,
+        "fps": round(agent.stats.fps(), 2),
+        "latency_ms": agent.stats.latency_ms(),
+        "deadline_misses": agent.stats.deadline_misses,
+        "counts": {**jcounts, "run": counts},
+        "accuracy": None if accuracy is None else round(accuracy, 4),
+        "last_id": agent.last_id,
+        "disk_bytes": disk,
+        "faults": dict(agent.faults),
+        "unjournaled": len(agent.writer.backlog),
+        "unjournaled_dropped": agent.writer.backlog_dropped,
+        "plc": agent.station.snapshot() if agent.station else None,
+        "temperature_c": machine.temperature_c(),
+        "camera": {
+            "type": getattr(cam, "name", None),
+            "degraded": bool(getattr(cam, "degraded", False)),
+            "last_error": getattr(cam, "last_error", None),
+        },
+    }
+
+
+def status_line(agent: Any) -> str:
+    lat = agent.stats.latency_ms().get("total", {})
+    degraded = " camera DEGRADED" if getattr(agent.camera, "degraded", False) else ""
+    return (
+        f"{agent.stats.items} items, {agent.stats.fps():.1f} fps, "
+        f"{agent.counts['reject']} rejects, {agent.counts['review']} reviews, "
+        f"{agent.stats.deadline_misses} misses, trigger→decision p50 "
+        f"{lat.get('p50', 0):.1f} p99 {lat.get('p99', 0):.1f} ms{degraded}"
+    )
+
+
+def summary(agent: Any) -> dict[str, Any]:
+    """The end-of-run summary (``edge-agent run`` prints it)."""
+    elapsed = time.monotonic() - agent.started
+    with agent._lock:
+        counts = dict(agent.counts)
+        accuracy = agent.truth_correct / agent.truth_seen if agent.truth_seen else None
+    lat = agent.stats.latency_ms()
+    return {
+        "items": agent.stats.items,
+        "ok": counts["ok"],
+        "rejects": counts["reject"],
+        "reviews": counts["review"],
+        "errors": counts["errors"],
+        "pulses": agent.actuator.pulses if agent.actuator else 0,
+        "deadline_misses": agent.stats.deadline_misses,
+        "fps": round(agent.stats.items / elapsed, 2) if elapsed > 0 else 0.0,
+        "accuracy": None if accuracy is None else round(accuracy, 4),
+        "latency_ms": {k: {q: v[q] for q in ("p50", "p95", "p99")} for k, v in lat.items()},
+        "duration_s": round(elapsed, 2),
+        "model_version": agent.classifier.version if agent.classifier else None,
+        "journal": str(agent.journal.path),
+    }

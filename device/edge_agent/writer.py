@@ -1,0 +1,212 @@
+"""The journal writer: write-ahead between a decision and everything that acts on it.
+
+Decisions queued by the main loop are committed in groups; only *then* is the reject pulse
+scheduled, the verdict handed to the PLC handshake (``deliver``) and the decision reported
+(``on_committed``: log, ``--events`` line, MQTT). A journal fault (disk full, read-only,
+corrupt file) never stops the line: decisions wait in memory (``BACKLOG_MAX``) and are
+retried every ``RETRY_S``; their rejects still fire (``actuated_before_journal``) and their
+verdicts still reach the PLC; a corrupt file is moved aside and a fresh one started.
+Pulse outcomes (done / missed) are confirmed in the journal from this thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge_agent.journal import Journal, is_corrupt
+
+log = logging.getLogger(__name__)
+
+BACKLOG_MAX = 10_000  # decisions held in memory while the journal cannot be written
+RETRY_S = 1.0  # how often a faulted journal is tried again
+_STOP = object()
+
+# (record, image or None, t_trigger_ns, fires a reject pulse)
+Item = tuple[dict[str, Any], Any, int, bool]
+
+
+class DecisionWriter:
+    """One thread: commit, then actuate, deliver and report (see the module docstring)."""
+
+    def __init__(
+        self,
+        journal: Any,
+        actuator: Any,
+        fault: Callable[[str, str], None],
+        clear_fault: Callable[[str], None],
+        on_miss: Callable[[], None],
+        on_committed: Callable[[dict[str, Any]], None],
+        deliver: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        self.journal = journal
+        self.actuator = actuator
+        self._fault = fault
+        self._clear_fault = clear_fault
+        self._on_miss = on_miss
+        self._on_committed = on_committed
+        self._deliver = deliver
+        self.backlog: list[Item] = []
+        self.backlog_dropped = 0
+        self._done: collections.deque[str] = collections.deque()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=256)
+        self._thread: threading.Thread | None = None
+
+    def put(self, item: Item) -> None:
+        """Queue one decision (blocks only if the disk is far behind: backpressure)."""
+        self._queue.put(item)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        """Commit what is queued, then end the thread."""
+        self._queue.put(_STOP)
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+
+    def on_pulse_done(self, tags: list[Any]) -> None:
+        self._done.extend(str(t) for t in tags)  # the actuator's thread: no I/O here
+
+    def _run(self) -> None:
+        stop = False
+        next_retry = 0.0
+        while not stop:
+            try:
+                batch = [self._queue.get(timeout=0.1)]
+            except queue.Empty:
+                batch = []
+            while batch and len(batch) < 64:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if _STOP in batch:
+                stop = True
+                batch = [b for b in batch if b is not _STOP]
+            if batch or (self.backlog and time.monotonic() >= next_retry):
+                if not self.commit(batch):
+                    next_retry = time.monotonic() + RETRY_S
+            self.flush_done()
+
+    def commit(self, batch: list[Item]) -> bool:
+        """Write the backlog and ``batch``; on success schedule their pulses. On a journal
+        fault keep rejecting (fire the pulses now) and hold the records in memory."""
+        backlog = self.backlog
+        items = [(rec, img) for rec, img, _, _ in backlog + batch]
+        actuation = {rec["id"]: "before_journal" for rec, _, _, rej in backlog if rej}
+        actuation.update({rec["id"]: "pending" for rec, _, _, rej in batch if rej})
+        for attempt in (1, 2):
+            try:
+                self.journal.record_many(items, actuation)
+                break
+            except Exception as err:  # noqa: BLE001 - a journal fault never stops the line
+                if attempt == 1 and is_corrupt(err):
+                    aside = self.journal.recover(str(err))
+                    self._fault("journal_corrupt", f"corrupt journal moved to {aside}")
+                    continue
+                self._fault("journal", f"cannot write decisions: {err}")
+                try:
+                    self.journal.checkpoint()  # a WAL that cannot grow: fold it back in
+                except Exception:  # noqa: BLE001
+                    pass
+                for rec, _, t_trig, rejects in batch:
+                    if rejects and not self.actuator.schedule(t_trig):
+                        self._on_miss()
+                    if rejects:
+                        log.warning("unjournaled reject %s (item %s)", rec["id"], rec["item"])
+                    self._hand_over(rec)
+                backlog.extend((rec, None, t, rej) for rec, _, t, rej in batch)  # no images
+                if len(backlog) > BACKLOG_MAX:
+                    drop = len(backlog) - BACKLOG_MAX
+                    self.backlog_dropped += drop
+                    del backlog[:drop]
+                return False
+        if backlog:
+            log.warning("journal writable again: %d held decisions committed", len(backlog))
+        self.backlog = []
+        self._clear_fault("journal")
+        for rec, _, t_trig, rejects in batch:
+            if rejects and not self.actuator.schedule(t_trig, tag=rec["id"]):
+                self._on_miss()
+                self._done.append("missed:" + rec["id"])
+            self._hand_over(rec)
+        for rec, _, _, _ in backlog + batch:
+            try:
+                self._on_committed(rec)
+            except Exception:  # noqa: BLE001
+                log.exception("reporting decision %s failed", rec["id"])
+        return True
+
+    def _hand_over(self, rec: dict[str, Any]) -> None:
+        if self._deliver is not None:
+            try:
+                self._deliver(rec)
+            except Exception:  # noqa: BLE001
+                log.exception("plc: delivering decision %s failed", rec["id"])
+
+    def flush_done(self) -> None:
+        outcomes: dict[str, str] = {}
+        while self._done:
+            tag = self._done.popleft()
+            if tag.startswith("missed:"):
+                outcomes[tag[7:]] = "missed"
+            else:
+                outcomes[tag] = "done"
+        if not outcomes:
+            return
+        try:
+            self.journal.mark_actuated(outcomes)
+        except Exception as err:  # noqa: BLE001 - retried; a restart reconciles them
+            self._fault("journal", f"cannot confirm actuations: {err}")
+            self._done.extend(
+                (f"missed:{k}" if v == "missed" else k) for k, v in outcomes.items()
+            )
+
+    def settle(self, reason: str) -> None:
+        """After the actuator stopped: confirm what fired, reconcile what never will."""
+        self.flush_done()
+        try:
+            n = self.journal.reconcile(reason)
+        except Exception as err:  # noqa: BLE001
+            self._fault("journal", f"cannot reconcile actuations: {err}")
+            return
+        if n:
+            log.info("journal: %d rejects whose pulse had not fired at stop reconciled", n)
+        if self.backlog:
+            self._fault(
+                "journal",
+                f"{len(self.backlog)} decisions could not be journaled before the stop",
+            )
+
+
+def open_journal(config: Any, fault: Callable[[str, str], None]) -> Journal:
+    """The journal; a corrupt file is moved aside (fault raised); an unusable folder
+    (read-only, full) falls back to a journal in the runtime folder (RAM), fault raised."""
+    jc = config.journal
+    kw = {"synchronous": jc.synchronous, "sample_format": config.samples.format}
+    try:
+        journal = Journal(jc.dir, **kw)
+    except (OSError, sqlite3.Error) as err:
+        fallback = Path(
+            os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()
+        ) / f"edge-agent-journal-{config.device_id}"
+        fault(
+            "journal_open",
+            f"cannot open the journal in {jc.dir} ({err}); journaling to {fallback} "
+            "(lost on power loss) until it is fixed",
+        )
+        return Journal(fallback, **kw)
+    if journal.recovered:
+        fault("journal_corrupt", f"corrupt journal moved to {journal.recovered}")
+    return journal
