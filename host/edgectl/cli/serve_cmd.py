@@ -47,6 +47,7 @@ def serve(ctx: click.Context, db: str | None, data_dir: Path | None, host: str, 
     from edge_common.errors import ConfigError
     from edgectl.collector.server import CollectorConfig, run_collector
     from edgectl.collector.store import database_url
+    from edgectl.collector.store.engine import display
 
     data_dir = data_dir or default_data_dir()
     url = database_url(db, data_dir)  # ConfigError: one red line, exit 1
@@ -64,7 +65,7 @@ def serve(ctx: click.Context, db: str | None, data_dir: Path | None, host: str, 
     scheme = "https" if tls_cert else "http"
     token_file = admin_token_file or data_dir / "admin.token"
     click.echo(f"collector on {scheme}://{host}:{port}  (data {data_dir}, db "
-               f"{url.render_as_string(hide_password=True)}, {workers} worker(s), "
+               f"{display(url)}, {workers} worker(s), "
                f"admin token {token_file})", err=True)
     if scheme == "http" and host not in ("127.0.0.1", "localhost", "::1"):
         click.secho("warning: serving plain HTTP on a non-loopback address; tokens travel "
@@ -79,8 +80,9 @@ def migrate(ctx: click.Context) -> None:
     """Upgrade the database to this version's schema and exit (SQLite: the original is
     kept as PATH.bak-REV-TIME; a failure leaves it untouched)."""
     from edgectl.collector.store import migrate as migrations
+    from edgectl.collector.store.engine import display
 
     url = ctx.meta[URL_KEY]
     backup = migrations.upgrade(url)
-    click.echo(f"database {url.render_as_string(hide_password=True)} at revision "
+    click.echo(f"database {display(url)} at revision "
                f"{migrations.head()}" + (f" (backup {backup})" if backup else ""))

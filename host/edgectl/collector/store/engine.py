@@ -60,6 +60,11 @@ def _hide_password(text: str) -> str:
     return f"{scheme}://{creds.split(':', 1)[0]}:***@{tail}"
 
 
+def display(url: URL) -> str:
+    """``url`` for messages and logs: no password, no driver name."""
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+
+
 def is_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 

@@ -32,6 +32,7 @@ from sqlalchemy.engine import URL, Engine
 from edgectl.collector.store.engine import (
     SQLITE_FILE_MODE,
     StoreError,
+    display,
     is_sqlite,
     make_engine,
 )
@@ -81,7 +82,7 @@ def upgrade(url: URL) -> str | None:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
             _run(conn)
     except sa.exc.SQLAlchemyError as err:
-        raise StoreError(f"database {url.render_as_string(hide_password=True)}: "
+        raise StoreError(f"database {display(url)}: "
                          f"{_short(err)}") from err
     finally:
         engine.dispose()
@@ -113,7 +114,7 @@ def _sqlite_revision(path: Path) -> tuple[str | None, bool]:
 
 
 def _counts(path: Path) -> dict[str, int]:
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         return {n: db.execute(f'SELECT COUNT(*) FROM "{n}"').fetchone()[0]  # noqa: S608
                 for n in LEGACY_TABLES if n in names}
@@ -141,6 +142,7 @@ def _upgrade_sqlite(path: Path) -> str | None:
                 contextlib.closing(sqlite3.connect(work)) as dst:
             src.backup(dst)
         _migrate_file(work)
+        _checkpoint(work)  # everything in the file itself: its WAL must not stay behind
         after = _counts(work)
         lost = {k: (n, after.get(k)) for k, n in before.items() if after.get(k) != n}
         if lost:
@@ -155,7 +157,11 @@ def _upgrade_sqlite(path: Path) -> str | None:
                          f"{_short(err)}") from err
     backup = path.with_name(f"{path.name}.bak-{rev or 'legacy'}-{time.strftime('%Y%m%dT%H%M%S')}")
     os.link(path, backup)
+    for side in list(_with_sidecars(path))[1:]:  # empty after _checkpoint; not the new file's
+        side.unlink(missing_ok=True)
     os.replace(work, path)
+    for side in list(_with_sidecars(work))[1:]:
+        side.unlink(missing_ok=True)
     return str(backup)
 
 
@@ -163,8 +169,11 @@ def _checkpoint(path: Path) -> dict[str, int]:
     """Fold the WAL into ``path`` and make sure nobody else has it open (a stale WAL
     beside a replaced file would be replayed into it); return its row counts."""
     with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
     wal = path.with_name(path.name + "-wal")
+    if busy:
+        raise StoreError(f"{path} is in use by another process: stop the collector before "
+                         "migrating")
     if wal.exists() and wal.stat().st_size > 0:
         raise StoreError(f"{path} is in use by another process: stop the collector before "
                          "migrating")
