@@ -37,8 +37,9 @@ class PgCluster:
     """One cluster; ``url(db)`` gives a ``postgresql://`` URL, ``create_db()`` a new
     empty database for one test."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, durable: bool = False) -> None:
         self.bindir = bindir
+        self.durable = durable  # fsync on (benchmarks); tests run with fsync off
         self.root = Path(tempfile.mkdtemp(prefix="edgectl-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
@@ -55,12 +56,17 @@ class PgCluster:
                                  "--auth=trust", "-E", "UTF8", "--no-sync"),
                        check=True, capture_output=True, cwd=self.root)
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 "
-                f"-c unix_socket_directories={self.root} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                f"-c unix_socket_directories={self.root} -c synchronous_commit=off "
+                "-c max_connections=200")
+        if not self.durable:
+            opts += " -c fsync=off -c full_page_writes=off"
         subprocess.run(self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts,
                                  "-l", str(self.root / "log"), "-w", "-t", "60", "start"),
                        check=True, capture_output=True, cwd=self.root)
         return self
+
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://edge@127.0.0.1:{self.port}/{db}"
