@@ -299,19 +299,20 @@ def run_config(backend: str, workers: int, args, pg) -> dict:
         try:
             token = (data / "admin.token").read_text().strip()
             cpu_before = process_cpu_s(proc.pid)
+            db_before = process_cpu_s(pg.postmaster_pid()) if pg is not None else 0.0
             t_wall = time.monotonic()
             stats = asyncio.run(drive(f"http://127.0.0.1:{port}/api/v1", token, args))
             server_cpu = process_cpu_s(proc.pid) - cpu_before
             wall = time.monotonic() - t_wall
-            db_cpu = None
-            if pg is not None:
-                db_cpu = process_cpu_s(pg.postmaster_pid())
+            # PostgreSQL's backends exit with their connections: measure before stopping
+            db_cpu = process_cpu_s(pg.postmaster_pid()) - db_before if pg is not None else None
         finally:
             proc.terminate()
             proc.wait(30)
         store = Store(db, migrate=False)
         try:
             stored = store.decision_count()
+            bytes_per_row = stored_bytes(store) / max(stored, 1)
         finally:
             store.close()
     lat = percentiles(stats["latency_ms"]) if stats["latency_ms"] else {}
@@ -326,9 +327,22 @@ def run_config(backend: str, workers: int, args, pg) -> dict:
         "records_stored": stored, "records_accepted_all": stats["accepted_all"],
         "latency_ms": {k: round(v, 1) for k, v in lat.items() if k in ("p50", "p95", "p99")},
         "server_cpu_s": round(server_cpu, 1), "generator_cpu_s": round(stats["generator_cpu_s"], 1),
-        "postgres_cpu_s_total": None if db_cpu is None else round(db_cpu, 1),
+        "postgres_cpu_s": None if db_cpu is None else round(db_cpu, 1),
+        "stored_bytes_per_record": round(bytes_per_row),
         "wall_s": round(wall, 1),
     }
+
+
+def stored_bytes(store) -> int:
+    """Bytes the database holds for decisions: the table with its indexes (PostgreSQL), or
+    the whole file (SQLite; decisions are nearly all of it)."""
+    import sqlalchemy as sa
+
+    if store.path is not None:
+        wal = store.path.with_name(store.path.name + "-wal")
+        return store.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    with store.engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT pg_total_relation_size('decisions')")).scalar())
 
 
 def table(rows: list[dict], args) -> str:
@@ -336,6 +350,7 @@ def table(rows: list[dict], args) -> str:
     out = [
         "# Collector throughput: SQLite × 1 worker vs PostgreSQL × 1, 2, 4 workers\n",
         f"CPU: {cpu_model()} ({os.cpu_count()} cores), {platform.platform()}, "
+        f"load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n",
         f"Offered load (the same for every row): {args.boards} boards × {args.rate} decisions/s"
         f" = {args.boards * args.rate} records/s; each board posts its backlog every "
@@ -343,8 +358,9 @@ def table(rows: list[dict], args) -> str:
         f"{args.heartbeat_s} s; {args.warmup} s warm-up, then {args.duration} s measured.\n",
         "Command: `python benchmarks/bench_collector.py " + " ".join(sys.argv[1:]) + "`\n",
         "| db | workers | records/s accepted | × SQLite×1 | p50 ms | p95 ms | p99 ms | errors "
-        "| stored = accepted | collector CPU s | generator CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| stored = accepted | collector CPU s | PostgreSQL CPU s | generator CPU s "
+        "| stored B/record |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lat = r["latency_ms"]
@@ -352,13 +368,17 @@ def table(rows: list[dict], args) -> str:
         out.append(f"| {r['db']} | {r['workers']} | {r['records_per_s']:.0f} | {ratio:.2f} | "
                    f"{lat.get('p50')} | {lat.get('p95')} | {lat.get('p99')} | {r['errors']} | "
                    f"{'yes' if r['records_stored'] == r['records_accepted_all'] else 'NO'} | "
-                   f"{r['server_cpu_s']} | {r['generator_cpu_s']} |")
+                   f"{r['server_cpu_s']} | {r['postgres_cpu_s'] or '-'} | "
+                   f"{r['generator_cpu_s']} | {r['stored_bytes_per_record']} |")
     out.append("")
     out.append("Latency: decision-batch requests only, measured by the generator (includes its "
                "own scheduling delay). Collector CPU s: user+system of `edgectl serve` and its "
                f"workers over the run (the machine has {os.cpu_count()} cores × "
-               f"{args.warmup + args.duration:.0f} s); PostgreSQL's own processes are not in it. "
-               "The generator runs on the same cores.")
+               f"{args.warmup + args.duration:.0f} s); PostgreSQL CPU s: its server processes "
+               "over the same run. The generator runs on the same cores. Stored B/record: "
+               "the SQLite file, or the PostgreSQL decisions table with its indexes, divided "
+               "by the rows in it. Load average at the start: "
+               f"{os.getloadavg()[0]:.1f} (other work on the machine shares its cores).")
     return "\n".join(out) + "\n"
 
 
