@@ -354,3 +354,20 @@ def test_admin_token_made_by_many_processes_at_once_is_one_whole_token(tmp_path)
     assert tokens == {path.read_text().strip()} and len(tokens.pop()) >= 40
     assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["admin.token"]
+
+
+def test_odd_field_types_are_kept_in_the_body_and_typed_in_columns(collector_db):
+    """A record's seq/ts/label of an unexpected type never fails a batch: the body keeps
+    the record as sent, the indexed columns hold NULL (the same on both backends)."""
+    store = Store(collector_db)
+    try:
+        store.add_device("a", None, "h")
+        recs = [{"id": "x", "seq": 1, "ts": 1}, {"id": "y", "ts": 2.5, "seq": None},
+                {"id": "z", "seq": 2**40}, {"id": "q", "ts": True, "seq": "abc", "label": 5}]
+        assert store.add_decisions("a", recs) == (4, 0)
+        assert store.add_decisions("a", recs[:2]) == (0, 2)
+        got = store.decisions("a")
+        assert [r["id"] for r in got] == ["q", "y", "x", "z"]     # NULL seq first, then seq
+        assert got[0] == recs[3]
+    finally:
+        store.close()
