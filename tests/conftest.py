@@ -23,3 +23,27 @@ def cli_runner():
     from click.testing import CliRunner
 
     return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A PostgreSQL cluster of its own for the whole session (tests/pgkit.py): Debian's
+    ``postgresql`` package must be installed (.ci/run installs it); a missing server is a
+    failure, not a skip."""
+    from pgkit import PgCluster, pg_bindir
+
+    bindir = pg_bindir()
+    if bindir is None:
+        pytest.fail("PostgreSQL is not installed (apt-get install postgresql; or set PG_BINDIR)")
+    cluster = PgCluster(bindir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def collector_db(request, tmp_path):
+    """A collector ``--db`` for each backend: a new SQLite file, then an emptied PostgreSQL
+    database in the session's own cluster (the test must close its stores)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'collector-db' / 'collector.db'}"
+    return request.getfixturevalue("pg_cluster").clean_collector_db()

@@ -51,7 +51,9 @@ def _check_edgectl(tokens: list[str]) -> None:
         # skip group-level options
         if rest[0].startswith("-"):
             assert rest[0].split("=")[0] in known, f"{' '.join(path)}: unknown option {rest[0]}"
-            rest = rest[1:]
+            opt = next((p for p in cmd.params if rest[0] in (*p.opts, *p.secondary_opts)), None)
+            takes_value = isinstance(opt, click.Option) and not opt.is_flag and opt.nargs > 0
+            rest = rest[2:] if takes_value and "=" not in rest[0] else rest[1:]
             continue
         sub = cmd.get_command(ctx, rest[0])
         assert sub is not None, f"{' '.join(path)}: no subcommand {rest[0]!r}"

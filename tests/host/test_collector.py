@@ -24,11 +24,12 @@ API = "/api/v1"
 
 
 @pytest.fixture
-def collector(tmp_path: Path):
+def collector(tmp_path: Path, collector_db: str):
+    """A live collector on 127.0.0.1 over each backend (SQLite, PostgreSQL)."""
     data = tmp_path / "collector"
     settings = Settings.for_data_dir(data, max_sample_bytes=64 * 1024, max_json_bytes=256 * 1024,
                                      max_batch_records=100, max_bundle_bytes=1024 * 1024)
-    store = Store(data / "collector.db")
+    store = Store(collector_db)
     srv = ServerThread(store, settings, reserve_port()).start()
     admin = (data / "admin.token").read_text().strip()
     yield SimpleNamespace(url=srv.url + API, store=store, settings=settings, admin=admin,
@@ -86,9 +87,9 @@ def test_api_docs_are_off_by_default(collector):
     assert requests.get(f"{collector.url}/health", timeout=10).json()["ok"] is True
 
 
-def test_api_docs_when_asked_for(tmp_path):
+def test_api_docs_when_asked_for(tmp_path, collector_db):
     data = tmp_path / "collector"
-    store = Store(data / "collector.db")
+    store = Store(collector_db)
     srv = ServerThread(store, Settings.for_data_dir(data, api_docs=True), reserve_port()).start()
     try:
         spec = requests.get(srv.url + "/openapi.json", timeout=10).json()
@@ -103,7 +104,8 @@ def test_collector_files_are_not_world_readable(collector):
     tok = add_device(collector, "pi-1")
     assert put_sample(collector, tok, "pi-1", "s1", jpeg()).status_code == 200
     mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
-    assert mode(collector.data / "collector.db") == 0o640
+    if collector.store.path is not None:                # SQLite: the database file too
+        assert mode(collector.store.path) == 0o640
     assert mode(collector.data / "samples" / "pi-1" / "s1.jpg") == 0o640
     assert mode(collector.data / "samples") == 0o750
     assert mode(collector.data / "admin.token") == 0o600
@@ -451,12 +453,12 @@ def test_health_rules():
     assert S.health({**failed, "desired_version": "v3"}, now, 60)[0] == "ok"
 
 
-def test_store_survives_reopen(tmp_path):
-    s = Store(tmp_path / "c.db")
+def test_store_survives_reopen(collector_db):
+    s = Store(collector_db)
     s.add_device("a", None, "h1")
     assert s.add_decisions("a", records(3)) == (3, 0)
     s.close()
-    s2 = Store(tmp_path / "c.db")
+    s2 = Store(collector_db, migrate=False)
     assert s2.add_decisions("a", records(4)) == (1, 3)
     assert s2.device_for_token_hash("h1") == "a"
     s2.close()

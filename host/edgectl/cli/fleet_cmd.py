@@ -76,7 +76,7 @@ def add_device(name: str, group: str | None, data_dir: Path | None, server: str,
 def _add_device_direct(data_dir: Path, name: str, group: str | None) -> dict[str, Any]:
     from edgectl.collector.auth import hash_token, new_token
     from edgectl.collector.names import check_name
-    from edgectl.collector.settings import Settings, db_path_from_url
+    from edgectl.collector.settings import Settings
     from edgectl.collector.store import DuplicateError, Store
 
     try:
@@ -86,7 +86,7 @@ def _add_device_direct(data_dir: Path, name: str, group: str | None) -> dict[str
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
     Settings.for_data_dir(data_dir)  # creates the admin token on first use
-    store = Store(db_path_from_url(None, data_dir))
+    store = Store(data_dir / "collector.db")
     token = new_token()
     try:
         store.add_device(name, group, hash_token(token))

@@ -7,10 +7,12 @@ as ``Authorization: Bearer <token>``; comparisons use ``hmac.compare_digest``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,17 +43,25 @@ def bearer_token(header: str | None) -> str | None:
 
 
 def ensure_admin_token(path: str | Path) -> Path:
-    """Create the admin token file ``path`` (mode 0600) if it does not exist; return it."""
+    """Create the admin token file ``path`` (mode 0600) if it does not exist; return it.
+
+    Written whole to a temp file and hard-linked into place: of several processes
+    starting at once (collector workers) one creates it, and none reads it half-written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return path
-    with os.fdopen(fd, "w") as fh:
-        fh.write(new_token() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new_token() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
     return path
 
 

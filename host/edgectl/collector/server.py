@@ -1,18 +1,111 @@
-"""Run the collector on uvicorn: in the foreground (``edgectl serve``) or in a thread
-(tests, benchmarks, the demo) on a socket the caller already bound."""
+"""Run the collector on uvicorn: in the foreground (``edgectl serve``, one process or
+several workers), or in a thread (tests, benchmarks, the demo) on a socket the caller
+already bound.
+
+Several workers: the parent migrates the database and creates the admin token once, then
+uvicorn starts ``--workers`` processes, each building its app with ``app_from_env`` from
+the ``CollectorConfig`` the parent put in ``$EDGECTL_COLLECTOR``. They share nothing but
+the database (PostgreSQL) and the data dir, so idempotence and uniqueness are the
+database's constraints, and files are created whole (temp file, then link or rename).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import socket
 import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from edgectl.collector.app import create_app
 from edgectl.collector.settings import Settings
 from edgectl.collector.store import Store
+
+ENV = "EDGECTL_COLLECTOR"
+RETENTION_EVERY_S = 3600.0
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """What a worker process needs to build the app (JSON in ``$EDGECTL_COLLECTOR``)."""
+
+    db: str
+    data_dir: str
+    admin_token_file: str | None = None
+    stale_after_s: float = 120.0
+    api_docs: bool = False
+
+    def settings(self) -> Settings:
+        return Settings.for_data_dir(self.data_dir, self.admin_token_file,
+                                     stale_after_s=self.stale_after_s, api_docs=self.api_docs)
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process (uvicorn's ``factory``): the database must already
+    be at the newest revision (the parent migrated it)."""
+    cfg = CollectorConfig(**json.loads(os.environ[ENV]))
+    return create_app(Store(cfg.db, migrate=False), cfg.settings())
+
+
+def run_collector(cfg: CollectorConfig, host: str, port: int, workers: int = 1,
+                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
+                  retention_days: float = 0.0) -> None:
+    """Migrate, then serve in the foreground until interrupted."""
+    settings = cfg.settings()  # the admin token exists before any worker starts
+    store = Store(cfg.db)      # migrates (SQLite: backup first)
+    retention = Retention(store, retention_days).start() if retention_days > 0 else None
+    try:
+        if workers == 1:
+            make_server(store, settings, host, port, tls_cert, tls_key, log_level="info").run()
+            return
+        os.environ[ENV] = json.dumps(asdict(cfg))
+        uvicorn.run("edgectl.collector.server:app_from_env", factory=True, workers=workers,
+                    host=host, port=port, log_level="info", access_log=False, lifespan="off",
+                    server_header=False, timeout_graceful_shutdown=5,
+                    ssl_certfile=str(tls_cert) if tls_cert else None,
+                    ssl_keyfile=str(tls_key) if tls_key else None)
+    finally:
+        if retention is not None:
+            retention.stop()
+        store.close()
+
+
+class Retention:
+    """Delete decisions older than ``days``, now and every hour, on a daemon thread (one
+    per collector, in the parent process when there are several workers)."""
+
+    def __init__(self, store: Store, days: float, every_s: float = RETENTION_EVERY_S) -> None:
+        self.store, self.days, self.every_s = store, days, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+
+    def start(self) -> Retention:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def run_once(self, now: float | None = None) -> int:
+        return self.store.prune_decisions((now or time.time()) - self.days * 86400.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                n = self.run_once()
+                if n:
+                    log.info("retention: deleted %d decisions older than %g days", n, self.days)
+            except Exception:  # noqa: BLE001 - retention must never take the collector down
+                log.exception("retention failed; will retry")
+            self._stop.wait(self.every_s)
 
 
 def make_server(store: Store, settings: Settings, host: str = "127.0.0.1", port: int = 0,
@@ -76,11 +169,11 @@ class LocalCollector:
 
     def __init__(self, data_dir: str | Path, sock: socket.socket | None = None,
                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
-                 **limits: float) -> None:
+                 db: str | None = None, **limits: float) -> None:
         self.data_dir = Path(data_dir)
         self.settings = Settings.for_data_dir(self.data_dir, **limits)
         self.admin_token = (self.data_dir / "admin.token").read_text().strip()
-        self.store = Store(self.data_dir / "collector.db")
+        self.store = Store(db or self.data_dir / "collector.db")
         self.sock = sock or reserve_port()
         host, port = self.sock.getsockname()[:2]
         self.url = f"{'https' if tls_cert else 'http'}://{host}:{port}"

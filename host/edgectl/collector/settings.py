@@ -60,14 +60,3 @@ class Settings:
         token_file = Path(admin_token_file) if admin_token_file else data_dir / ADMIN_TOKEN_FILE
         token = read_token_file(ensure_admin_token(token_file))
         return cls(data_dir=data_dir, admin_token_hash=hash_token(token), **limits)
-
-
-def db_path_from_url(db: str | None, data_dir: Path) -> Path:
-    """``sqlite:///PATH`` (or a bare path) to a path; default ``data_dir/collector.db``."""
-    if not db:
-        return data_dir / "collector.db"
-    if db.startswith("sqlite:///"):
-        return Path(db[len("sqlite:///"):])
-    if "://" in db:
-        raise ValueError(f"unsupported database URL {db!r}: only sqlite:///PATH is built in")
-    return Path(db)

@@ -1,0 +1,87 @@
+"""Who is calling, and what the handlers share: the store, the settings, safe paths.
+
+Handlers get the store and settings from ``request.app.state`` through these
+dependencies, so every router is a plain module with no closure over the app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from edgectl.collector.auth import Principal, hash_token, tokens_match
+from edgectl.collector.names import is_safe_name
+from edgectl.collector.settings import Settings
+from edgectl.collector.store import Store
+
+bearer = HTTPBearer(auto_error=False, description="device token or admin token")
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def principal(
+    store: StoreDep,
+    settings: SettingsDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The admin or the device whose token is in ``Authorization: Bearer``; else 401."""
+    unauthorized = {"WWW-Authenticate": "Bearer"}
+    if creds is None or not creds.credentials:
+        raise HTTPException(401, "missing bearer token", headers=unauthorized)
+    token = creds.credentials
+    if tokens_match(token, settings.admin_token_hash):
+        return Principal(admin=True)
+    device = store.device_for_token_hash(hash_token(token))
+    if device is None:
+        raise HTTPException(401, "invalid token", headers=unauthorized)
+    return Principal(admin=False, device=device)
+
+
+def admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    if not who.admin:
+        raise HTTPException(403, "admin token required")
+    return who
+
+
+def this_device(device: str, who: Annotated[Principal, Depends(principal)]) -> str:
+    """The ``{device}`` of the URL, which must be the caller's own (else 403)."""
+    if not is_safe_name(device):
+        raise HTTPException(400, "invalid device name")
+    if who.device != device:
+        raise HTTPException(403, f"this token may not act as device {device!r}")
+    return device
+
+
+Device = Annotated[str, Depends(this_device)]
+Admin = Annotated[Principal, Depends(admin)]
+
+
+def safe_name(name: str, what: str = "device name") -> str:
+    """``name`` if it is a safe name, else 400."""
+    if not is_safe_name(name):
+        raise HTTPException(400, f"invalid {what}")
+    return name
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """``root/parts...``, refusing anything that would leave ``root`` (belt and braces)."""
+    for p in parts:
+        if not is_safe_name(p):
+            raise HTTPException(400, "invalid name")
+    path = root.joinpath(*parts)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise HTTPException(400, "invalid name")
+    return path
