@@ -12,9 +12,11 @@ import click
 from edgectl.cli.options import (
     data_config_from,
     data_options,
+    device_option,
     echo_json,
     json_option,
     pruning_options,
+    start_compute,
     threads_option,
 )
 
@@ -58,6 +60,7 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[st
 @click.option("--width-mult", type=float, default=1.0, hidden=True)
 @click.option("--latency-runs", type=click.IntRange(1), default=30, hidden=True)
 @threads_option
+@device_option
 @json_option
 def build(as_json: bool, no_cache: bool, **kw: Any) -> None:
     """Train (or reuse) the baseline, prune, fine-tune, export, quantize, evaluate every
@@ -69,6 +72,7 @@ def build(as_json: bool, no_cache: bool, **kw: Any) -> None:
     """
     from edgectl.pipeline.build import BuildConfig, format_table, run_build
 
+    start_compute(kw.pop("device"))  # training and fine-tuning read it (pipeline.compute)
     data = data_config_from(kw)
     kw["prune"] = kw.pop("method")
     cfg = BuildConfig(data=data, cache=not no_cache, **kw)
