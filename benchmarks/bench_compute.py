@@ -53,7 +53,8 @@ for _ in range(steps):
     step()
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(),
-                  "images_per_s": steps * batch / wall, "cpu_ms_per_image": cpu * 1e3 / (steps * batch)}))
+                  "images_per_s": steps * batch / wall,
+                  "cpu_ms_per_image": cpu * 1e3 / (steps * batch)}))
 """
 
 

@@ -31,6 +31,14 @@ import yaml
 
 BIN = Path(sys.executable).parent
 
+# The build's budget, chosen by measurement (benchmarks/results/demo.md): a 2-core AVX2-only
+# machine trained the default budget (width 1.0, 16000 images × 8 epochs + 5 fine-tune epochs)
+# at 73–97 images/s, over 35 minutes. Width 0.5 trains PLACEHOLDER× faster on the same CPU
+# (benchmarks/results/compute.md), and these images × epochs keep the whole demo under 10
+# minutes there with a pruned INT8 bundle that passes its accuracy gate.
+DEMO_BUDGET = ("--width-mult", "0.5", "--train-size", "8000", "--epochs", "5",
+               "--finetune-epochs", "1")
+
 
 def _say(msg: str) -> None:
     print(f"\n\033[1;36m==> {msg}\033[0m", flush=True)
@@ -84,16 +92,29 @@ def _mb(n: int | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edgectl.demo", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/demo", help="Where everything goes (default runs/demo).")
-    ap.add_argument("--items", type=int, default=1500, help="Items the simulated line inspects.")
+    ap.add_argument("--items", type=int, default=750, help="Items the simulated line inspects.")
     ap.add_argument("--rate", type=float, default=25.0, help="Items per second on the line.")
     ap.add_argument("--prune", default="structured", choices=["none", "unstructured", "structured"])
     ap.add_argument("--sparsity", type=float, default=0.5)
-    ap.add_argument("--build-args", default="", help="Extra arguments for `edgectl build`.")
+    ap.add_argument("--build-args", default="",
+                    help="Extra arguments for `edgectl build` (after the demo's budget: "
+                         f"{' '.join(DEMO_BUDGET)}; the same flag given again wins).")
     args = ap.parse_args(argv)
+    from edgectl.pipeline.compute import banner, cpu_model, load_average
+
+    print(banner(), flush=True)
+    timings: dict[str, float] = {}
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    lap = {"t": t0}
+
+    def done(step: str) -> None:
+        now = time.monotonic()
+        timings[step] = now - lap["t"]
+        lap["t"] = now
+
     procs: list[subprocess.Popen[bytes]] = []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
 
@@ -129,10 +150,12 @@ def main(argv: list[str] | None = None) -> int:
             "--out",
             str(out / "build"),
             "--json",
+            *DEMO_BUDGET,
             *args.build_args.split(),
         ]
         build = _run_json(build_cmd, env)
         bundle = Path(build["bundle"])
+        done("build")
 
         # 2. collector ----------------------------------------------------------------
         _say("2/6 edgectl serve: the host collector on 127.0.0.1")
@@ -153,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         _wait_http(url + "/api/v1/health")
         print(f"collector up at {url} (log: {out / 'collector.log'})")
         token_file = data_dir / "admin.token"
+        done("serve")
 
         # 3. device token ---------------------------------------------------------------
         _say("3/6 edgectl fleet add-device: a token for the simulated station")
@@ -172,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
         device_token = dev["token"]
+        done("add-device")
 
         # 4. agent --------------------------------------------------------------------
         _say(
@@ -216,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             env,
         )
+        done("agent run")
 
         # 5. fleet status -----------------------------------------------------------------
         _say("5/6 edgectl fleet status: what the host sees")
@@ -241,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             [_tool("edgectl"), "fleet", "status", "--server", url, "--token-file", str(token_file)],
             check=False,
         )
+        done("fleet status")
 
         # 6. bench --------------------------------------------------------------------
         _say("6/6 edgectl bench --device local: the agent's benchmark of every artifact")
@@ -258,12 +285,15 @@ def main(argv: list[str] | None = None) -> int:
             ],
             env,
         )
+        done("bench")
     finally:
         cleanup()
 
     for name, obj in (("agent-summary", summary), ("fleet-status", status), ("bench", bench)):
         (out / f"{name}.json").write_text(json.dumps(obj, indent=2, default=str))
-    report = _report(build, summary, status, bench, out, time.monotonic() - t0)
+    machine = f"{cpu_model()} ({banner()}); load average {load_average()}"
+    report = _report(build, summary, status, bench, out, time.monotonic() - t0,
+                     timings=timings, machine=machine)
     (out / "report.md").write_text(report)
     print("\n" + report)
     return 0
@@ -276,6 +306,8 @@ def _report(
     bench: Any,
     out: Path,
     elapsed: float,
+    timings: dict[str, float] | None = None,
+    machine: str | None = None,
 ) -> str:
     base, model = build.get("baseline", {}), build.get("model", {})
     lines = [
@@ -346,7 +378,11 @@ def _report(
         f"- bench results: {out / 'bench'}",
         f"- this report: {out / 'report.md'}",
         "",
-        f"Demo finished in {elapsed / 60:.1f} min.",
+        "## Time",
+        "",
+        *(f"- {step}: {sec:.0f} s" for step, sec in (timings or {}).items()),
+        "",
+        f"Demo finished in {elapsed / 60:.1f} min" + (f" on {machine}." if machine else "."),
     ]
     return "\n".join(lines) + "\n"
 

@@ -196,7 +196,9 @@ def test_edgectl_bench_on_the_board(board, inventory, make_tar, keys, tmp_path):
     onnx = [line for line in rows if line.startswith("model.fp32.onnx")]
     tfl = [line for line in rows if line.startswith("model.int8.tflite")]
     assert onnx and "skipped" not in onnx[0], table
-    assert len(onnx[0].split()) == 9, table  # artifact, thr and the 7 measured columns
+    # artifact + the 12 columns of edge_common.benchtable (format … vs ORT FP32)
+    assert len(onnx[0].split()) == 13, table
+    assert "vs ORT FP32" in table and "agree" in table
     assert tfl and "skipped" in tfl[0] and "not installed" in tfl[0], table
     # sudo's log on the board: the benchmark ran as the agent's user, never as root.
     sudo_log = board.sh(f"journalctl _COMM=sudo --since @{since} --no-pager").stdout

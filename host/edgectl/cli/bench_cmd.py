@@ -51,6 +51,10 @@ def bench(device: str | None, bundle: Path | None, inventory: Path | None, threa
     if bundle is None:
         raise click.UsageError("give --bundle PATH (a bundle folder or .tar)")
     thread_list = fa.parse_threads(threads)
+    from edge_common.cpuinfo import cores, cpu_model, isa_flags
+
+    click.echo(f"bench on {device}; host CPU {cpu_model()} ({', '.join(isa_flags()[:3]) or '-'}),"
+               f" {cores()} cores", err=True)
     if device == "local":
         reports = {"local": fa.bench_local(bundle, thread_list, runs)}
         via = "local"

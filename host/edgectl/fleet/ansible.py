@@ -405,30 +405,11 @@ def _num(v: Any, fmt: str) -> str:
 
 
 def format_report(report: dict[str, Any], host: str | None = None) -> str:
-    """One device's results as a table for people."""
-    m = report.get("machine") or {}
-    b = report.get("bundle") or {}
-    name = host or report.get("device", "?")
-    head = f"{name}"
-    if host and report.get("device") and report["device"] != host:
-        head += f" ({report['device']})"
-    head += (f": {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('arch', '?')}; "
-             f"bundle {b.get('name', '?')}@{b.get('version', '?')}")
-    lines = [head, f"  {'artifact':<24}{'thr':>4}{'load ms':>9}{'p50':>8}{'p95':>8}{'p99':>8}"
-                   f"{'fps':>9}{'RSS MB':>8}{'acc':>7}"]
-    for r in report.get("results", []):
-        if "error" in r:
-            lines.append(f"  {r.get('artifact', '?'):<24}{r.get('threads', '?'):>4}  {r['error']}")
-            continue
-        lat = r.get("latency_ms") or {}
-        lines.append(
-            f"  {r.get('artifact', '?'):<24}{r.get('threads', '?'):>4}"
-            f"{_num(r.get('load_ms'), '.1f'):>9}{_num(lat.get('p50'), '.2f'):>8}"
-            f"{_num(lat.get('p95'), '.2f'):>8}{_num(lat.get('p99'), '.2f'):>8}"
-            f"{_num(r.get('throughput_fps'), '.1f'):>9}{_num(r.get('peak_rss_mb'), '.1f'):>8}"
-            f"{_num(r.get('accuracy'), '.3f'):>7}"
-        )
-    return "\n".join(lines)
+    """One device's results as the bench table (``edge_common.benchtable``, the same table
+    ``edge-agent bench`` prints on the board)."""
+    from edge_common.benchtable import format_table
+
+    return format_table(report, host)
 
 
 def format_compare(runs: Sequence[dict[str, Any]]) -> str:
