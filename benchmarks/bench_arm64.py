@@ -37,7 +37,7 @@ def render(bench: dict, probe: dict, host_cpu: str, host_cores: int | None) -> s
         f"- bundle {bench['bundle']['name']}@{bench['bundle']['version']}: MobileNetV2 x0.25, "
         f"32x32, batch 1; created {bench['created']}",
         "",
-        "| artifact | threads | load ms | p50 ms | p95 ms | fps | test vectors: accuracy (on) |",
+        "| artifact | threads | load ms | p50 ms | p95 ms | fps | test vectors: top-1 agreement |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in bench["results"]:
@@ -45,7 +45,7 @@ def render(bench: dict, probe: dict, host_cpu: str, host_cores: int | None) -> s
             lines.append(f"| {r['artifact']} | {r['threads']} | error: {r['error']} |||||")
             continue
         lat = r["latency_ms"]
-        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f} ({r['accuracy_on']})"
+        acc = "-" if r.get("agreement") is None else f"{r['agreement']:.3f}"
         lines.append(
             f"| {r['artifact']} | {r['threads']} | {r['load_ms']:.0f} | {lat['p50']:.2f} | "
             f"{lat['p95']:.2f} | {r['throughput_fps']:.1f} | {acc} |"

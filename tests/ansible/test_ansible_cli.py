@@ -29,7 +29,8 @@ def test_bench_on_the_pi4_group_returns_the_agent_results_through_ansible(
     [row] = run["results"]
     assert row["artifact"] == "model.fp32.onnx" and row["threads"] == 1
     assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p95"] <= row["latency_ms"]["p99"]
-    assert row["accuracy"] == 1.0
+    assert row["agreement"] == 1.0 and row["max_abs_diff"] < 1e-4  # vs the recorded outputs
+    assert row["vs_fp32_ort"] == 1.0 and row["size_mb"] > 0  # the table's fields
     stored = Path(run["file"])
     assert stored.parent == results and stored.name.startswith("pi4-local_test-1_")
     assert json.loads(stored.read_text())["results"] == run["results"]

@@ -114,7 +114,7 @@ def test_bench_measures_every_artifact(in_root, arm64_venv, arm64_work, probe):
     assert kinds == {("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8")}
     for row in report["results"]:
         assert "error" not in row, row
-        assert row["vectors"] > 0 and row["accuracy"] is not None
+        assert row["vectors"] > 0 and row["agreement"] is not None
         assert row["latency_ms"]["p50"] > 0
     assert report["machine"]["arch"] == "aarch64"
     (arm64_work / "bench.json").write_text(json.dumps(report))
