@@ -59,7 +59,8 @@ __all__ = [
     "ARTIFACT_FIELDS", "DEFAULT_TOLERANCE", "FORMATS", "MANIFEST", "MAX_BUNDLE_BYTES",
     "MAX_MANIFEST_BYTES", "MAX_MEMBER_BYTES", "MAX_SIGNATURE_BYTES", "PRECISIONS",
     "REQUIRED_FIELDS", "SCHEMA_VERSION", "SIGNATURE", "TEST_VECTORS", "Artifact", "Bundle",
-    "KeyLike", "describe", "extract_tar", "generate_keypair", "is_older", "listed_files",
+    "KeyLike", "compare_outputs", "describe", "extract_tar", "generate_keypair", "is_older",
+    "listed_files",
     "load_bundle", "load_private_key", "load_public_key", "manifest_bytes", "pack_tar",
     "parse_manifest", "replay_test_vectors", "sha256_file", "sign_manifest", "verify_dir",
     "verify_signature", "version_key", "write_manifest",
@@ -195,15 +196,11 @@ class Bundle:
             )
         tol = {**DEFAULT_TOLERANCE, **artifact.tolerance}
         max_abs = float(tol["max_abs"])
-        diff = float(np.max(np.abs(got - want))) if want.size else 0.0
+        result = {**compare_outputs(got, want), "count": int(len(x))}
+        diff = result["max_abs_diff"]
         agree = got.argmax(axis=-1) == want.argmax(axis=-1)
         top2 = np.sort(want, axis=-1)[..., -2:] if want.shape[-1] > 1 else np.zeros((len(want), 2))
         clear = (top2[..., 1] - top2[..., 0]) > 0
-        result = {
-            "max_abs_diff": diff,
-            "top1_agreement": float(agree.mean()) if agree.size else 1.0,
-            "count": int(len(x)),
-        }
         if not np.isfinite(diff) or diff > max_abs:
             raise BundleError(
                 f"bundle {self.version}: {artifact.path} test vectors differ: "
@@ -222,6 +219,16 @@ class Bundle:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+def compare_outputs(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
+    """How far outputs ``got`` are from the recorded ``want`` (same shape): the largest
+    absolute difference and the share of inputs with the same top-1 class."""
+    got = np.asarray(got, dtype=np.float32)
+    want = np.asarray(want, dtype=np.float32)
+    diff = float(np.max(np.abs(got - want))) if want.size else 0.0
+    agree = got.argmax(axis=-1) == want.argmax(axis=-1)
+    return {"max_abs_diff": diff, "top1_agreement": float(agree.mean()) if agree.size else 1.0}
 
 
 def replay_test_vectors(bundle: Bundle, threads: int = 1) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent import machine
-from edge_common.bundle import Bundle, load_bundle
+from edge_common.bundle import Bundle, compare_outputs, load_bundle
 from edge_common.errors import EdgeError
 from edge_common.runtime import open_session
 from edge_common.timing import measure_latency
@@ -82,8 +82,9 @@ def measure_artifact(
         "vectors": int(len(x)),
     }
     if expected is not None and expected.shape == logits.shape:
-        row["agreement"] = round(float(np.mean(logits.argmax(-1) == expected.argmax(-1))), 4)
-        row["max_abs_diff"] = float(np.max(np.abs(logits - expected)))
+        same = compare_outputs(logits, expected)
+        row["agreement"] = round(same["top1_agreement"], 4)
+        row["max_abs_diff"] = same["max_abs_diff"]
     if y is not None and len(y) == len(x):
         row["labels_accuracy"] = round(float(np.mean(logits.argmax(-1) == y)), 4)
     return row

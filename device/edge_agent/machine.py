@@ -14,26 +14,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from edge_common.cpuinfo import cpu_model
+
+__all__ = ["cpu_model", "describe", "governor", "runtime_versions", "temperature_c",
+           "throttled"]
+
 
 def _read(path: str) -> str | None:
     try:
         return Path(path).read_text().strip()
     except OSError:
         return None
-
-
-def cpu_model() -> str:
-    text = _read("/proc/cpuinfo") or ""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    # x86: "model name"; Raspberry Pi: "Model"; other ARM: "Hardware" or the device tree.
-    model = fields.get("model name") or fields.get("Model") or fields.get("Hardware")
-    dt = _read("/proc/device-tree/model")
-    return (
-        model or (dt.rstrip("\x00") if dt else None) or platform.processor() or platform.machine()
-    )
 
 
 def governor() -> str | None:

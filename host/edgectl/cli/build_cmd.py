@@ -13,10 +13,12 @@ from edgectl.cli.options import (
     calib_size_option,
     data_config_from,
     data_options,
+    device_option,
     echo_json,
     formats_option,
     json_option,
     pruning_options,
+    start_compute,
     threads_option,
 )
 
@@ -54,6 +56,7 @@ from edgectl.cli.options import (
 @click.option("--width-mult", type=float, default=1.0, hidden=True)
 @click.option("--latency-runs", type=click.IntRange(1), default=30, hidden=True)
 @threads_option
+@device_option
 @json_option
 def build(as_json: bool, no_cache: bool, **kw: Any) -> None:
     """Train (or reuse) the baseline, prune, fine-tune, export, quantize, evaluate every
@@ -65,6 +68,7 @@ def build(as_json: bool, no_cache: bool, **kw: Any) -> None:
     """
     from edgectl.pipeline.build import BuildConfig, format_table, run_build
 
+    start_compute(kw.pop("device"))  # training and fine-tuning read it (pipeline.compute)
     data = data_config_from(kw)
     kw["prune"] = kw.pop("method")
     cfg = BuildConfig(data=data, cache=not no_cache, **kw)

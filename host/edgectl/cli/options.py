@@ -189,3 +189,34 @@ def formats_option(flag: str = "--formats", default: str = "onnx,tflite") -> Cal
 calib_size_option = click.option(
     "--calib-size", type=int, default=300, show_default=True, callback=_positive, metavar="N",
     help="Training images (never test images) that calibrate INT8 activation ranges.")
+
+
+# Compute: where training runs. Declared once for `train`, `prune`, `build` and `study`; the
+# logic (auto = CUDA, then MPS, then CPU; mixed precision; memory format; loader workers)
+# is ``pipeline.compute``. The command calls :func:`start_compute` with the value.
+def _device_choice(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from edgectl.pipeline.compute import DEVICES
+
+    kind = (value or "auto").strip().lower()
+    if kind.split(":")[0] not in DEVICES:
+        raise click.BadParameter(f"expected one of {', '.join(DEVICES)} (cuda:N for one GPU), "
+                                 f"got {value!r}")
+    return kind
+
+
+device_option = click.option(
+    "--device", "device", default="auto", show_default=True, envvar="EDGECTL_DEVICE",
+    show_envvar=True, callback=_device_choice, metavar="auto|cpu|cuda|mps",
+    help="Where training and fine-tuning run: auto picks CUDA, then MPS, then the CPU "
+         "(CUDA trains in mixed precision). Pruning, export and evaluation stay on the CPU.")
+
+
+def start_compute(device: str) -> None:
+    """Make ``device`` the process-wide training device and say on stderr what this long
+    command runs on (device, CPU model, ISA, threads). A device this machine lacks is one
+    clear error before any work."""
+    from edgectl.pipeline import compute
+
+    compute.use_device(device)
+    click.echo(compute.banner(), err=True)
+

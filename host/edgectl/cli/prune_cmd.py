@@ -15,9 +15,11 @@ from edgectl.cli.options import (
     check_labels,
     checkpoint_data_config,
     data_options,
+    device_option,
     echo_json,
     json_option,
     pruning_options,
+    start_compute,
     threads_option,
 )
 
@@ -36,6 +38,7 @@ from edgectl.cli.options import (
               help="Timed runs per latency measurement.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run folder for the pruned checkpoint and prune.json.")
+@device_option
 @json_option
 @click.pass_context
 def prune(
@@ -54,6 +57,7 @@ def prune(
     latency_runs: int,
     out: str,
     as_json: bool,
+    device: str,
     **kwargs: Any,
 ) -> None:
     """Prune the checkpoint MODEL to --sparsity, fine-tune, and compare before/after.
@@ -76,6 +80,7 @@ def prune(
     from edgectl.pipeline.training import fine_tune_hook
 
     pruning.check_request(method, regime, sparsity, step)  # before any loading
+    start_compute(device)  # fine-tuning runs there
     net, meta = load_checkpoint(model)
     orig_params, orig_channels = pruning.lineage(meta, net)
     pruning.check_start(net, method, sparsity, orig_params, exclude_classifier)

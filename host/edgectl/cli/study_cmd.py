@@ -11,9 +11,11 @@ from edgectl import study as st
 from edgectl.cli.options import (
     data_config_from,
     data_options,
+    device_option,
     echo_json,
     json_option,
     pruning_grid_options,
+    start_compute,
     threads_option,
 )
 
@@ -81,12 +83,14 @@ from edgectl.cli.options import (
 @threads_option
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (one line per cell stays).")
+@device_option
 @json_option
 def study(as_json: bool, no_progress: bool, **kwargs: Any) -> None:
     """Regenerate the pruning study: every method × regime × target sparsity, pruned from
     one baseline, fine-tuned and measured (accuracy, size, MACs, latency on PyTorch eager,
     ORT FP32 and ORT INT8). Writes OUT/results.csv, results.json, the plots and report.md;
     each finished cell is saved under OUT/cells/ so --resume skips it."""
+    start_compute(kwargs.pop("device"))  # training and fine-tuning read it (pipeline.compute)
     data = data_config_from(kwargs)
     given = {k: v for k, v in kwargs.items() if v is not None}
     cfg = st.StudyConfig(data=data, progress=not no_progress and not as_json, **given)

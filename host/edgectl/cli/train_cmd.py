@@ -6,7 +6,14 @@ from typing import Any
 
 import click
 
-from edgectl.cli.options import data_config_from, data_options, echo_json, json_option
+from edgectl.cli.options import (
+    data_config_from,
+    data_options,
+    device_option,
+    echo_json,
+    json_option,
+    start_compute,
+)
 from edgectl.pipeline.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
 
 
@@ -51,6 +58,7 @@ from edgectl.pipeline.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAUL
     type=click.Path(),
     help="Run folder: OUT/model.pt and OUT/model.json.",
 )
+@device_option
 @json_option
 def train(
     epochs: int,
@@ -61,6 +69,7 @@ def train(
     train_threads: int | None,
     out: str,
     as_json: bool,
+    device: str,
     **kwargs: Any,
 ) -> None:
     """Train MobileNetV2 on a dataset and save a checkpoint with its metadata.
@@ -76,6 +85,7 @@ def train(
     if epochs <= 0 or batch_size <= 0 or lr <= 0 or width_mult <= 0:
         raise click.BadParameter("--epochs, --batch-size, --lr and --width-mult must be positive")
     cfg = data_config_from(kwargs)
+    start_compute(device)
     result = train_baseline(
         cfg,
         out,
@@ -86,6 +96,7 @@ def train(
         width_mult=width_mult,
         threads=train_threads,
         progress=not as_json,
+        device=device,
     )
     if as_json:
         echo_json(result)

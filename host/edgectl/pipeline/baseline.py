@@ -31,8 +31,10 @@ def train_baseline(
     width_mult: float = 1.0,
     threads: int | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Load data, build, train, evaluate (no latency: ``edgectl eval`` does that) and save.
+    """Load data, build, train on ``device`` (default: the process-wide one,
+    ``compute.use_device``), evaluate (no latency: ``edgectl eval`` does that) and save.
 
     Returns ``{"checkpoint", "description", "metrics", "history", "seconds",
     "images_per_s", "threads"}``.
@@ -42,7 +44,7 @@ def train_baseline(
     torch.set_num_threads(threads)
     try:
         return _train_baseline(
-            cfg, out, epochs, batch_size, lr, weights, width_mult, threads, progress
+            cfg, out, epochs, batch_size, lr, weights, width_mult, threads, progress, device
         )
     finally:
         torch.set_num_threads(before)
@@ -58,6 +60,7 @@ def _train_baseline(
     width_mult: float,
     threads: int,
     progress: bool,
+    device: str | None = None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     datasets = load_datasets(cfg)
@@ -71,6 +74,7 @@ def _train_baseline(
         lr=lr,
         seed=cfg.seed,
         progress=progress,
+        device=device,
     )
     metrics = evaluate(model, datasets, latency=False)
     meta = {

@@ -110,9 +110,12 @@ def unstructured_step(model: nn.Module, target: float, exclude_classifier: bool 
 
 
 def apply_masks(masks: Masks) -> None:
-    """Force pruned weights back to zero (call after every optimizer step while fine-tuning)."""
+    """Force pruned weights back to zero (call after every optimizer step while fine-tuning).
+    A mask follows its weight to the training device (moved once, then kept there)."""
     with torch.no_grad():
         for m, mask in masks.items():
+            if mask.device != m.weight.device:
+                mask = masks[m] = mask.to(m.weight.device)
             m.weight.mul_(mask)
 
 

@@ -6,12 +6,11 @@ every optimizer step. Runs are deterministic for a given seed on the CPU: the gl
 torch RNG (init, dropout, augmentation) is seeded and the DataLoader shuffles with its
 own seeded generator.
 
-Memory format: the model and batches run in ``channels_last`` (NHWC). Measured on this
-project's 2-core AMD EPYC host (MobileNetV2, 64×64, batch 64, one thread, CPU time so
-the other jobs on the machine matter less): 5.1 ms per image NHWC vs 6.3 ms NCHW, and
-wall-clock 1.3–2× in NHWC's favour in noisy two-thread runs. ``channels_last=False``
-switches it off. The model is returned in the default contiguous format, so
-checkpoints and exports see an ordinary model.
+Device, precision, memory format and loader workers come from ``compute.plan``: the
+device is ``device=`` or the process-wide default the CLI's ``--device`` set (auto: CUDA,
+then MPS, then CPU); CUDA trains in mixed precision; ``channels_last`` where measured
+faster (benchmarks/results/compute.md). The model is returned on the CPU in the default
+contiguous format, so pruning, checkpoints, exports and evaluation see an ordinary model.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from edgectl.pipeline import compute
 from edgectl.pipeline.data import Datasets
 
 AfterStep = Callable[[nn.Module], None]
@@ -35,18 +35,27 @@ DEFAULT_LR = 2e-3
 FINE_TUNE_LR = 1e-3  # half the training peak: recovers structured pruning far faster than 2e-4
 
 
-def _loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+def _loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
+            workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """Batches of ``dataset``; ``workers``/``pin_memory`` from ``compute.plan`` (0 on the CPU:
+    frames are cached in memory and the transforms cheap, so worker processes would only
+    take cores from the training threads; on an accelerator they fill the spare cores)."""
     gen = torch.Generator().manual_seed(seed) if shuffle else None
-    # num_workers=0: frames are cached in memory and the transforms are cheap; worker
-    # processes would only compete with the training threads on a 2-core machine.
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         generator=gen,
-        num_workers=0,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
         drop_last=shuffle and len(dataset) > batch_size,
     )  # type: ignore[arg-type]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def _to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -57,12 +66,14 @@ def _to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 def predict(
     model: nn.Module, dataset: Dataset, batch_size: int = 128
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted and true labels over ``dataset`` (model in eval mode)."""
+    """Predicted and true labels over ``dataset`` (model in eval mode, on its own device;
+    the labels come back on the CPU)."""
     was_training = model.training
     model.eval()
+    dev = _model_device(model)
     preds, targets = [], []
     for x, y in _loader(dataset, batch_size, shuffle=False):
-        preds.append(model(x).argmax(1))
+        preds.append(model(x.to(dev, non_blocking=True)).argmax(1).cpu())
         targets.append(y)
     model.train(was_training)
     if not preds:
@@ -87,10 +98,16 @@ def fit(
     after_step: AfterStep | None = None,
     eval_each_epoch: bool = True,
     weight_decay: float = 0.0,
-    channels_last: bool = True,
+    channels_last: bool | None = None,
     desc: str = "train",
+    device: str | torch.device | None = None,
+    amp: bool = True,
 ) -> dict[str, Any]:
-    """Train ``model`` in place on ``datasets.train``; return the history.
+    """Train ``model`` in place on ``datasets.train``; return the history. The model ends on
+    the CPU in eval mode whatever ``device`` it trained on.
+
+    ``device``: ``auto|cpu|cuda|mps`` or a ``torch.device`` (default: the process-wide
+    default, ``compute.use_device``); ``channels_last``/``amp`` override the device's plan.
 
     History: ``{"config": {...}, "epochs": [{"epoch", "loss", "train_accuracy",
     "test_accuracy", "seconds", "images_per_s"}], "seconds", "images_per_s"}``.
@@ -102,8 +119,12 @@ def fit(
             f"bad training settings: epochs={epochs}, batch_size={batch_size}, lr={lr}"
         )
     torch.manual_seed(seed)
-    loader = _loader(datasets.train, batch_size, shuffle=True, seed=seed)
+    run = compute.plan(device, channels_last=channels_last, amp=amp)
+    dev, channels_last = run.device, run.channels_last
+    loader = _loader(datasets.train, batch_size, shuffle=True, seed=seed,
+                     workers=run.workers, pin_memory=run.pin_memory)
     steps_total = max(1, epochs * len(loader))
+    model.to(dev)  # before the optimizer, so it holds the parameters on the device
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     # One-cycle: short warm-up then cosine decay; from scratch it learns markedly faster
     # than a plain cosine from the peak (measured on the synthetic set, docs/dataset.md).
@@ -111,7 +132,9 @@ def fit(
         opt, max_lr=lr, total_steps=steps_total + 1, pct_start=0.15
     )
     loss_fn = nn.CrossEntropyLoss()
-    model = model.to(memory_format=torch.channels_last) if channels_last else model
+    scaler = run.grad_scaler()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     history: dict[str, Any] = {
         "config": {
             "epochs": epochs,
@@ -123,6 +146,7 @@ def fit(
             "weight_decay": weight_decay,
             "channels_last": channels_last,
             "threads": torch.get_num_threads(),
+            **{k: v for k, v in run.describe().items() if k != "channels_last"},
         },
         "epochs": [],
     }
@@ -136,12 +160,15 @@ def fit(
             loader, desc=f"{desc} {epoch}/{epochs}", unit="batch", leave=False, disable=not progress
         )
         for x, y in bar:
-            x = _to_memory_format(x, channels_last)
+            x = _to_memory_format(x.to(dev, non_blocking=True), channels_last)
+            y = y.to(dev, non_blocking=True)
             opt.zero_grad(set_to_none=True)
-            out = model(x)
-            loss = loss_fn(out, y)
-            loss.backward()
-            opt.step()
+            with run.autocast():
+                out = model(x)
+                loss = loss_fn(out, y)
+            scaler.scale(loss).backward()  # a pass-through unless float16 needs scaling
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             if after_step is not None:
                 after_step(model)
@@ -174,7 +201,7 @@ def fit(
     total = time.perf_counter() - t_start
     history["seconds"] = total
     history["images_per_s"] = seen_total / total if total else 0.0
-    model.to(memory_format=torch.contiguous_format).eval()
+    model.to("cpu", memory_format=torch.contiguous_format).eval()
     return history
 
 
@@ -186,10 +213,13 @@ def train(
     lr: float = DEFAULT_LR,
     seed: int = 0,
     progress: bool = True,
+    device: str | torch.device | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
-    """Train the baseline from its initial weights; returns the history (see :func:`fit`)."""
-    return fit(model, datasets, epochs, batch_size, lr, seed, progress, desc="train", **kw)
+    """Train the baseline from its initial weights on ``device`` (default: the process-wide
+    one); returns the history (see :func:`fit`) and leaves the model on the CPU."""
+    return fit(model, datasets, epochs, batch_size, lr, seed, progress, desc="train",
+               device=device, **kw)
 
 
 def fine_tune(
@@ -201,9 +231,11 @@ def fine_tune(
     seed: int = 0,
     progress: bool = True,
     after_step: AfterStep | None = None,
+    device: str | torch.device | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
-    """Recover accuracy after pruning: the same loop, smaller lr, ``after_step`` hook."""
+    """Recover accuracy after pruning: the same loop, smaller lr, ``after_step`` hook, on
+    ``device`` (default: the process-wide one); the model comes back on the CPU."""
     return fit(
         model,
         datasets,
@@ -214,6 +246,7 @@ def fine_tune(
         progress,
         after_step=after_step,
         desc="fine-tune",
+        device=device,
         **kw,
     )
 
