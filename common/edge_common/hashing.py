@@ -1,9 +1,12 @@
-"""The one sha256 of a file (bundles, updates, the study's caches)."""
+"""The one sha256 of a file (bundles, updates, the study's caches) and the one settings
+digest (cache keys)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from typing import Any
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -13,3 +16,11 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
             h.update(chunk)
     return h.hexdigest()
 
+
+
+def settings_key(settings: Any) -> str:
+    """A short, stable digest of JSON-able settings: the cache key of a baseline or a study
+    cell (a changed key means recompute). Keys are sorted; values JSON cannot write go
+    through ``str``."""
+    blob = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -17,7 +17,6 @@ code version, so a changed setting or commit retrains.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_common.errors import ConfigError, EdgeError, ModelError
+from edge_common.hashing import settings_key
 from edgectl.pipeline.build_results import (
     ArtifactResult,
     BaselineResult,
@@ -174,9 +174,7 @@ def baseline_key(cfg: BuildConfig) -> str:
     from importlib.metadata import version
 
     data = {k: v for k, v in cfg.data.to_dict().items() if k != "download"}
-    blob = json.dumps({"data": data, "train": cfg.train_settings(), "code": version("edgectl")},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return settings_key({"data": data, "train": cfg.train_settings(), "code": version("edgectl")})
 
 
 def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[str, Any], str]:

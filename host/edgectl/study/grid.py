@@ -16,8 +16,6 @@ over seeds, ``*_std`` columns when ``seeds > 1``, the baseline as its own row),
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -26,6 +24,7 @@ from typing import Any
 
 from edge_common.bundle import sha256_file
 from edge_common.errors import ConfigError
+from edge_common.hashing import settings_key
 from edgectl.pipeline.training import DEFAULT_LR, FINE_TUNE_LR
 
 log = logging.getLogger("edgectl.study")
@@ -252,11 +251,7 @@ def finetune_chunks(n_train: int, epochs: float, steps: int, seed: int) -> list[
 
 def cell_key(cfg: StudyConfig, cell: Cell, baseline_fp: str) -> str:
     """A digest of everything that determines a cell's result; a changed key means rerun."""
-    blob = json.dumps(
-        {"cell": asdict(cell), "settings": cfg.cell_settings(), "baseline": baseline_fp},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return settings_key(
+        {"cell": asdict(cell), "settings": cfg.cell_settings(), "baseline": baseline_fp})
 
 
