@@ -154,6 +154,17 @@ def test_table_rows_ratio_to_dense_and_the_unstructured_note():
     assert rows[0]["vs_dense_ort_fp32"] is None and "--reference" in notes(rows, manifest)[0]
 
 
+def test_table_columns_stay_aligned_with_a_long_reference_name():
+    from edgectl.fleet.benchtable import bench_rows, format_table
+
+    rows = bench_rows(_report([("model.fp32.onnx", "fp32", 5.0, False),
+                               ("dense.fp32.onnx", "fp32", 10.0, True)]), {"artifacts": []})
+    head, *lines = format_table(rows).splitlines()
+    end = head.index("format") + len("format")
+    assert [ln[end - 4:end] for ln in lines] == ["onnx", "onnx"], format_table(rows)
+    assert "dense.fp32.onnx (dense ref)" in lines[1]
+
+
 def test_bench_of_a_build_measures_its_dense_baseline(cli_runner, tiny_checkpoint, tmp_path):
     """The user's case: `edgectl build`, then `edgectl bench --device local` on its bundle;
     the dense FP32 ONNX of OUT/baseline is exported and measured in the same run."""

@@ -105,18 +105,23 @@ def _f(v: Any, spec: str) -> str:
     return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
 
+def _name(row: dict[str, Any]) -> str:
+    return str(row["artifact"]) + (" (dense ref)" if row.get("reference") else "")
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    head = (f"{'artifact':<22}{'format':>7}{'prec':>5}{'thr':>4}{'size MB':>9}{'sparsity':>9}"
+    width = max([22] + [len(_name(r)) + 1 for r in rows])
+    head = (f"{'artifact':<{width}}{'format':>7}{'prec':>5}{'thr':>4}{'size MB':>9}{'sparsity':>9}"
             f"{'accuracy':>9}{'agree':>7}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}{'vs dense':>9}")
     lines = [head]
     for r in rows:
-        name = str(r["artifact"]) + (" (dense ref)" if r.get("reference") else "")
+        name = _name(r)
         if "error" in r:
-            lines.append(f"{name:<22}{r['format'] or '-':>7}{r['precision'] or '-':>5}"
+            lines.append(f"{name:<{width}}{r['format'] or '-':>7}{r['precision'] or '-':>5}"
                          f"{r['threads']!s:>4}  {r['error']}")
             continue
         lines.append(
-            f"{name:<22}{r['format'] or '-':>7}{r['precision'] or '-':>5}{r['threads']!s:>4}"
+            f"{name:<{width}}{r['format'] or '-':>7}{r['precision'] or '-':>5}{r['threads']!s:>4}"
             f"{_f(r['size_mb'], '.2f'):>9}{_f(r['sparsity'], '.2f'):>9}"
             f"{_f(r['accuracy'], '.2%'):>9}{_f(r['agreement'], '.3f'):>7}"
             f"{_f(r['p50_ms'], '.2f'):>8}{_f(r['p95_ms'], '.2f'):>8}"
