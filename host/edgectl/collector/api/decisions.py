@@ -26,7 +26,7 @@ async def post_decisions(device: Device, request: Request, store: StoreDep,
 
     The body is parsed here rather than by FastAPI so that the store also gets each
     record's JSON text as sent and keeps it without serialising it again (the hot path
-    of a fleet's collector: see ``batch_body`` and ``store/pgbatch.py``).
+    of a fleet's collector: see ``batch_body`` and ``store/pghot.py``).
     """
     batch, texts = parse_batch(await request.body())
     if batch.device_id not in (None, device):

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 
-from edgectl.collector.store import pgbatch
+from edgectl.collector.store import pghot
 from edgectl.collector.store import schema as t
 from edgectl.collector.store.engine import database_url, is_sqlite, make_engine
 
@@ -100,6 +100,13 @@ class Store:
             return cur.rowcount == 1
 
     def device_for_token_hash(self, token_hash: str) -> str | None:
+        """The device whose token hashes to ``token_hash`` (every device request asks)."""
+        if not self.sqlite:
+            conn = self.engine.raw_connection()  # per request: see pghot
+            try:
+                return pghot.device_for_token_hash(conn.driver_connection, token_hash)
+            finally:
+                conn.close()
         with self._read() as db:
             name = db.execute(sa.select(t.devices.c.name)
                               .where(t.devices.c.token_hash == token_hash)).scalar()
@@ -172,7 +179,7 @@ class Store:
                           received: float) -> tuple[int, int]:
         # The bare psycopg connection from SQLAlchemy's pool: this is the collector's hot
         # path, and SQLAlchemy's execution layer and psycopg's text-format arrays cost
-        # more per record than the database does (see pgbatch).
+        # more per record than the database does (see pghot).
         columns = {"id": [str(r["id"]) for r in records],
                    "seq": [_int(r.get("seq")) for r in records],
                    "ts": [_float(r.get("ts")) for r in records],
@@ -182,7 +189,7 @@ class Store:
                    "body": bodies}
         conn = self.engine.raw_connection()
         try:
-            accepted = pgbatch.insert_decisions(conn.driver_connection, device, columns,
+            accepted = pghot.insert_decisions(conn.driver_connection, device, columns,
                                                 received)
         finally:
             conn.close()  # back to the pool
