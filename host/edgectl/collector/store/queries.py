@@ -102,11 +102,7 @@ class Store:
     def device_for_token_hash(self, token_hash: str) -> str | None:
         """The device whose token hashes to ``token_hash`` (every device request asks)."""
         if not self.sqlite:
-            conn = self.engine.raw_connection()  # per request: see pghot
-            try:
-                return pghot.device_for_token_hash(conn.driver_connection, token_hash)
-            finally:
-                conn.close()
+            return self._on_driver(pghot.device_for_token_hash, token_hash)  # see pghot
         with self._read() as db:
             name = db.execute(sa.select(t.devices.c.name)
                               .where(t.devices.c.token_hash == token_hash)).scalar()
@@ -187,13 +183,22 @@ class Store:
                    "decision": [_text(r.get("decision")) for r in records],
                    "model_version": [_text(r.get("model_version")) for r in records],
                    "body": bodies}
+        accepted = self._on_driver(pghot.insert_decisions, device, columns, received)
+        return accepted, len(records) - accepted
+
+    def _on_driver(self, fn: Any, *args: Any) -> Any:
+        """``fn(psycopg_connection, *args)`` on a connection from the pool. A connection
+        that broke (the server restarted) is dropped, not pooled again: that request fails
+        (the board retries it; every write is idempotent) and the next one reconnects."""
         conn = self.engine.raw_connection()
         try:
-            accepted = pghot.insert_decisions(conn.driver_connection, device, columns,
-                                                received)
+            return fn(conn.driver_connection, *args)
+        except Exception:
+            if conn.driver_connection.closed or conn.driver_connection.broken:
+                conn.invalidate()
+            raise
         finally:
             conn.close()  # back to the pool
-        return accepted, len(records) - accepted
 
     def decision_count(self, device: str | None = None) -> int:
         q = sa.select(sa.func.count()).select_from(t.decisions)
