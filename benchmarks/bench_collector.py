@@ -88,6 +88,20 @@ def record(board: str, seq: int, rng: random.Random) -> dict:
     }
 
 
+def cpu_check_us() -> float:
+    """How fast this machine is right now: ``json.loads`` of a 200-record batch, µs per
+    record (best of 5). The cores are shared (a VM, other work): the same code has been
+    seen to run 2× slower from one hour to the next, so each row says what it ran on."""
+    body = Board("check", "t", argparse.Namespace(rate=1.0), random.Random(0)).body(200)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(20):
+            json.loads(body)
+        best = min(best, (time.perf_counter() - t0) / 20 / 200)
+    return round(best * 1e6, 2)
+
+
 def process_cpu_s(root_pid: int) -> float:
     """User+system CPU seconds of ``root_pid`` and its children so far (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -294,7 +308,7 @@ async def drive(url: str, admin_token: str, args) -> dict:
 def run_config(backend: str, workers: int, args, pg) -> dict:
     from edgectl.collector.store import Store
 
-    load = os.getloadavg()[0]
+    load, speed = os.getloadavg()[0], cpu_check_us()
     with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
         data = Path(tmp) / "data"
         db = f"sqlite:///{Path(tmp) / 'collector.db'}" if backend == "sqlite" else pg.create_db()
@@ -337,6 +351,7 @@ def run_config(backend: str, workers: int, args, pg) -> dict:
         "postgres_us_per_record": None if db_cpu is None else
         round(1e6 * db_cpu / max(stats["accepted_all"], 1), 1),
         "wall_s": round(wall, 1), "load_avg_1m_at_start": round(load, 2),
+        "cpu_check_us_per_record": speed,
         "pg_synchronous_commit": args.pg_synchronous_commit if backend == "postgres" else None,
     }
 
@@ -377,8 +392,8 @@ def table(rows: list[dict], args) -> str:
         "| db | workers | records/s accepted | × SQLite×1 | kept up | p50 ms | p95 ms | p99 ms "
         "| errors | stored = accepted | collector CPU s | collector µs/record "
         "| PostgreSQL CPU s | PostgreSQL µs/record | generator CPU s | stored B/record "
-        "| load avg at start |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| load avg at start | CPU check µs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lat = r["latency_ms"]
@@ -391,7 +406,7 @@ def table(rows: list[dict], args) -> str:
                    f"{r['server_cpu_s']} | {r['collector_us_per_record']} | "
                    f"{r['postgres_cpu_s'] or '-'} | {r['postgres_us_per_record'] or '-'} | "
                    f"{r['generator_cpu_s']} | {r['stored_bytes_per_record']} | "
-                   f"{r['load_avg_1m_at_start']} |")
+                   f"{r['load_avg_1m_at_start']} | {r['cpu_check_us_per_record']} |")
     out.append("")
     out.append("Latency: decision-batch requests only, measured by the generator (includes its "
                f"own scheduling delay). Kept up: accepted ≥ {KEEPS_UP:.0%} of the offered "
@@ -403,7 +418,9 @@ def table(rows: list[dict], args) -> str:
                "over the same run. The generator runs on the same cores. Stored B/record: "
                "the SQLite file, or the PostgreSQL decisions table with its indexes, divided "
                "by the rows in it. Load average (1 min) at the start of each row: other work "
-               "on the machine shares its cores.")
+               "on the machine shares its cores. CPU check: `json.loads` of a 200-record "
+               "batch just before the row, µs per record (lower is faster): the machine's "
+               "speed at that moment.")
     out.append("")
     out.append(verdict(rows, offered))
     return "\n".join(out) + "\n"
