@@ -37,9 +37,13 @@ class PgCluster:
     """One cluster; ``url(db)`` gives a ``postgresql://`` URL, ``create_db()`` a new
     empty database for one test."""
 
-    def __init__(self, bindir: Path, durable: bool = False) -> None:
+    def __init__(self, bindir: Path, durable: bool = False,
+                 synchronous_commit: str | None = None) -> None:
         self.bindir = bindir
         self.durable = durable  # fsync on (benchmarks); tests run with fsync off
+        # Tests: off (nothing is on disk anyway). Durable: PostgreSQL's own default (on)
+        # unless asked; the benchmark says which it ran with.
+        self.synchronous_commit = synchronous_commit or ("on" if durable else "off")
         self.root = Path(tempfile.mkdtemp(prefix="edgectl-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
@@ -56,7 +60,8 @@ class PgCluster:
                                  "--auth=trust", "-E", "UTF8", "--no-sync"),
                        check=True, capture_output=True, cwd=self.root)
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 "
-                f"-c unix_socket_directories={self.root} -c synchronous_commit=off "
+                f"-c unix_socket_directories={self.root} "
+                f"-c synchronous_commit={self.synchronous_commit} "
                 "-c max_connections=200")
         if not self.durable:
             opts += " -c fsync=off -c full_page_writes=off"

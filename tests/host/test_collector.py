@@ -144,6 +144,82 @@ def test_decision_batches_are_idempotent(collector):
     assert [g["seq"] for g in got] == list(range(1, 9))
 
 
+def test_decision_bodies_are_kept_as_sent_and_odd_bodies_behave_as_before(collector):
+    """The store keeps each record's JSON text as the board sent it (sliced out of the
+    request, not serialised again); what reads back is the record. Bodies the fast parser
+    leaves to json.loads (NaN, a BOM, a repeated "records") and bad ones behave as before."""
+    tok = add_device(collector, "pi-1")
+    url = f"{collector.url}/devices/pi-1/decisions"
+    post = lambda body: requests.post(url, data=body, headers={  # noqa: E731
+        **auth(tok), "Content-Type": "application/json"}, timeout=10)
+    recs = [{"id": "a1", "seq": 1, "x": {"é": [1, 2.5, None, True]}, "s": "q\"\\\u2028"},
+            {"id": "a2", "seq": 2, "big": 2**70, "neg": -0.0, "e": 1e-7}]
+    body = '{ "device_id" : "pi-1",\n "records" : [\n  ' + ',\n  '.join(
+        json.dumps(r, indent=1, ensure_ascii=False) for r in recs) + '\n] }\n'
+    r = post(body.encode())
+    assert r.json() == {"received": 2, "accepted": 2, "duplicates": 0}, r.text
+    assert requests.get(url, headers=auth(collector.admin), timeout=10).json() == recs
+    with collector.store.engine.connect() as db:
+        stored = [b for (b,) in db.exec_driver_sql("SELECT body FROM decisions ORDER BY id")]
+    assert stored == [json.dumps(r, indent=1, ensure_ascii=False) for r in recs]
+    r = post(b'{"records": [{"id": "n1", "seq": 3, "score": NaN}]}')
+    assert r.json()["accepted"] == 1
+    r = post(b'\xef\xbb\xbf{"records": [{"id": "b1", "seq": 4}]}')
+    assert r.json()["accepted"] == 1
+    r = post(b'{"records": [{"id": "lost"}], "records": [{"id": "d1", "seq": 5}]}')
+    assert r.json() == {"received": 1, "accepted": 1, "duplicates": 0}
+    got = requests.get(url, headers=auth(collector.admin), timeout=10).json()
+    assert [g["id"] for g in got] == ["a1", "a2", "n1", "b1", "d1"]
+    nan = collector.store.decisions("pi-1")[2]["score"]
+    assert nan != nan                                          # NaN came back as NaN
+    for bad, code in [(b'{"records": [{"id": "x1"}', 422), (b'{"records": {"id": "x"}}', 422),
+                      (b'{"records": [1]}', 422), (b'[]', 422), (b'{"device_id": 5, '
+                      b'"records": []}', 422), (b'{"records": [{"id": "x2"}]} x', 422),
+                      (b'\xff\xfe{', 400)]:
+        assert post(bad).status_code == code, bad
+    assert collector.store.decision_count() == 5
+
+
+def test_batch_parser_agrees_with_json_loads():
+    """``batch_body.split`` is json.loads plus each record's source text, or None (then
+    json.loads decides), on shapes a board or a fuzzer could send."""
+    import random
+
+    from edgectl.collector.api.batch_body import split
+
+    rng = random.Random(7)
+
+    def value(depth: int = 0):
+        kind = rng.randrange(7 if depth < 3 else 5)
+        if kind == 5:
+            return [value(depth + 1) for _ in range(rng.randrange(3))]
+        if kind == 6:
+            return {f"k{i}": value(depth + 1) for i in range(rng.randrange(3))}
+        return [None, True, rng.random() * 10 ** rng.randrange(-5, 30),
+                rng.randrange(-2**70, 2**70),
+                "".join(rng.choice('ab"\\\u00e9\u2028 ') for _ in range(rng.randrange(6)))][kind]
+
+    for _ in range(300):
+        recs = [{"id": f"r{i}", **{f"f{j}": value() for j in range(3)}} for i in range(3)]
+        ws = rng.choice(["", " ", "\n  ", "\t"])
+        parts = [json.dumps(r, indent=rng.choice([None, 1]), ensure_ascii=rng.random() < .5)
+                 for r in recs]
+        text = ("{" + ws + '"device_id":' + ws + '"d",' + ws + '"records"' + ws + ":" + ws + "["
+                + ws + ("," + ws).join(parts) + ws + "]" + ws + "}" + ws)
+        obj, texts = split(text)
+        assert obj == json.loads(text) and texts == parts
+    for text in ['{"records": []}', '{}', '{"records": [], "records": [{"id": "a"}]}',
+                 '{"records": [{"id": "a"}], "records": 5}']:
+        obj, texts = split(text)
+        assert obj == json.loads(text)
+        assert texts == (None if obj.get("records") == 5 else
+                         [json.dumps(r) for r in obj.get("records", [])] if "records" in obj
+                         else None)
+    for text in ['', '[]', '{"records": [1,]}', '{"records": [1] ', '{"a": 1} 2', "{'a': 1}",
+                 '{"records": [1] "x": 2}', '\ufeff{}']:
+        assert split(text) is None
+
+
 def test_oversize_batches_are_refused(collector):
     tok = add_device(collector, "pi-1")
     url = f"{collector.url}/devices/pi-1/decisions"

@@ -248,6 +248,28 @@ def _children(pid: int) -> int:
     return n
 
 
+def test_postgres_hot_path_drops_a_broken_connection_and_reconnects(pg_cluster):
+    """The batch insert and the token lookup run on the bare driver: when the server drops
+    the connection (a restart), that one call fails and the next gets a new connection."""
+    import psycopg
+
+    url = pg_cluster.create_db()
+    store = Store(url)
+    try:
+        store.add_device("a", None, "h")
+        assert store.add_decisions("a", [{"id": "1"}]) == (1, 0)
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with pytest.raises(psycopg.OperationalError):
+            store.add_decisions("a", [{"id": "2"}])
+        assert store.add_decisions("a", [{"id": "2"}, {"id": "1"}]) == (1, 1)
+        assert store.device_for_token_hash("h") == "a"
+        assert store.decision_count() == 2
+    finally:
+        store.close()
+
+
 def test_four_workers_store_resent_batches_exactly_once(tmp_path, pg_cluster):
     """4 uvicorn workers on one PostgreSQL; 50 devices each send 2 batches 3 times, all at
     once over 32 connections: every record is stored once, and the accepted counts of all

@@ -5,19 +5,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
 
+from edgectl.collector.api.batch_body import parse_batch
 from edgectl.collector.api.deps import Admin, Device, SettingsDep, StoreDep, safe_name
 from edgectl.collector.api.schemas import BatchResult, DecisionBatch
 from edgectl.collector.names import is_safe_name
 
 router = APIRouter()
 
+_BODY_DOC = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": DecisionBatch.model_json_schema()}}}}
 
-@router.post("/devices/{device}/decisions", tags=["device"])
-def post_decisions(device: Device, batch: DecisionBatch, store: StoreDep,
-                   settings: SettingsDep) -> BatchResult:
-    """Store a batch of journal rows; a repeated id is accepted, not stored twice."""
+
+@router.post("/devices/{device}/decisions", tags=["device"], openapi_extra=_BODY_DOC)
+async def post_decisions(device: Device, request: Request, store: StoreDep,
+                         settings: SettingsDep) -> BatchResult:
+    """Store a batch of journal rows; a repeated id is accepted, not stored twice.
+
+    The body is parsed here rather than by FastAPI so that the store also gets each
+    record's JSON text as sent and keeps it without serialising it again (the hot path
+    of a fleet's collector: see ``batch_body`` and ``store/pghot.py``).
+    """
+    batch, texts = parse_batch(await request.body())
     if batch.device_id not in (None, device):
         raise HTTPException(403, "batch device_id does not match the token's device")
     if len(batch.records) > settings.max_batch_records:
@@ -28,7 +39,8 @@ def post_decisions(device: Device, batch: DecisionBatch, store: StoreDep,
             raise HTTPException(422, f"invalid record id {r.get('id')!r}")
         if r.get("device_id", device) != device:
             raise HTTPException(403, f"record {r['id']} belongs to another device")
-    accepted, duplicates = store.add_decisions(device, records)
+    accepted, duplicates = await run_in_threadpool(store.add_decisions, device, records,
+                                                   texts=texts)
     return BatchResult(received=len(records), accepted=accepted, duplicates=duplicates)
 
 

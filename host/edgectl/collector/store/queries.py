@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 
+from edgectl.collector.store import pghot
 from edgectl.collector.store import schema as t
 from edgectl.collector.store.engine import database_url, is_sqlite, make_engine
 
@@ -99,6 +100,9 @@ class Store:
             return cur.rowcount == 1
 
     def device_for_token_hash(self, token_hash: str) -> str | None:
+        """The device whose token hashes to ``token_hash`` (every device request asks)."""
+        if not self.sqlite:
+            return self._on_driver(pghot.device_for_token_hash, token_hash)  # see pghot
         with self._read() as db:
             name = db.execute(sa.select(t.devices.c.name)
                               .where(t.devices.c.token_hash == token_hash)).scalar()
@@ -134,31 +138,67 @@ class Store:
     # -- decisions -----------------------------------------------------------------------
 
     def add_decisions(self, device: str, records: Iterable[dict[str, Any]],
-                      now: float | None = None) -> tuple[int, int]:
+                      now: float | None = None,
+                      texts: list[str] | None = None) -> tuple[int, int]:
         """Insert records keyed by ``(device, id)``; return ``(accepted, duplicates)``.
 
         A repeat of an id already stored (in this batch, an earlier one, or one another
-        worker is storing right now) is a duplicate: counted, not stored again.
+        worker is storing right now) is a duplicate: counted, not stored again. ``texts``:
+        each record's JSON text as the device sent it (``api.batch_body``), kept as its
+        body; without, the body is ``json.dumps`` of the record. Either reads back as the
+        same record.
         """
         received = now or time.time()
+        records = list(records)
+        if not records:
+            return 0, 0
+        bodies = texts if texts is not None and len(texts) == len(records) else \
+            [json.dumps(r, sort_keys=True) for r in records]
+        if not self.sqlite:
+            return self._pg_add_decisions(device, records, bodies, received)
         rows = [{"device": device, "id": str(r["id"]), "seq": _int(r.get("seq")),
                  "ts": _float(r.get("ts")), "label": _text(r.get("label")),
                  "decision": _text(r.get("decision")),
                  "model_version": _text(r.get("model_version")),
-                 "body": json.dumps(r, sort_keys=True), "received": received} for r in records]
-        if not rows:
-            return 0, 0
+                 "body": body, "received": received}
+                for r, body in zip(records, bodies, strict=True)]
         with self._write() as db:
-            if self.sqlite:
-                stmt = (self._insert(t.decisions)
-                        .on_conflict_do_nothing(index_elements=["device", "id"])
-                        .returning(t.decisions.c.id))
-                accepted = len(db.execute(stmt, rows).all())
-            else:
-                accepted = len(db.execute(_PG_BULK_DECISIONS, _columns(rows)).all())
+            stmt = (self._insert(t.decisions)
+                    .on_conflict_do_nothing(index_elements=["device", "id"])
+                    .returning(t.decisions.c.id))
+            accepted = len(db.execute(stmt, rows).all())
             db.execute(sa.update(t.devices).where(t.devices.c.name == device)
                        .values(last_seen=received))
         return accepted, len(rows) - accepted
+
+    def _pg_add_decisions(self, device: str, records: list[dict[str, Any]], bodies: list[str],
+                          received: float) -> tuple[int, int]:
+        # The bare psycopg connection from SQLAlchemy's pool: this is the collector's hot
+        # path, and SQLAlchemy's execution layer and psycopg's text-format arrays cost
+        # more per record than the database does (see pghot).
+        columns = {"id": [str(r["id"]) for r in records],
+                   "seq": [_int(r.get("seq")) for r in records],
+                   "ts": [_float(r.get("ts")) for r in records],
+                   "label": [_text(r.get("label")) for r in records],
+                   "decision": [_text(r.get("decision")) for r in records],
+                   "model_version": [_text(r.get("model_version")) for r in records],
+                   "body": bodies}
+        accepted = self._on_driver(pghot.insert_decisions, device, columns, received)
+        return accepted, len(records) - accepted
+
+    def _on_driver(self, fn: Any, *args: Any) -> Any:
+        """``fn(psycopg_connection, *args)`` on a connection from the pool. A connection
+        that broke (the server restarted) is dropped, not pooled again: that request fails
+        (the board retries it; every write is idempotent) and the next one reconnects."""
+        conn = self.engine.raw_connection()
+        try:
+            return fn(conn.driver_connection, *args)
+        except Exception:
+            if conn.driver_connection.closed or conn.driver_connection.broken:
+                conn.invalidate()
+            raise
+        finally:
+            conn.close()  # back to the pool
 
     def decision_count(self, device: str | None = None) -> int:
         q = sa.select(sa.func.count()).select_from(t.decisions)
@@ -328,19 +368,6 @@ class Store:
         return [dict(json.loads(body), received=received) for body, received in rows]
 
 
-# PostgreSQL: the batch as one array per column, one statement whatever its size. The
-# same INSERT ... ON CONFLICT DO NOTHING RETURNING as on SQLite, but psycopg sends 9 arrays
-# (adapted in C) instead of a statement with 9 placeholders per row, which it would
-# re-parse in Python for every batch (profiled: most of a worker's time per record).
-_PG_BULK_DECISIONS = sa.text(
-    "INSERT INTO decisions (device, id, seq, ts, label, decision, model_version, body, "
-    "received) SELECT * FROM unnest(CAST(:device AS text[]), CAST(:id AS text[]), "
-    "CAST(:seq AS bigint[]), CAST(:ts AS float8[]), CAST(:label AS text[]), "
-    "CAST(:decision AS text[]), CAST(:model_version AS text[]), CAST(:body AS text[]), "
-    "CAST(:received AS float8[])) "
-    "ON CONFLICT (device, id) DO NOTHING RETURNING id")
-
-
 # The indexed columns hold typed copies of the record's fields (the body keeps the record
 # as sent): a value of the wrong type is NULL there, the same on both backends.
 
@@ -356,10 +383,6 @@ def _float(v: Any) -> float | None:
 
 def _text(v: Any) -> str | None:
     return None if v is None else str(v)
-
-
-def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {k: [r[k] for r in rows] for k in rows[0]}
 
 
 def _device_dict(row: Any) -> dict[str, Any]:
