@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -122,3 +123,20 @@ def test_train_command_json(cli_runner, tmp_path):
     assert payload["metrics"]["n"] == 12
     assert read_meta(out)["train"]["batch_size"] == 12
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_train_baseline_uses_the_callers_datasets(tiny_data_config, tmp_path, monkeypatch):
+    """`build` hands its loaded datasets to the baseline trainer, so images rendered while
+    training stay cached for the fine-tune (a second load rendered all of them again)."""
+    import edgectl.pipeline.baseline as baseline
+    from edgectl.pipeline.data import load_datasets
+
+    datasets = load_datasets(tiny_data_config)
+
+    def no_second_load(*_a, **_k):
+        raise AssertionError("train_baseline loaded the data again")
+
+    monkeypatch.setattr(baseline, "load_datasets", no_second_load)
+    res = baseline.train_baseline(tiny_data_config, tmp_path, epochs=1, batch_size=16, lr=1e-3,
+                                  width_mult=0.25, threads=1, progress=False, datasets=datasets)
+    assert Path(res["checkpoint"]).is_file()

@@ -207,7 +207,7 @@ def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[st
     target = cached if cfg.cache else cfg.out / "baseline" / "model.pt"
     res = train_baseline(cfg.data, target, epochs=ts["epochs"], batch_size=ts["batch_size"],
                          lr=ts["lr"], weights=cfg.weights, width_mult=cfg.width_mult,
-                         progress=cfg.progress)
+                         progress=cfg.progress, datasets=datasets)
     model, meta = load_checkpoint(res["checkpoint"])
     return model, meta, "trained" + (f", cached in {cached.parent}" if cfg.cache else "")
 
