@@ -44,22 +44,13 @@ from pathlib import Path
 
 import httpx
 
+from edge_common.cpuinfo import cpu_model
+from edge_common.synthetic import LABELS
 from edge_common.timing import percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-LABELS = ("ok", "scratch", "crack", "spot", "chip", "missing_hole")
 CONFIGS = [("sqlite", 1), ("postgres", 1), ("postgres", 2), ("postgres", 4)]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def free_port() -> int:

@@ -4,13 +4,12 @@ is a Fail with fault 1; a port that cannot be bound stops the start, output safe
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 from devicekit import write_config
 from gpiozero.pins.mock import MockFactory
-from plckit import AgentThread, PartCamera, free_port
+from plckit import AgentThread, PartCamera, busy_port, free_port
 from pymodbus.client import ModbusTcpClient
 
 from edge_agent.config import load_config
@@ -156,10 +155,7 @@ class _Recorder:
 def test_a_port_that_cannot_be_bound_stops_the_start_with_the_output_safe(
     tmp_path, tiny_bundle
 ):
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with busy_port() as port:
         cfg = load_config(
             write_config(
                 tmp_path / "agent.yaml", tiny_bundle, trigger="modbus",

@@ -5,12 +5,11 @@ result to its part."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 from asyncua import Client, ua
 from devicekit import write_config
-from plckit import AgentThread, PartCamera, free_port
+from plckit import AgentThread, PartCamera, busy_port, free_port
 
 from edge_agent.config import load_config
 from edge_agent.plc.handshake import FAULT_NONE
@@ -89,10 +88,7 @@ def test_an_opcua_client_drives_200_parts_through_the_agent(tmp_path, tiny_bundl
 
 
 def test_an_opcua_endpoint_that_cannot_be_bound_stops_the_start(tmp_path, tiny_bundle):
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with busy_port() as port:
         cfg = load_config(
             write_config(
                 tmp_path / "agent.yaml", tiny_bundle, trigger="opcua",
