@@ -31,6 +31,7 @@ def snapshot(agent: Any) -> dict[str, Any]:
         "items": agent.stats.items,
         "fps": round(agent.stats.fps(), 2),
         "latency_ms": agent.stats.latency_ms(),
+        "latency_hist_ms": agent.stats.latency_hist_ms("total"),
         "deadline_misses": agent.stats.deadline_misses,
         "counts": {**jcounts, "run": counts},
         "accuracy": None if accuracy is None else round(accuracy, 4),

@@ -18,6 +18,10 @@ STAGES = ("capture", "preprocess", "inference", "decision", "total", "actuation"
 _MIN_MS = 1e-3
 _GROWTH = 1.005
 _NBUCKETS = int(math.log(1e5 / _MIN_MS) / math.log(_GROWTH)) + 2
+# The coarse buckets (ms) the histograms are exported in: the agent's /metrics and the
+# heartbeat's ``latency_hist_ms`` (the collector's /metrics), Prometheus-style ``le``.
+EXPORT_BUCKETS_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0,
+                     300.0, 500.0, 750.0, 1000.0, 2000.0, 5000.0)
 
 
 class Histogram:
@@ -26,6 +30,7 @@ class Histogram:
     def __init__(self) -> None:
         self._counts = np.zeros(_NBUCKETS, dtype=np.int64)
         self._n = 0
+        self._sum = 0.0
         self._max = 0.0
         self._min = math.inf
         self._lock = threading.Lock()
@@ -37,12 +42,28 @@ class Histogram:
         with self._lock:
             self._counts[min(i, _NBUCKETS - 1)] += 1
             self._n += 1
+            self._sum += ms
             self._max = max(self._max, ms)
             self._min = min(self._min, ms)
 
     @property
     def count(self) -> int:
         return self._n
+
+    def cumulative(self, bounds_ms: tuple[float, ...] = EXPORT_BUCKETS_MS) -> dict[str, Any]:
+        """``{"le": bounds, "counts": items <= each bound, "count": n, "sum": ms}``: the
+        histogram in Prometheus' cumulative form. A fine bucket counts under a bound when
+        its upper edge is within it (so a count is exact to the fine buckets' 0.5 %)."""
+        with self._lock:
+            counts, n, total = self._counts.copy(), self._n, self._sum
+        cum = np.cumsum(counts)
+        out = []
+        for b in bounds_ms:
+            # fine bucket i holds (_MIN_MS * g^(i-1), _MIN_MS * g^i]; bucket 0 is <= _MIN_MS
+            i = 0 if b <= _MIN_MS else int(math.floor(math.log(b / _MIN_MS) / math.log(_GROWTH)
+                                                       + 1e-9))
+            out.append(int(cum[min(i, _NBUCKETS - 1)]))
+        return {"le": list(bounds_ms), "counts": out, "count": n, "sum": round(total, 4)}
 
     def percentiles(self, qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
         """``{"p50": ms, ...}`` (bucket midpoints, within the range seen); zeros if empty."""
@@ -99,6 +120,9 @@ class Stats:
     def overall_fps(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.items / elapsed if elapsed > 0 else 0.0
+
+    def latency_hist_ms(self, stage: str = "total") -> dict[str, Any]:
+        return self.hist[stage].cumulative()
 
     def latency_ms(self) -> dict[str, dict[str, float]]:
         return {s: h.percentiles() for s, h in self.hist.items() if h.count}

@@ -367,8 +367,8 @@ def test_four_workers_store_resent_batches_exactly_once(tmp_path, pg_cluster):
 
 def test_admin_token_made_by_many_processes_at_once_is_one_whole_token(tmp_path):
     """Workers starting together: every one reads the same complete token."""
-    code = ("import sys; from edgectl.collector.auth import ensure_admin_token, "
-            "read_token_file; print(read_token_file(ensure_admin_token(sys.argv[1])))")
+    code = ("import sys; from edgectl.collector.auth import ensure_token_file, "
+            "read_token_file; print(read_token_file(ensure_token_file(sys.argv[1])))")
     path = tmp_path / "admin.token"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
                               text=True) for _ in range(8)]

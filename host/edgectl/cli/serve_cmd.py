@@ -61,7 +61,8 @@ def serve(ctx: click.Context, db: str | None, data_dir: Path | None, host: str, 
                           "takes one writer at a time")
     cfg = CollectorConfig(db=url.render_as_string(hide_password=False), data_dir=str(data_dir),
                           admin_token_file=str(admin_token_file) if admin_token_file else None,
-                          stale_after_s=stale_after, api_docs=api_docs)
+                          stale_after_s=stale_after, api_docs=api_docs,
+                          https=tls_cert is not None)
     scheme = "https" if tls_cert else "http"
     token_file = admin_token_file or data_dir / "admin.token"
     click.echo(f"collector on {scheme}://{host}:{port}  (data {data_dir}, db "

@@ -6,13 +6,15 @@ records; they read the model they should run and download its bundle. The admin 
 (the ``edgectl fleet`` CLI) registers devices and bundles, sets desired versions and
 reads fleet status. The routes live in ``edgectl.collector.api``, one router per
 resource. OpenAPI (``/openapi.json``, ``/docs``, ``/redoc``) only with
-``Settings.api_docs`` (``edgectl serve --api-docs``).
+``Settings.api_docs`` (``edgectl serve --api-docs``). ``/metrics`` (``metrics``) serves
+Prometheus; everything else is the fleet pages (``edgectl.collector.web``), mounted last.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
+from edgectl.collector import metrics
 from edgectl.collector.api import (
     API,
     bundles,
@@ -28,6 +30,7 @@ from edgectl.collector.api import (
 from edgectl.collector.api.limits import BodyLimit
 from edgectl.collector.settings import DIR_MODE, Settings
 from edgectl.collector.store import Store
+from edgectl.collector.web import create_web_app
 
 ROUTERS = (health, heartbeats, decisions, samples, desired, bundles, updates, devices, fleet)
 
@@ -41,10 +44,14 @@ def create_app(store: Store, settings: Settings) -> FastAPI:
                   openapi_url="/openapi.json" if docs else None)
     app.add_middleware(BodyLimit, limit=settings.max_json_bytes,  # type: ignore[arg-type]
                        exempt_suffixes=(f"{API}/bundles",))
+    app.add_middleware(metrics.RequestMetrics)  # type: ignore[arg-type]  # outermost
     settings.samples_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     settings.bundles_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     app.state.store = store
     app.state.settings = settings
+    app.state.metrics_registry = metrics.registry_for(store, settings.stale_after_s)
     for module in ROUTERS:
         app.include_router(module.router, prefix=API)
+    app.include_router(metrics.router)
+    app.mount("/", create_web_app(store, settings))  # last: it answers every other path
     return app

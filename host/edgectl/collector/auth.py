@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ADMIN_TOKEN_FILE = "admin.token"
+METRICS_TOKEN_FILE = "metrics.token"  # read-only: a Prometheus scraper's credentials file
+SESSION_KEY_FILE = "session.key"  # signs the fleet pages' session cookies
 
 
 def new_token() -> str:
@@ -42,8 +44,9 @@ def bearer_token(header: str | None) -> str | None:
     return value
 
 
-def ensure_admin_token(path: str | Path) -> Path:
-    """Create the admin token file ``path`` (mode 0600) if it does not exist; return it.
+def ensure_token_file(path: str | Path) -> Path:
+    """Create the random token file ``path`` (mode 0600) if it does not exist; return it
+    (the admin token, the metrics token, the session key).
 
     Written whole to a temp file and hard-linked into place: of several processes
     starting at once (collector workers) one creates it, and none reads it half-written.

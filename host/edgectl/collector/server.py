@@ -14,16 +14,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from edgectl.collector.app import create_app
+from edgectl.collector.metrics import MULTIPROC_ENV
 from edgectl.collector.settings import Settings
 from edgectl.collector.store import Store
 
@@ -41,10 +45,12 @@ class CollectorConfig:
     admin_token_file: str | None = None
     stale_after_s: float = 120.0
     api_docs: bool = False
+    https: bool = False
 
     def settings(self) -> Settings:
         return Settings.for_data_dir(self.data_dir, self.admin_token_file,
-                                     stale_after_s=self.stale_after_s, api_docs=self.api_docs)
+                                     stale_after_s=self.stale_after_s, api_docs=self.api_docs,
+                                     https=self.https)
 
 
 def app_from_env() -> FastAPI:
@@ -61,11 +67,16 @@ def run_collector(cfg: CollectorConfig, host: str, port: int, workers: int = 1,
     settings = cfg.settings()  # the admin token exists before any worker starts
     store = Store(cfg.db)      # migrates (SQLite: backup first)
     retention = Retention(store, retention_days).start() if retention_days > 0 else None
+    cleanup: list[Any] = []
     try:
         if workers == 1:
             make_server(store, settings, host, port, tls_cert, tls_key, log_level="info").run()
             return
         os.environ[ENV] = json.dumps(asdict(cfg))
+        # Each worker counts its requests in its own files here; /metrics merges them.
+        prom_dir = tempfile.mkdtemp(prefix="edgectl-metrics-")
+        os.environ[MULTIPROC_ENV] = prom_dir
+        cleanup.append(lambda: shutil.rmtree(prom_dir, ignore_errors=True))
         uvicorn.run("edgectl.collector.server:app_from_env", factory=True, workers=workers,
                     host=host, port=port, log_level="info", access_log=False, lifespan="off",
                     server_header=False, timeout_graceful_shutdown=5,
@@ -74,6 +85,8 @@ def run_collector(cfg: CollectorConfig, host: str, port: int, workers: int = 1,
     finally:
         if retention is not None:
             retention.stop()
+        for fn in cleanup:
+            fn()
         store.close()
 
 
@@ -171,7 +184,8 @@ class LocalCollector:
                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
                  db: str | None = None, **limits: float) -> None:
         self.data_dir = Path(data_dir)
-        self.settings = Settings.for_data_dir(self.data_dir, **limits)
+        self.settings = Settings.for_data_dir(self.data_dir, https=tls_cert is not None,
+                                              **limits)
         self.admin_token = (self.data_dir / "admin.token").read_text().strip()
         self.store = Store(db or self.data_dir / "collector.db")
         self.sock = sock or reserve_port()

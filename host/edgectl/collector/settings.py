@@ -9,7 +9,9 @@ from typing import Any
 
 from edgectl.collector.auth import (
     ADMIN_TOKEN_FILE,
-    ensure_admin_token,
+    METRICS_TOKEN_FILE,
+    SESSION_KEY_FILE,
+    ensure_token_file,
     hash_token,
     read_token_file,
 )
@@ -42,6 +44,9 @@ class Settings:
     max_bundle_bytes: int = 1024 * MiB
     stale_after_s: float = 120.0
     api_docs: bool = False  # serve /docs, /redoc, /openapi.json (off: they map the API)
+    metrics_token_hash: str = ""  # may read /metrics only (Prometheus); "" = admin only
+    session_key: str = ""  # signs page sessions; "" = no fleet pages
+    https: bool = False  # served over TLS: session cookies are marked Secure
 
     @property
     def samples_dir(self) -> Path:
@@ -54,9 +59,13 @@ class Settings:
     @classmethod
     def for_data_dir(cls, data_dir: str | Path, admin_token_file: str | Path | None = None,
                      **limits: Any) -> Settings:
-        """Settings for ``data_dir``; the admin token file (default ``data_dir/admin.token``)
-        is created, mode 0600, on first use."""
+        """Settings for ``data_dir``; the admin token file (default ``data_dir/admin.token``),
+        the metrics token and the page session key (``data_dir/metrics.token``,
+        ``data_dir/session.key``) are created, mode 0600, on first use."""
         data_dir = Path(data_dir)
         token_file = Path(admin_token_file) if admin_token_file else data_dir / ADMIN_TOKEN_FILE
-        token = read_token_file(ensure_admin_token(token_file))
-        return cls(data_dir=data_dir, admin_token_hash=hash_token(token), **limits)
+        token = read_token_file(ensure_token_file(token_file))
+        metrics = read_token_file(ensure_token_file(data_dir / METRICS_TOKEN_FILE))
+        session = read_token_file(ensure_token_file(data_dir / SESSION_KEY_FILE))
+        return cls(data_dir=data_dir, admin_token_hash=hash_token(token),
+                   metrics_token_hash=hash_token(metrics), session_key=session, **limits)

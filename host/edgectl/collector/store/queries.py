@@ -25,13 +25,14 @@ from sqlalchemy.engine import URL
 from edgectl.collector.store import pghot
 from edgectl.collector.store import schema as t
 from edgectl.collector.store.engine import database_url, is_sqlite, make_engine
+from edgectl.collector.store.views import Views
 
 
 class DuplicateError(KeyError):
     """The row already exists with different content (a device name, a bundle version)."""
 
 
-class Store:
+class Store(Views):
     """Devices, decisions, samples, bundles, desired versions and update reports.
 
     ``db`` is a ``--db`` value (``sqlite:///PATH``, a bare path, ``postgresql://…``).

@@ -82,3 +82,14 @@ updates = sa.Table(
     sa.Column("received", sa.Float, nullable=False),
     sa.Index("ix_updates_device_received", "device", "received"),
 )
+
+review_labels = sa.Table(
+    "review_labels", metadata,
+    sa.Column("device", sa.Text, primary_key=True),
+    sa.Column("sample_id", sa.Text, primary_key=True),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("labelled_by", sa.Text, nullable=False),
+    sa.Column("labelled_at", sa.Float, nullable=False),
+    sa.Column("model_label", sa.Text),
+    sqlite_with_rowid=False,
+)
