@@ -98,9 +98,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     agent = Agent(cfg, on_decision=on_decision if args.events else None)
     # Sync to the host collector and model updates (issue 8): workers the config asks for
     # (host.url, update.enabled), run beside the loop through Agent.add_worker.
+    from edge_agent import metrics
     from edge_agent.sync import attach
 
     attach(agent)
+    metrics.attach(agent)  # /metrics when metrics.port is set (off by default)
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)

@@ -285,6 +285,15 @@ class UpdateConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """The agent's own Prometheus /metrics (edge_agent.metrics); off unless port is set."""
+
+    port: int | None = _f(None, "Serve /metrics on this port (0: any free one); null = off",
+                          min=0, max=65535)
+    bind: str = _f("127.0.0.1", "Address to serve /metrics on (0.0.0.0: every interface)")
+
+
+@dataclass
 class AgentConfig:
     """The whole agent config (one YAML file)."""
 
@@ -301,6 +310,7 @@ class AgentConfig:
     host: HostConfig = field(default_factory=HostConfig, metadata={"doc": "Host collector"})
     update: UpdateConfig = field(default_factory=UpdateConfig, metadata={"doc": "Updates"})
     plc: PlcConfig = field(default_factory=PlcConfig, metadata={"doc": "PLC handshake"})
+    metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata={"doc": "Metrics"})
     results: list[str] = field(
         default_factory=list,
         metadata={
