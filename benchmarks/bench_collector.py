@@ -4,6 +4,7 @@ on SQLite with 1 worker and on PostgreSQL with 1, 2 and 4 workers, at one offere
     python benchmarks/bench_collector.py --all                  # the four configs, one run
     python benchmarks/bench_collector.py --db postgres --workers 4
         [--boards 200] [--rate 10] [--interval 2] [--batch 200] [--duration 30] [--json]
+    python benchmarks/bench_collector.py --fleet-page [--devices 50]   # the fleet pages
 
 Each board behaves as the agent's sync worker (device/edge_agent/sync.py): it produces
 ``--rate`` decisions per second into its journal; every ``--interval`` seconds it posts its
@@ -457,7 +458,22 @@ def main() -> int:
     p.add_argument("--pg-synchronous-commit", choices=["on", "off"], default="on",
                    help="PostgreSQL's synchronous_commit (default on, its own default); off "
                         "is an opt-in comparison, printed in the table header")
+    p.add_argument("--fleet-page", action="store_true",
+                   help="time the fleet pages under a simulated fleet instead (fleetpage.py)")
+    p.add_argument("--devices", type=int, default=50, help="--fleet-page: devices")
+    p.add_argument("--history-min", type=float, default=60.0, help="--fleet-page: minutes "
+                   "of decisions per device")
+    p.add_argument("--line-rate", type=float, default=2.0, help="--fleet-page: decisions/s")
+    p.add_argument("--samples", type=int, default=20, help="--fleet-page: samples per device")
+    p.add_argument("--requests", type=int, default=40, help="--fleet-page: fetches per page")
+    p.add_argument("--fleet-out", type=Path,
+                   default=ROOT / "benchmarks" / "results" / "fleet-page.md")
     args = p.parse_args()
+    if args.fleet_page:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import fleetpage
+
+        return fleetpage.main(sys.modules[__name__], args)
     configs = CONFIGS if args.all else [(args.db, args.workers)]
     pg = start_pg(args.pg_synchronous_commit) if any(b == "postgres" for b, _ in configs) else None
     rows = []
