@@ -303,3 +303,45 @@ def _review_buttons(web) -> str:
                  data=png((200, 30, 30)), timeout=10,
                  headers={**auth(web.tokens["line1-a"]), "Content-Type": "image/png"})
     return requests.get(web.url + "/review", headers=auth(web.admin), timeout=10).text
+
+
+def test_fleet_export_labels_writes_a_training_folder_and_refuses_a_used_one(web, tmp_path,
+                                                                            cli_runner):
+    from edgectl.cli import main as cli
+
+    recs = [decision(time.time() - 10 + i, "ok" if i % 2 else "scratch", 0.5, 4.0)
+            for i in range(4)]
+    post_decisions(web, "line1-a", recs)
+    for r in recs:
+        requests.put(f"{web.url}{API}/devices/line1-a/samples/{r['id']}",
+                     data=png((30, 200, 30) if r["label"] == "ok" else (200, 30, 30)),
+                     headers={**auth(web.tokens["line1-a"]), "Content-Type": "image/png"},
+                     timeout=10).raise_for_status()
+    args = ["fleet", "export-labels", "--server", web.url,
+            "--token-file", str(web.data / "admin.token")]
+    out = tmp_path / "labels"
+    none = cli_runner.invoke(cli, [*args, str(out)])
+    assert none.exit_code != 0 and "no labelled samples" in none.output and not out.exists()
+    for r in recs:
+        web.c.store.set_review_label("line1-a", r["id"], r["label"], "admin")
+    res = cli_runner.invoke(cli, [*args, str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["classes"] == {"ok": 2, "scratch": 2}
+    assert sorted(p.parent.name for p in out.glob("*/*.png")) == ["ok", "ok", "scratch", "scratch"]
+    again = cli_runner.invoke(cli, [*args, str(out)])
+    assert again.exit_code != 0 and "not empty" in again.output
+    assert len(list(out.glob("*/*.png"))) == 4  # untouched
+
+
+def test_unpack_labels_refuses_an_archive_that_would_leave_the_folder(tmp_path):
+    from edgectl.collector.labels import LabelExportError, unpack_labels
+
+    for member in ("../evil.png", "/abs.png", "ok/../../x.png", "ok/a/b.png", "ok/x.sh"):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("ok/fine.png", png((1, 2, 3)))
+            zf.writestr(member, b"x")
+        with pytest.raises(LabelExportError):
+            unpack_labels(buf.getvalue(), tmp_path / "out")
+        assert not (tmp_path / "out").exists() and not (tmp_path / "evil.png").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temp folder left either

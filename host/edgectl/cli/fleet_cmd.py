@@ -186,6 +186,32 @@ def status(server: str, token_file: str | None, ca_cert: str | None, as_json: bo
             click.echo(f"  {r['device']}: {reason}")
 
 
+@fleet.command("export-labels")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@server_options
+@json_option
+def export_labels(out: Path, server: str, token_file: str | None, ca_cert: str | None,
+                  as_json: bool) -> None:
+    """Write the review page's labels as an image folder OUT (OUT/<class>/<image>, and
+    labels.csv) that `edgectl build --data folder:OUT` trains on.
+
+    \b
+    Example:
+      edgectl fleet export-labels runs/labels-w49
+      edgectl build --data folder:runs/labels-w49 --prune structured --sparsity 0.5
+    """
+    from edgectl.collector.labels import unpack_labels
+
+    data = _client(server, token_file, ca_cert).review_labels_zip()
+    counts = unpack_labels(data, out)
+    if as_json:
+        echo_json({"out": str(out), "classes": counts, "images": sum(counts.values())})
+        return
+    click.echo(f"{sum(counts.values())} labelled images in {out}: " +
+               ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    click.echo(f"train on them: edgectl build --data folder:{out}")
+
+
 def _ago(ts: float | None, now: float) -> str:
     if ts is None:
         return "never"

@@ -83,3 +83,16 @@ class AdminClient:
                     allow_downgrade: bool = False) -> dict[str, Any]:
         return self._call("PUT", f"/desired/{kind}/{target}",  # type: ignore[no-any-return]
                           json={"version": version, "allow_downgrade": allow_downgrade})
+
+    def review_labels_zip(self) -> bytes:
+        """Every labelled review sample as a zip in the ``folder:DIR`` layout (the review
+        page's export, ``GET /review/export.zip``)."""
+        try:
+            resp = self.session.get(f"{self.url}/review/export.zip", timeout=self.timeout,
+                                    verify=self.verify, allow_redirects=False)
+        except requests.RequestException as err:
+            raise CollectorError(f"cannot reach the collector at {self.url}: {err}") from err
+        if resp.status_code != 200:
+            raise CollectorError(f"collector refused the label export: HTTP "
+                                 f"{resp.status_code}: {resp.text[:200]}")
+        return resp.content
