@@ -42,8 +42,16 @@ def serve(ctx: click.Context, db: str | None, data_dir: Path | None, host: str, 
           tls_key: Path | None, stale_after: float, retention_days: float,
           api_docs: bool) -> None:
     """Run the host collector: heartbeats, decision batches, samples, desired models,
-    bundle downloads, update reports. The database is migrated at start (SQLite: a
-    backup first). With --api-docs: OpenAPI at /openapi.json, /docs."""
+    bundle downloads, update reports; the fleet pages at / (log in with the admin token)
+    and Prometheus metrics at /metrics. The database is migrated at start (SQLite: a
+    backup first). With --api-docs: OpenAPI at /openapi.json, /docs.
+
+    \b
+    Examples:
+      edgectl serve                                    # 127.0.0.1:8750, SQLite
+      edgectl serve --host 0.0.0.0 --tls-cert host.crt --tls-key host.key
+      edgectl serve --db postgresql://edge@db/edge --workers 4
+    """
     from edge_common.errors import ConfigError
     from edgectl.collector.server import CollectorConfig, run_collector
     from edgectl.collector.store import database_url
@@ -68,6 +76,9 @@ def serve(ctx: click.Context, db: str | None, data_dir: Path | None, host: str, 
     click.echo(f"collector on {scheme}://{host}:{port}  (data {data_dir}, db "
                f"{display(url)}, {workers} worker(s), "
                f"admin token {token_file})", err=True)
+    click.echo(f"fleet pages: {scheme}://{host}:{port}/ (log in with the admin token); "
+               f"Prometheus: {scheme}://{host}:{port}/metrics (bearer: "
+               f"{data_dir / 'metrics.token'} or the admin token)", err=True)
     if scheme == "http" and host not in ("127.0.0.1", "localhost", "::1"):
         click.secho("warning: serving plain HTTP on a non-loopback address; tokens travel "
                     "in clear (use --tls-cert/--tls-key)", fg="yellow", err=True)
