@@ -346,6 +346,15 @@ def test_four_workers_store_resent_batches_exactly_once(tmp_path, pg_cluster):
                                                     timeout=30).json(), range(8)))
         assert sum(g["stored"] for g in got) == 1
         assert [p.name for p in (data / "samples" / "d00").iterdir()] == ["s1.jpg"]
+
+        # /metrics merges every worker's request counters (prometheus multiprocess files)
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = session.get(f"http://127.0.0.1:{port}/metrics", headers=admin, timeout=30).text
+        counted = sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                      if s.name == "edgectl_collector_requests_total"
+                      and s.labels["route"] == "/api/v1/devices/{device}/decisions")
+        assert counted == len(jobs)
     finally:
         proc.terminate()
         try:
