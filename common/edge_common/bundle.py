@@ -160,19 +160,22 @@ class Bundle:
         want = f"{fmt}/{precision}" if precision else fmt
         raise BundleError(f"bundle {self.version}: no {want} artifact (has: {have})")
 
-    def test_vectors(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Inputs ``x`` and the expected outputs, keyed by artifact path."""
+    def test_vector_arrays(self) -> dict[str, np.ndarray]:
+        """Every array of the test vector file (``x``, ``expected/…``, optionally ``y``)."""
         entry = self.manifest.get("test_vectors")
         if not entry:
             raise BundleError(f"bundle {self.version}: has no test vectors")
-        path = self.root / str(entry["path"])
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                data = {k: npz[k] for k in npz.files}
+            return read_npz(self.root / str(entry["path"]))
         except (OSError, ValueError, KeyError) as err:
             raise BundleError(f"bundle {self.version}: cannot read {entry['path']}: {err}") from err
+
+    def test_vectors(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Inputs ``x`` and the expected outputs, keyed by artifact path."""
+        data = self.test_vector_arrays()
         if "x" not in data:
-            raise BundleError(f"bundle {self.version}: {entry['path']} has no inputs 'x'")
+            path = self.manifest["test_vectors"]["path"]
+            raise BundleError(f"bundle {self.version}: {path} has no inputs 'x'")
         expected = {k[len("expected/"):]: v for k, v in data.items() if k.startswith("expected/")}
         return data["x"].astype(np.float32, copy=False), expected
 
@@ -219,6 +222,25 @@ class Bundle:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+def read_npz(path: str | os.PathLike[str], attempts: int = 3) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file (never unpickles).
+
+    numpy parses each array's header with ``ast.literal_eval``; CPython 3.11 (the boards'
+    Python) can fail that with ``SystemError: AST constructor recursion depth mismatch``
+    when another thread compiles at the same moment (the AST state's depth counter is
+    shared: python/cpython#106905, and an agent has PLC, sync and update threads that may
+    import lazily). The read has no side effects, so that one error is retried.
+    """
+    for attempt in range(attempts):
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}
+        except SystemError as err:
+            if "recursion depth mismatch" not in str(err) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def compare_outputs(got: np.ndarray, want: np.ndarray) -> dict[str, float]:

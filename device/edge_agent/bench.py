@@ -45,11 +45,8 @@ def _peak_rss_mb() -> float:
 
 def _vectors(bundle: Bundle) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
     x, expected = bundle.test_vectors()
-    y = None
-    entry = bundle.manifest.get("test_vectors") or {}
-    with np.load(bundle.root / str(entry.get("path")), allow_pickle=False) as npz:
-        if "y" in npz.files:
-            y = np.asarray(npz["y"]).astype(np.int64).reshape(-1)
+    arrays = bundle.test_vector_arrays()
+    y = np.asarray(arrays["y"]).astype(np.int64).reshape(-1) if "y" in arrays else None
     return x, expected, y
 
 

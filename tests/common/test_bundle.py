@@ -404,3 +404,31 @@ def test_tar_checks_hold_without_tarfiles_data_filter(case, tmp_path, monkeypatc
     assert not (tmp_path / "x").exists() and not (tmp_path / "passwd").exists()
     tar = B.pack_tar(good, tmp_path / "ok.tar")              # and a good tar still loads
     B.load_bundle(tar).close()
+
+
+def test_read_npz_retries_cpythons_threaded_ast_error_and_nothing_else(tmp_path, monkeypatch):
+    """CPython 3.11's ``SystemError: AST constructor recursion depth mismatch`` (another
+    thread compiling while numpy parses a header) is retried; other errors are not."""
+    import numpy as np
+
+    from edge_common import bundle as B
+
+    path = tmp_path / "v.npz"
+    np.savez(path, x=np.arange(3, dtype=np.float32))
+    real_load, calls = np.load, []
+
+    def flaky(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=150, after=195)")
+        return real_load(*a, **kw)
+
+    monkeypatch.setattr(B.np, "load", flaky)
+    assert B.read_npz(path)["x"].tolist() == [0.0, 1.0, 2.0] and len(calls) == 2
+
+    def broken(*a, **kw):
+        raise SystemError("something else")
+
+    monkeypatch.setattr(B.np, "load", broken)
+    with pytest.raises(SystemError, match="something else"):
+        B.read_npz(path)
