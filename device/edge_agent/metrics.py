@@ -62,6 +62,10 @@ class AgentCollector:
         for name in sorted(dict(agent.faults)):
             faults.add_metric([str(name)], 1.0)
         yield faults
+        if agent.budget.budget_ms is not None:
+            yield GaugeMetricFamily("edge_agent_latency_budget_seconds", "The bundle's "
+                                    "inference latency budget (p95)",
+                                    value=agent.budget.budget_ms / 1000.0)
         lat = HistogramMetricFamily("edge_agent_latency_seconds", "Latency per stage since "
                                     "the agent started (total: trigger → decision)",
                                     labels=["stage"])

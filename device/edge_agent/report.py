@@ -38,6 +38,9 @@ def snapshot(agent: Any) -> dict[str, Any]:
         "last_id": agent.last_id,
         "disk_bytes": disk,
         "faults": dict(agent.faults),
+        "latency_budget": None if agent.budget.budget_ms is None else {
+            "budget_ms": agent.budget.budget_ms, "inference_p95_ms": agent.budget.p95_ms,
+            "over": agent.budget.over},
         "unjournaled": len(agent.writer.backlog),
         "unjournaled_dropped": agent.writer.backlog_dropped,
         "plc": agent.station.snapshot() if agent.station else None,

@@ -36,6 +36,7 @@ import numpy as np
 
 from edge_agent import report
 from edge_agent.actuator import Actuator
+from edge_agent.budget import BudgetWatch
 from edge_agent.camera import CameraError, EndOfStream, Resilient, make_camera
 from edge_agent.classifier import Classifier
 from edge_agent.config import AgentConfig
@@ -88,6 +89,7 @@ class Agent:
         # anything that can be slow or fail (journal, model, camera).
         self.actuator = actuator if actuator is not None else self._open_actuator()
         self.faults: dict[str, str] = {}
+        self.budget = BudgetWatch(self._fault, self._clear_fault)  # the bundle's latency budget
         self.journal = open_journal(config, self._fault)
         self.station: Any = None  # plc.station.Station when a PLC trigger or sink is set
         self.writer = DecisionWriter(
@@ -436,6 +438,7 @@ class Agent:
             "total": (t_dec - t_trig) / 1e6,
         }
         self.stats.add_item({k: v for k, v in latency.items() if v is not None})
+        self.budget.add(self.classifier.version, self.classifier.bundle.manifest, inference_ms)
         labels = self.classifier.labels
         truth = getattr(frame, "truth", None)
         rec = {
