@@ -1,0 +1,97 @@
+"""Per-stage structured pruning (``pruning.stage_prune``): the search's candidate maker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchvision.models import mobilenet_v2
+
+from edge_common.errors import ConfigError, ModelError
+from edgectl.pipeline import pruning
+
+IMG = 32
+KEEP = [1.0, 0.5, 0.75, 0.5, 0.25, 0.5, 1.0]
+
+
+@pytest.fixture(scope="module")
+def dense() -> nn.Module:
+    torch.manual_seed(0)
+    return mobilenet_v2(width_mult=0.5, num_classes=6).eval()
+
+
+def _outs(model: nn.Module, names: list[str]) -> list[int]:
+    mods = dict(model.named_modules())
+    return [mods[n].out_channels for n in names]
+
+
+def test_every_stage_keeps_its_share_rounded_to_the_multiple(dense):
+    pruned = pruning.stage_prune(dense, KEEP, IMG, round_to=8)
+    for k, names in enumerate(pruning.stage_convs(dense)):
+        for want, got in zip(_outs(dense, names), _outs(pruned, names), strict=True):
+            assert got == min(want, pruning.round_channels(KEEP[k] * want, 8))
+            assert got % 8 == 0
+    # the stages left at 1.0, the last conv and the classifier are untouched
+    assert _outs(pruned, pruning.stage_convs(dense)[0]) == _outs(dense,
+                                                                 pruning.stage_convs(dense)[0])
+    assert pruned.features[18][0].out_channels == dense.features[18][0].out_channels
+    assert pruned.classifier[-1].out_features == 6
+    keep = pruning.stage_keep(pruned, dense)
+    assert keep[0] == 1.0 and keep[-1] == 1.0 and keep[4] < 0.5
+    assert pruned(torch.randn(2, 3, IMG, IMG)).shape == (2, 6)
+
+
+def test_the_original_is_untouched_and_pruning_continues_from_a_pruned_model(dense):
+    before = [p.clone() for p in dense.parameters()]
+    once = pruning.stage_prune(dense, KEEP, IMG)
+    assert all(torch.equal(a, b) for a, b in zip(before, dense.parameters(), strict=True))
+    deeper = [0.5, 0.5, 0.5, 0.5, 0.25, 0.5, 0.5]
+    twice = pruning.stage_prune(once, deeper, IMG, original=dense)
+    direct = pruning.stage_prune(dense, deeper, IMG)
+    names = [n for s in pruning.stage_convs(dense) for n in s]
+    assert _outs(twice, names) == _outs(direct, names)  # ratios are of the dense model
+    with pytest.raises(ModelError, match="only shrink"):
+        pruning.stage_prune(twice, [1.0] * 7, IMG, original=dense)
+
+
+def test_channels_are_removed_not_reinitialised(dense):
+    """The kept filters are the dense model's own rows (Torch-Pruning ranks each coupled
+    group by the L2 norm over all its layers, so which rows is its choice)."""
+    pruned = pruning.stage_prune(dense, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5], IMG, round_to=None)
+    w = dense.features[17].conv[0][0].weight.detach().flatten(1)  # stage 6's expansion
+    kept = pruned.features[17].conv[0][0].weight.detach().flatten(1)
+    assert kept.shape[0] == w.shape[0] // 2
+    assert all(any(torch.equal(row, d) for d in w) for row in kept)
+
+
+@pytest.mark.parametrize("keep", [[1.0] * 6, [1.0] * 6 + [0.0], [1.2] + [1.0] * 6])
+def test_bad_keep_vectors_are_one_clear_error(dense, keep):
+    with pytest.raises(ConfigError, match="7 per-stage keep ratios"):
+        pruning.stage_prune(dense, keep, IMG)
+
+
+def test_a_model_that_is_not_mobilenet_v2_is_refused():
+    with pytest.raises(ModelError, match="MobileNetV2"):
+        pruning.stage_prune(nn.Sequential(nn.Conv2d(3, 8, 3)), [1.0] * 7, IMG)
+
+
+def test_round_channels():
+    assert pruning.round_channels(12, 8) == 16 and pruning.round_channels(11.9, 8) == 8
+    assert pruning.round_channels(3, 8) == 8 and pruning.round_channels(5.4, None) == 5
+
+
+def test_the_pruned_model_exports_to_onnx_and_checkpoints(dense, tmp_path):
+    from edgectl.pipeline.checkpoint import load_checkpoint, save_checkpoint
+    from edgectl.pipeline.export import check_parity, export_onnx
+
+    pruned = pruning.stage_prune(dense, KEEP, IMG)
+    path = export_onnx(pruned, tmp_path / "m.onnx", IMG)
+    x = np.random.default_rng(0).standard_normal((4, 3, IMG, IMG)).astype(np.float32)
+    assert check_parity(pruned, path, "onnx", x)["top1_agreement"] == 1.0
+    ckpt = save_checkpoint(pruned, {"arch": "mobilenet_v2", "num_classes": 6, "width_mult": 0.5},
+                           tmp_path / "model.pt")
+    back, _ = load_checkpoint(ckpt)
+    t = torch.from_numpy(x)
+    with torch.no_grad():
+        assert torch.allclose(back.eval()(t), pruned(t), atol=1e-5)
