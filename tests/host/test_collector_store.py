@@ -234,6 +234,32 @@ def test_retention_deletes_only_old_decisions(collector_db):
         store.close()
 
 
+def test_a_token_lookup_is_kept_for_its_ttl_and_a_rotation_refuses_the_old_token(collector_db):
+    """Two stores on one database stand for two workers: the one that rotates refuses the
+    old token at once; the other within its TTL; unknown tokens are never remembered."""
+    worker1, worker2 = Store(collector_db), Store(collector_db, token_ttl_s=0.3)
+    try:
+        assert worker2.device_for_token_hash("new") is None      # a miss is not kept ...
+        worker1.add_device("a", None, "old")
+        assert worker2.cached_device("old") is None
+        assert worker2.device_for_token_hash("old") == "a"       # ... a new device works
+        assert worker1.device_for_token_hash("old") == "a"
+        assert worker2.cached_device("old") == "a"               # kept: no query
+        assert worker1.set_device_token("a", "new")
+        assert worker1.cached_device("old") is None              # forgotten here at once
+        assert worker1.device_for_token_hash("old") is None
+        assert worker2.cached_device("old") == "a"               # the other: for its TTL
+        deadline = time.monotonic() + 5
+        while worker2.cached_device("old") is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker2.cached_device("old") is None
+        assert worker2.device_for_token_hash("old") is None      # the database decides
+        assert worker2.device_for_token_hash("new") == "a"
+    finally:
+        worker1.close()
+        worker2.close()
+
+
 # -- several workers on PostgreSQL -------------------------------------------------------
 
 

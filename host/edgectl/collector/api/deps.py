@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from edgectl.collector.auth import Principal, hash_token, tokens_match
 from edgectl.collector.names import is_safe_name
@@ -34,19 +35,26 @@ StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def principal(
+async def principal(
     store: StoreDep,
     settings: SettingsDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    """The admin or the device whose token is in ``Authorization: Bearer``; else 401."""
+    """The admin or the device whose token is in ``Authorization: Bearer``; else 401.
+
+    A device token this worker looked up in the last ``Store.token_ttl_s`` seconds is
+    answered from memory, without a thread hop or a query; otherwise the database decides
+    (on a thread). A rotated token is refused within that bound by every worker.
+    """
     unauthorized = {"WWW-Authenticate": "Bearer"}
     if creds is None or not creds.credentials:
         raise HTTPException(401, "missing bearer token", headers=unauthorized)
     token = creds.credentials
     if tokens_match(token, settings.admin_token_hash):
         return Principal(admin=True)
-    device = store.device_for_token_hash(hash_token(token))
+    token_hash = hash_token(token)
+    device = store.cached_device(token_hash) or \
+        await run_in_threadpool(store.device_for_token_hash, token_hash)
     if device is None:
         raise HTTPException(401, "invalid token", headers=unauthorized)
     return Principal(admin=False, device=device)

@@ -27,6 +27,12 @@ from edgectl.collector.store import schema as t
 from edgectl.collector.store.engine import database_url, is_sqlite, make_engine
 from edgectl.collector.store.views import Views
 
+# A worker trusts a device token it looked up for this long: the lookup was a query on
+# every device request (a round trip, a pool checkout and a thread hop each), and a token
+# replaced through another worker is refused everywhere within this bound (docs/collector.md).
+TOKEN_TTL_S = 5.0
+TOKEN_CACHE_MAX = 100_000  # entries; past it the cache starts again (memory stays bounded)
+
 
 class DuplicateError(KeyError):
     """The row already exists with different content (a device name, a bundle version)."""
@@ -43,7 +49,7 @@ class Store(Views):
     """
 
     def __init__(self, db: str | os.PathLike[str] | URL, migrate: bool = True,
-                 pool_size: int = 8) -> None:
+                 pool_size: int = 8, token_ttl_s: float = TOKEN_TTL_S) -> None:
         from edgectl.collector.store import migrate as migrations
 
         self.url = db if isinstance(db, URL) else database_url(db)
@@ -58,6 +64,10 @@ class Store(Views):
         # in SQLite's busy handler; other processes wait on the busy timeout.
         self._write_lock = threading.Lock() if self.sqlite else None
         self._insert = sqlite.insert if self.sqlite else postgresql.insert
+        # token hash -> (device, monotonic expiry): see ``cached_device``
+        self.token_ttl_s = token_ttl_s
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._tokens_gen = 0
 
     @property
     def backend(self) -> str:
@@ -98,16 +108,42 @@ class Store(Views):
         with self._write() as db:
             cur = db.execute(sa.update(t.devices).where(t.devices.c.name == name)
                              .values(token_hash=token_hash))
-            return cur.rowcount == 1
+            changed = cur.rowcount == 1
+        self._forget_tokens()  # this process refuses the old token at once
+        return changed
+
+    def cached_device(self, token_hash: str) -> str | None:
+        """The device of ``token_hash`` if ``device_for_token_hash`` found it in the last
+        ``token_ttl_s`` seconds, else None; no I/O (the request path asks this first).
+
+        Only tokens found are kept, never misses: a new device's token works at once. A
+        token replaced by another process (another worker; ``set_device_token`` here
+        forgets at once) keeps working in this one for at most ``token_ttl_s``.
+        """
+        hit = self._tokens.get(token_hash)
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
 
     def device_for_token_hash(self, token_hash: str) -> str | None:
-        """The device whose token hashes to ``token_hash`` (every device request asks)."""
+        """The device whose token hashes to ``token_hash``, from the database (and kept for
+        ``cached_device``)."""
+        gen = self._tokens_gen
         if not self.sqlite:
-            return self._on_driver(pghot.device_for_token_hash, token_hash)  # see pghot
-        with self._read() as db:
-            name = db.execute(sa.select(t.devices.c.name)
-                              .where(t.devices.c.token_hash == token_hash)).scalar()
-        return None if name is None else str(name)
+            name = self._on_driver(pghot.device_for_token_hash, token_hash)  # see pghot
+        else:
+            with self._read() as db:
+                name = db.execute(sa.select(t.devices.c.name)
+                                  .where(t.devices.c.token_hash == token_hash)).scalar()
+        if name is None:
+            return None
+        if gen == self._tokens_gen:  # no token changed here while we read: keep it
+            if len(self._tokens) >= TOKEN_CACHE_MAX:
+                self._tokens.clear()
+            self._tokens[token_hash] = (str(name), time.monotonic() + self.token_ttl_s)
+        return str(name)
+
+    def _forget_tokens(self) -> None:
+        self._tokens_gen += 1
+        self._tokens.clear()
 
     _device_cols = (t.devices.c.name, t.devices.c.grp, t.devices.c.created,
                     t.devices.c.last_seen, t.devices.c.heartbeat)
