@@ -1,0 +1,124 @@
+"""The NetAdapt loop (``pipeline.netadapt``) on a real (tiny) MobileNetV2 pruned through the
+real ``stage_prune``; latency here is the pruned model's MAC count (``measure``) and a
+per-stage linear table (``estimate``) so the loop's decisions can be checked exactly.
+The table measured on a device is tested where it is built."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torchvision.models import mobilenet_v2
+
+from edge_common.errors import ConfigError
+from edgectl.pipeline import netadapt, pruning
+from edgectl.pipeline.checkpoint import channel_plan
+from edgectl.pipeline.metrics import count_macs
+
+IMG = 32
+
+
+@pytest.fixture(scope="module")
+def dense():
+    torch.manual_seed(0)
+    return mobilenet_v2(width_mult=0.5, num_classes=4).eval()
+
+
+def _macs_ms(model) -> float:
+    return count_macs(model, IMG) / 1e5
+
+
+def _table(dense):
+    """Estimated ms: each stage's share of the dense MACs scaled by its keep, plus the
+    rest (the head): close to the MACs but not equal, as a real table is."""
+    base = _macs_ms(dense)
+    share = [0.05, 0.08, 0.1, 0.2, 0.2, 0.17, 0.1]
+    return lambda keep: base * (0.1 + sum(s * k for s, k in zip(share, keep, strict=True)))
+
+
+def _score(model) -> float:
+    # prefers keeping the late stages (a stand-in for accuracy, deterministic)
+    k = pruning.stage_keep(model, _score.dense)
+    return sum((i + 1) * v for i, v in enumerate(k)) / 28
+
+
+def _run(dense, budget, **kw):
+    _score.dense = dense
+    tuned: list[tuple[int, int]] = []
+    res = netadapt.search(copy.deepcopy(dense), dense, IMG, netadapt.Plan(budget_ms=budget),
+                          estimate=_table(dense), measure=_macs_ms,
+                          tune=lambda m, i, s: tuned.append((i, s)), score=_score, **kw)
+    return res, tuned
+
+
+def test_proposal_is_the_largest_keep_that_meets_the_target(dense):
+    est, widths, plan = _table(dense), netadapt.stage_widths(dense), netadapt.Plan(1.0)
+    keep = (1.0,) * 7
+    target = est(keep) * 0.97
+    cand = netadapt.proposal(keep, 3, target, est, widths, plan)
+    assert cand is not None and est(cand) <= target
+    one_more = pruning.round_channels(cand[3] * widths[3], 8) + 8
+    bigger = tuple(one_more / widths[3] if i == 3 else k for i, k in enumerate(keep))
+    assert est(bigger) > target                      # one multiple more misses it
+    assert cand[:3] == keep[:3] and cand[4:] == keep[4:]
+    assert netadapt.proposal(keep, 0, est(keep) * 0.5, est, widths, plan) is None
+
+
+def test_search_meets_the_budget_keeping_the_most_accurate_proposal_each_step(dense):
+    budget = _macs_ms(dense) * 0.6
+    res, tuned = _run(dense, budget)
+    assert res.met and res.stop == "met"
+    assert res.steps[-1].measured_ms <= budget < res.steps[-2].measured_ms
+    assert _macs_ms(res.model) == pytest.approx(res.steps[-1].measured_ms)
+    again = pruning.stage_prune(dense, res.keep, IMG, 8)   # the keep vector is the model
+    assert channel_plan(again) == channel_plan(res.model)
+    for s in res.steps:
+        assert 1 <= len(s.proposals) <= 7
+        assert s.accuracy == max(p["accuracy"] for p in s.proposals)
+        assert s.est_ms == pytest.approx(_table(dense)(tuple(s.keep)))
+    assert len(tuned) == sum(len(s.proposals) for s in res.steps)  # one tune per proposal
+    est = [s.est_ms for s in res.steps]
+    assert est == sorted(est, reverse=True)
+    errs = netadapt.estimation_errors(res.steps)
+    assert len(errs) == len(res.steps) and all(abs(e) < 1 for e in errs)
+
+
+def test_an_impossible_budget_stops_without_a_proposal_or_at_max_steps(dense):
+    res, _ = _run(dense, 1e-6)
+    assert not res.met and res.stop in ("no_proposal", "max_steps")
+    assert res.steps and res.steps[-1].measured_ms > 1e-6
+
+
+def test_a_start_that_already_meets_the_budget_takes_no_step(dense):
+    res, tuned = _run(dense, _macs_ms(dense) * 2)
+    assert res.met and res.steps == [] and tuned == []
+
+
+def test_an_interrupted_search_resumes_after_its_last_finished_step(dense, tmp_path):
+    budget = _macs_ms(dense) * 0.6
+    full, _ = _run(dense, budget)
+
+    def stop_after_two(step):
+        if step.step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(dense, budget, state_dir=tmp_path, state_key="k", on_step=stop_after_two)
+    assert (tmp_path / "step-002.pt").is_file()
+    res, tuned = _run(dense, budget, state_dir=tmp_path, state_key="k")
+    assert min(i for i, _ in tuned) == 2                  # steps 0 and 1 were not redone
+    assert res.keep == pytest.approx(full.keep)
+    assert [s.stage for s in res.steps] == [s.stage for s in full.steps]
+    other, tuned = _run(dense, budget, state_dir=tmp_path, state_key="another plan")
+    assert min(i for i, _ in tuned) == 0                  # another key starts over
+
+
+def test_plan_checks_and_dry_run_arithmetic():
+    with pytest.raises(ConfigError, match="target-latency-ms"):
+        netadapt.Plan(budget_ms=0).validate()
+    plan = netadapt.Plan(budget_ms=5.0, step_frac=0.1, decay=1.0)
+    assert plan.expected_steps(10.0, 5.0) == 5
+    assert plan.expected_steps(10.0, 10.0) == 0
+    assert netadapt.Plan(budget_ms=1, max_steps=3).expected_steps(10.0, 0.0) == 3
+    assert plan.key({"a": 1}) != netadapt.Plan(budget_ms=4.0).key({"a": 1})
