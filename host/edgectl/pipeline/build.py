@@ -381,7 +381,8 @@ def speed_notes(pruned: PruneResult) -> list[str]:
 
 def bundle_stage(cfg: BuildConfig, datasets: Any, base: BaselineResult, pruned: PruneResult,
                  arts: list[ArtifactResult], gate: Gate, deployable: bool,
-                 x_test: Any, echo: Echo) -> tuple[Path, Path, str, str]:
+                 x_test: Any, echo: Echo,
+                 deadline: dict[str, Any] | None = None) -> tuple[Path, Path, str, str]:
     """The signed bundle (manifest, artifacts, test vectors) and its tar:
     ``(bundle_dir, tar, name, version)``."""
     from edge_common.bundle import pack_tar
@@ -404,7 +405,7 @@ def bundle_stage(cfg: BuildConfig, datasets: Any, base: BaselineResult, pruned: 
                     "pruning": pruned.report},
         min_accuracy=gate.min_accuracy, test_inputs=x_test[:VECTOR_CANDIDATES],
         private_key_pem=cfg.key, deployable=deployable,
-        default_precision="int8" if int8_ok else "fp32",
+        default_precision="int8" if int8_ok else "fp32", deadline=deadline,
     )
     tar = pack_tar(bundle_dir, cfg.out / "bundle.tar")
     signed = " and signed" if cfg.key else " (unsigned: pass --key to sign)"
@@ -437,13 +438,22 @@ def _prune_title(cfg: BuildConfig) -> str:
             f"{cfg.finetune_epochs} epoch(s){per_step}")
 
 
-def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> BuildResult:
+PruneStage = Callable[[BuildConfig, Any, BaselineResult, Echo], PruneResult]
+
+
+def run_build(cfg: BuildConfig, echo: Echo = _stderr, prune: PruneStage | None = None,
+              prune_title: str | None = None,
+              deadline: Callable[[PruneResult], dict[str, Any]] | None = None) -> BuildResult:
     """Run the whole pipeline, stage by stage; write ``OUT/build.json`` (its ``to_dict()``).
 
     Raises :class:`BelowMinAccuracy` (after writing artifacts but no bundle) when the
     model or any artifact misses the gate and ``allow_below_min`` is not set. An INT8
     artifact that drops more than ``max_accuracy_drop`` points against its FP32 twin is
     kept in the bundle marked not deployable (the board then serves FP32).
+
+    ``prune``: the stage that makes the model from the baseline (default
+    :func:`prune_stage`; the latency-budget search passes its own, ``pipeline.deadline``),
+    titled ``prune_title``; ``deadline(pruned)``: the manifest's ``deadline`` section.
     """
     from edge_common.bundle import load_bundle, replay_test_vectors
     from edge_common.fileio import write_json_atomic
@@ -462,8 +472,8 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> BuildResult:
     base = baseline_stage(cfg, datasets, echo)
     gate = gate_for(cfg, datasets, base, echo)
 
-    stage(_prune_title(cfg))
-    pruned = prune_stage(cfg, datasets, base, echo)
+    stage(prune_title or _prune_title(cfg))
+    pruned = (prune or prune_stage)(cfg, datasets, base, echo)
     model_ok = accuracy_gate(cfg, gate, "the pruned model", pruned.metrics["accuracy"])
 
     stage(f"export: {', '.join(cfg.formats)} (FP32) with parity checks")
@@ -488,8 +498,9 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr) -> BuildResult:
     notes += speed_notes(pruned)
 
     stage("bundle" + ("" if deployable else " (NOT deployable: below --min-accuracy)"))
-    bundle_dir, tar, name, version = bundle_stage(cfg, datasets, base, pruned, arts, gate,
-                                                  deployable, x_test, echo)
+    bundle_dir, tar, name, version = bundle_stage(
+        cfg, datasets, base, pruned, arts, gate, deployable, x_test, echo,
+        deadline=deadline(pruned) if deadline is not None else None)
     b = load_bundle(bundle_dir)
     result = BuildResult(
         config=cfg, name=name, version=version, bundle=bundle_dir, bundle_tar=tar,

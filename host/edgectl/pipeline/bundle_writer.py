@@ -91,6 +91,7 @@ def write_bundle(
     deployable: bool = True,
     default_precision: str | None = None,
     vectors: int = DEFAULT_VECTORS,
+    deadline: dict[str, Any] | None = None,
 ) -> Path:
     """Write a bundle directory at ``out_dir`` and return its path.
 
@@ -98,6 +99,7 @@ def write_bundle(
     ``metrics`` and optionally ``tolerance`` (default: :func:`default_tolerance`).
     ``test_inputs``: preprocessed candidates (N×…); the ``vectors`` clearest are kept.
     An existing bundle at ``out_dir`` is replaced; any other non-empty folder is refused.
+    ``deadline``: the latency budget the model was built for (docs/bundle-format.md).
     """
     out = Path(out_dir)
     clobber = out.exists() and (
@@ -163,6 +165,8 @@ def write_bundle(
         }
         if default_precision:
             manifest["default_precision"] = default_precision
+        if deadline:
+            manifest["deadline"] = _jsonable(deadline)
         B.write_manifest(tmp, manifest)
         public = None
         if private_key_pem is not None:

@@ -1,0 +1,108 @@
+"""``pipeline.deadline``: the build's prune stage replaced by the NetAdapt search, ending
+in a bundle whose manifest records the budget; or, when nothing meets it, no bundle and
+one error naming the closest point. The oracle here counts MACs (a deterministic stand-in
+for a device; the measured table and the real board are tested where they are built)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgectl.pipeline.metrics import count_macs
+
+
+class MacOracle:
+    """ms = MACs / 1e5 of the model; estimates from a per-stage linear table."""
+
+    def __init__(self, dense, img: int) -> None:
+        self.img, self.base = img, count_macs(dense, img) / 1e5
+        self.measured = 0
+
+    def estimate(self, keep):
+        share = [0.05, 0.08, 0.1, 0.2, 0.2, 0.17, 0.1]
+        return self.base * (0.1 + sum(s * k for s, k in zip(share, keep, strict=True)))
+
+    def measure(self, model):
+        self.measured += 1
+        return count_macs(model, self.img) / 1e5
+
+    def facts(self):
+        return {"device": "test-board", "cpu": "test CPU", "runtime": "onnxruntime",
+                "runtime_version": "0", "precision": "fp32", "threads": 1}
+
+
+def _cfg(tiny_data_config, tiny_checkpoint, out):
+    from edgectl.pipeline.build import BuildConfig
+
+    return BuildConfig(data=tiny_data_config, out=out, prune="structured",
+                       formats=("onnx",), quantize="none", finetune_epochs=0,
+                       from_model=tiny_checkpoint, latency_runs=1, cache=False,
+                       progress=False, min_accuracy=0.0)
+
+
+def _dl(budget, **kw):
+    from edgectl.pipeline import netadapt
+    from edgectl.pipeline.deadline import DeadlineConfig
+
+    return DeadlineConfig(budget_ms=budget, short_images=8, selection_images=12,
+                          plan=netadapt.Plan(budget_ms=budget, step_frac=0.05), **kw)
+
+
+def test_a_deadline_build_ends_in_a_bundle_that_records_the_budget(
+        tiny_data_config, tiny_checkpoint, tmp_path):
+    from edgectl.pipeline.build import run_build
+    from edgectl.pipeline.checkpoint import load_checkpoint
+    from edgectl.pipeline.deadline import manifest_section, search_stage
+
+    dense, _ = load_checkpoint(tiny_checkpoint)
+    oracle = MacOracle(dense, 32)
+    budget = oracle.base * 0.8
+    dl = _dl(budget, max_accuracy_drop=100.0)
+    steps = []
+    res = run_build(_cfg(tiny_data_config, tiny_checkpoint, tmp_path / "b"),
+                    echo=lambda _m: None, prune=search_stage(dl, oracle, steps.append),
+                    deadline=lambda p: manifest_section(dl, oracle, p))
+    manifest = json.loads((res.bundle / "manifest.json").read_text())
+    d = manifest["deadline"]
+    assert d["budget_ms"] == budget and d["device"] == "test-board" and d["quantile"] == "p95"
+    assert d["measured_ms"] <= budget
+    assert d["measured_ms"] == pytest.approx(count_macs(res.model.model, 32) / 1e5)
+    report = json.loads((tmp_path / "b" / "build.json").read_text())["pruning"]
+    assert res.model.report["method"] == "deadline" and res.model.report["met"]
+    assert len(res.model.report["steps"]) == len(steps) >= 1
+    assert (tmp_path / "b" / "search" / "steps.json").is_file()   # resumable state
+    assert report["method"] == "deadline" and report["final_ms"] == d["measured_ms"]
+    assert len(report["estimation_error"]) == len(report["steps"])
+
+
+def test_nothing_within_the_drop_is_one_error_naming_the_closest_point_and_no_bundle(
+        tiny_data_config, tiny_checkpoint, tmp_path):
+    from edgectl.pipeline.build import run_build
+    from edgectl.pipeline.checkpoint import load_checkpoint
+    from edgectl.pipeline.deadline import BudgetNotMet, manifest_section, search_stage
+
+    dense, _ = load_checkpoint(tiny_checkpoint)
+    oracle = MacOracle(dense, 32)
+    dl = _dl(oracle.base * 1e-3, max_accuracy_drop=100.0)
+    dl.plan = dl.plan.__class__(budget_ms=dl.budget_ms, step_frac=0.3, max_steps=3)
+    with pytest.raises(BudgetNotMet, match=r"closest is .* ms p95 .* would meet a budget of"):
+        run_build(_cfg(tiny_data_config, tiny_checkpoint, tmp_path / "b"),
+                  echo=lambda _m: None, prune=search_stage(dl, oracle),
+                  deadline=lambda p: manifest_section(dl, oracle, p))
+    assert not (tmp_path / "b" / "bundle").exists()
+
+
+def test_selection_slice_is_held_out_of_fine_tuning(tiny_data_config):
+    from edge_common.errors import ConfigError
+    from edgectl.pipeline.data import load_datasets
+    from edgectl.pipeline.deadline import split_selection
+
+    ds = load_datasets(tiny_data_config)
+    tune, sel = split_selection(ds, 12, seed=0)
+    assert len(sel) == 12 and len(tune.train) == len(ds.train) - 12
+    assert not set(sel.indices) & set(tune.train.indices)
+    assert sel.dataset.transform is ds.test.transform         # scored without augmentation
+    assert ds.train.transform is not ds.test.transform         # the training set untouched
+    with pytest.raises(ConfigError, match="selection"):
+        split_selection(ds, len(ds.train), seed=0)
