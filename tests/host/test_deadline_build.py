@@ -75,6 +75,21 @@ def test_a_deadline_build_ends_in_a_bundle_that_records_the_budget(
     assert report["method"] == "deadline" and report["final_ms"] == d["measured_ms"]
     assert len(report["estimation_error"]) == len(report["steps"])
 
+    from edgectl.pipeline.front import format_front, front_rows, plot_front
+
+    rows = front_rows(json.loads((tmp_path / "b" / "build.json").read_text()), True)
+    names = [r["model"] for r in rows]
+    assert names[0] == "baseline" and "final" in names and "final onnx fp32" in names
+    assert len([n for n in names if n.startswith("step ")]) == len(report["steps"])
+    assert {r["accuracy_on"] for r in rows} == {"selection", "test"}
+    assert all(r["latency_source"] == "measured" for r in rows)
+    front = [r for r in rows if r["front"]]
+    assert front and all(not (o["accuracy"] > f["accuracy"] and o["latency_ms"] < f["latency_ms"])
+                         for f in front for o in rows if o["accuracy_on"] == f["accuracy_on"])
+    assert f"budget {budget:g} ms" in format_front(rows, budget)
+    png = plot_front(rows, budget, tmp_path / "front.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 def test_nothing_within_the_drop_is_one_error_naming_the_closest_point_and_no_bundle(
         tiny_data_config, tiny_checkpoint, tmp_path):

@@ -106,6 +106,7 @@ class Step:
     measured_ms: float
     accuracy: float
     proposals: list[dict[str, Any]] = field(default_factory=list)
+    params: int | None = None
 
 
 @dataclass
@@ -183,7 +184,8 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
         current_ms = measure(model)
         rec = Step(i, stage, list(keep), est, current_ms, acc,
                    [{"stage": s, "keep": list(k), "est_ms": e, "accuracy": a}
-                    for a, s, k, _m, e in proposals])
+                    for a, s, k, _m, e in proposals],
+                   params=sum(p.numel() for p in model.parameters()))
         steps.append(rec)
         if state_dir is not None:
             _save_step(state_dir, state_key, model, steps)
