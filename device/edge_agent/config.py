@@ -274,7 +274,9 @@ class UpdateConfig:
     poll_s: float = _f(60.0, "Seconds between polls", min=1.0)
     lock_file: str | None = _f(None, "While this file exists, updates wait", path=True)
     lock_pin: int | str | None = _f(None, "While this input pin is active, updates wait")
-    health_window_s: float = _f(120.0, "Roll back if the new model is unhealthy within, s", min=0.0)
+    health_window_s: float = _f(120.0, "Roll back if the new model is unhealthy within, s "
+                                "(and its first 20 items: up to 10 windows on an idle line)",
+                                min=0.0)
     keys_dir: str | None = _f(
         "/etc/edge-agent/keys",
         "Folder of trusted Ed25519 public keys (PEM files); every update must be signed by "

@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 UPDATES_DIR = "updates"
 MAX_ERROR_RATE = 0.2
 MIN_ERRORS = 3
+# The health window also waits for this many items classified by the new model (a window
+# that saw none proves nothing), up to IDLE_WINDOWS windows; a line idle that long gets
+# the new model (its test vectors passed at load) and the log says so.
+MIN_HEALTH_ITEMS = 20
+IDLE_WINDOWS = 10
 
 
 # -- pure decisions ----------------------------------------------------------------------
@@ -321,12 +326,20 @@ class UpdateWorker:
         while not done.wait(0.2):
             if self._stop.is_set():
                 break
-        reason = None
-        deadline = time.monotonic() + self.health_window_s
-        while reason is None and time.monotonic() < deadline and not self._stop.is_set():
-            self._stop.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+        reason, seen = None, 0
+        start = time.monotonic()
+        deadline, give_up = start + self.health_window_s, start + IDLE_WINDOWS * self.health_window_s
+        while reason is None and not self._stop.is_set():
+            now = time.monotonic()
+            if now >= give_up or (now >= deadline and seen >= MIN_HEALTH_ITEMS):
+                break
+            self._stop.wait(min(0.1, max(0.0, deadline - now)) or 0.1)
             items, errors = self._counts()
-            reason = health_verdict(items - items0, errors - errors0)
+            seen = items - items0
+            reason = health_verdict(seen, errors - errors0)
+        if reason is None and seen < MIN_HEALTH_ITEMS and self.health_window_s > 0:
+            log.warning("update %s: only %d items in %.0f s after the switch (line idle?); "
+                        "keeping it", version, seen, time.monotonic() - start)
         if reason is not None and old is not None:
             back = self.agent.swap_classifier(old)
             back.wait(5.0)

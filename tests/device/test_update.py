@@ -92,7 +92,7 @@ def line(tmp_path, bundles):
 def worker(agent, c, **kw) -> UpdateWorker:
     client = HostClient(c.url, DEVICE, (Path(agent.config.journal.dir).parent / "token")
                         .read_text(), timeout_s=10)
-    return UpdateWorker(agent, client, poll_s=1, health_window_s=0.5, **kw)
+    return UpdateWorker(agent, client, **{"poll_s": 1, "health_window_s": 0.5, **kw})
 
 
 def journal_items(agent) -> list[dict]:
@@ -200,7 +200,7 @@ class _Failing:
     """A loaded classifier whose inference fails on the line (not in its self-test)."""
 
     def __init__(self, inner) -> None:
-        self.inner, self.version = inner, inner.version
+        self.inner, self.version, self.bundle = inner, inner.version, inner.bundle
         self.labels, self.reject_labels = inner.labels, inner.reject_labels
 
     def classify(self, image):
@@ -208,6 +208,48 @@ class _Failing:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _Slow(_Failing):
+    """Fails every item, and a busy board's line brings them slowly."""
+
+    def classify(self, image):
+        time.sleep(0.05)
+        raise RuntimeError("accelerator fault")
+
+
+def test_a_window_that_saw_too_few_items_waits_for_them_before_applying(line, bundles):
+    """A 0.05 s window on a line giving ~20 items/s sees one item or none; before this,
+    the failing model was applied for want of evidence. Now the window waits for
+    MIN_HEALTH_ITEMS items (up to IDLE_WINDOWS windows): the failures are seen."""
+    from edge_agent import update
+
+    agent, c, admin, _ = line
+    admin.upload_bundle(bundles[1])
+    admin.set_desired("device", DEVICE, "test-2")
+    w = worker(agent, c, health_window_s=0.05)
+    w.loader = lambda path, key: _Slow(w._load_classifier(path, key))
+    assert update.MIN_HEALTH_ITEMS * 0.05 > 0.05      # more items than one window brings
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(update, "IDLE_WINDOWS", 400)       # 20 s: a loaded CI machine included
+        out = w.check_once()
+    assert out.outcome == "rolled_back" and "inference failures" in out.reason
+    assert agent.classifier.version == "test-1"
+
+
+def test_an_idle_line_gets_the_new_model_after_the_idle_bound(line, bundles, caplog):
+    agent, c, admin, _ = line
+    agent.stop()                                       # the line stops: no items at all
+    time.sleep(0.2)
+    admin.upload_bundle(bundles[1])
+    admin.set_desired("device", DEVICE, "test-2")
+    w = worker(agent, c, health_window_s=0.05)
+    t0 = time.monotonic()
+    with caplog.at_level("WARNING", logger="edge_agent.update"):
+        out = w.check_once()
+    assert out.outcome == "applied"
+    assert time.monotonic() - t0 >= 0.05 * 10          # waited IDLE_WINDOWS windows
+    assert "line idle" in caplog.text
 
 
 def test_unhealthy_model_is_rolled_back(line, bundles):
