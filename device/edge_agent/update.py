@@ -328,7 +328,8 @@ class UpdateWorker:
                 break
         reason, seen = None, 0
         start = time.monotonic()
-        deadline, give_up = start + self.health_window_s, start + IDLE_WINDOWS * self.health_window_s
+        deadline = start + self.health_window_s
+        give_up = start + IDLE_WINDOWS * self.health_window_s
         while reason is None and not self._stop.is_set():
             now = time.monotonic()
             if now >= give_up or (now >= deadline and seen >= MIN_HEALTH_ITEMS):
