@@ -15,6 +15,7 @@ docs/architecture.md, "edge-agent bench output" (``edgectl bench`` parses it).
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import resource
 import socket
@@ -151,6 +152,47 @@ def run_bench(
         }
     finally:
         bundle.close()
+
+
+PROFILE_LIST = "profile.json"
+
+
+def run_profile(models_dir: str, threads: list[int] | None = None, runs: int = 50,
+                warmup: int = 10) -> dict[str, Any]:
+    """Batch-1 latency of every model listed in ``models_dir/profile.json``
+    (``{"models": [{"file": NAME, "shape": [1, C, H, W]}]}``: the host's per-block latency
+    table, ``edgectl bench --profile-layers``) on random input of its shape, at every
+    thread count, in this process (hundreds of small models: a process each would cost
+    more than the measurements). A file listed but missing, or a model a runtime refuses,
+    is that row's ``error``; the others are measured."""
+    threads = threads or [1]
+    root = Path(models_dir)
+    try:
+        listing = json.loads((root / PROFILE_LIST).read_text())
+        models = [(str(m["file"]), [int(d) for d in m["shape"]]) for m in listing["models"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise EdgeError(f"bench --profile: {root / PROFILE_LIST} unreadable: {err}") from err
+    rng = np.random.default_rng(0)
+    results = []
+    for name, shape in models:
+        path = root / name
+        fmt = "tflite" if path.suffix == ".tflite" else "onnx"
+        x = rng.standard_normal(shape).astype(np.float32)
+        for n in threads:
+            row: dict[str, Any] = {"file": name, "format": fmt, "threads": n, "shape": shape}
+            try:
+                if Path(name).name != name or not path.is_file():
+                    raise EdgeError(f"no such model in the profile folder: {name}")
+                session = open_session(path, fmt, n)
+                lat = measure_latency(lambda s=session, x=x: s.run(x), warmup=warmup, runs=runs)
+                row["latency_ms"] = {k: round(lat[k], 5) for k in ("p50", "p95", "p99")}
+                row["n"] = lat["n"]
+            except Exception as err:  # noqa: BLE001 - one bad model is its row, not the run
+                row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
+            results.append(row)
+    return {"device": socket.gethostname(), "machine": machine.describe(),
+            "profile": str(root), "results": results,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -213,6 +213,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ) from err
     if not threads or min(threads) < 1:
         raise EdgeError(f"bench: --threads must be positive, got {args.threads!r}")
+    if (args.bundle is None) == (args.profile is None):
+        raise EdgeError("bench: give --bundle PATH or --profile DIR")
+    if args.profile is not None:
+        from edge_agent.bench import run_profile
+
+        report = run_profile(args.profile, threads, args.runs, args.warmup)
+        if args.json:
+            _print_json(report)
+        else:
+            for r in report["results"]:
+                lat = r.get("latency_ms")
+                print(f"{r['file']:<40}{r['threads']:>4}  " + (
+                    f"p50 {lat['p50']:.4f} ms  p95 {lat['p95']:.4f} ms" if lat else r["error"]))
+        return 0
     report = run_bench(
         args.bundle, threads, args.runs, args.warmup, args.public_key, isolate=not args.no_isolate,
         reference=args.reference,
@@ -265,7 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_status)
 
     b = sub.add_parser("bench", help="benchmark every artifact of a bundle on this machine")
-    b.add_argument("--bundle", required=True)
+    b.add_argument("--bundle", default=None)
+    b.add_argument("--profile", default=None, metavar="DIR",
+                   help="instead of a bundle: every model listed in DIR/profile.json "
+                        "(the host's latency table: edgectl bench --profile-layers)")
     b.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     b.add_argument("--runs", type=int, default=50)
     b.add_argument("--warmup", type=int, default=10)

@@ -290,12 +290,14 @@ def _check_report(report: Any, where: str) -> dict[str, Any]:
 
 def bench_local(bundle: str | os.PathLike[str], threads: Sequence[int],
                 runs: int | None = None,
-                reference: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Run ``edge-agent bench --json`` on this machine (no Ansible) and return its report."""
+                reference: str | os.PathLike[str] | None = None,
+                profile: bool = False) -> dict[str, Any]:
+    """Run ``edge-agent bench --json`` on this machine (no Ansible) and return its report;
+    ``profile``: ``bundle`` is a folder of models to time (``edge-agent bench --profile``)."""
     if not Path(bundle).exists():
         raise ConfigError(f"bundle not found: {bundle}")
-    cmd = agent_command() + ["bench", "--json", "--bundle", str(bundle),
-                             "--threads", ",".join(str(t) for t in threads)]
+    cmd = agent_command() + ["bench", "--json", "--profile" if profile else "--bundle",
+                             str(bundle), "--threads", ",".join(str(t) for t in threads)]
     if runs:
         cmd += ["--runs", str(runs)]
     if reference:
@@ -320,9 +322,11 @@ def bench_ansible(
     raw_extra_vars: Sequence[str] = (),
     echo: Callable[[str], None] | None = None,
     reference: str | os.PathLike[str] | None = None,
+    profile: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Run ``ansible/bench.yml`` on ``target`` (a host or group); return {host: report}.
-    ``reference`` (a model file) is uploaded and measured beside the bundle."""
+    ``reference`` (a model file) is uploaded and measured beside the bundle; ``profile``:
+    ``bundle`` is a folder of models to time (``edge-agent bench --profile``)."""
     inv = Path(inventory)
     if not inv.is_file():
         raise ConfigError(f"inventory not found: {inv}")
@@ -334,6 +338,7 @@ def bench_ansible(
             "bench_bundle": str(Path(bundle).resolve()),
             "bench_results_dir": tmp,
             "bench_threads": ",".join(str(t) for t in threads),
+            "bench_mode": "profile" if profile else "bundle",
         }
         if runs:
             extra["bench_runs"] = runs

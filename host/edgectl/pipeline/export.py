@@ -92,14 +92,17 @@ def parse_formats(text: str) -> list[str]:
     return [check_format(f) for f in dict.fromkeys(fmts)]
 
 
-def _example(img_size: int) -> torch.Tensor:
-    if int(img_size) <= 0:
-        raise ModelError(f"img_size must be positive, got {img_size}")
-    return torch.zeros(1, 3, int(img_size), int(img_size))
+def _example(img_size: int, channels: int = 3) -> torch.Tensor:
+    if int(img_size) <= 0 or int(channels) <= 0:
+        raise ModelError(f"img_size and channels must be positive, got {img_size}, {channels}")
+    return torch.zeros(1, int(channels), int(img_size), int(img_size))
 
 
-def export_onnx(model: nn.Module, path: str | Path, img_size: int, opset: int = ONNX_OPSET) -> Path:
-    """Write ``model`` as one self-contained ONNX file with a dynamic batch dimension.
+def export_onnx(model: nn.Module, path: str | Path, img_size: int, opset: int = ONNX_OPSET,
+                channels: int = 3) -> Path:
+    """Write ``model`` as one self-contained ONNX file with a dynamic batch dimension
+    (input ``1×channels×img_size×img_size``: an image, or one block's input in the latency
+    table, ``pipeline.latency_table``).
 
     TorchScript exporter (``dynamo=False``), then onnxscript's optimizer (constant folding,
     no Identity/Constant nodes). Measured here: 1.5-3 s per MobileNetV2 against 6-45 s for
@@ -112,7 +115,7 @@ def export_onnx(model: nn.Module, path: str | Path, img_size: int, opset: int = 
         raise ModelError(f"ONNX opset must be >= 17, got {opset}")
     p = Path(path)
     model = model.cpu().eval()
-    example = _example(img_size)
+    example = _example(img_size, channels)
     names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
     with atomic_path(p) as tmp, quiet():
         raw = tmp.with_suffix(".raw.onnx")  # torch.onnx wants the suffix
@@ -164,7 +167,7 @@ def _readable(p: Path) -> None:
     p.chmod(0o666 & ~umask)
 
 
-def export_tflite(model: nn.Module, path: str | Path, img_size: int) -> Path:
+def export_tflite(model: nn.Module, path: str | Path, img_size: int, channels: int = 3) -> Path:
     """Write ``model`` as a float32 TFLite flatbuffer through litert-torch (NCHW input)."""
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -178,7 +181,7 @@ def export_tflite(model: nn.Module, path: str | Path, img_size: int) -> Path:
     model = model.cpu().eval()
     with quiet():
         try:
-            edge_model = litert_torch.convert(model, (_example(img_size),))
+            edge_model = litert_torch.convert(model, (_example(img_size, channels),))
         except Exception as err:  # noqa: BLE001 - conversion raises many types
             raise ModelError(f"TFLite conversion failed: {type(err).__name__}: {err}") from err
     with atomic_path(p) as tmp:
@@ -187,11 +190,12 @@ def export_tflite(model: nn.Module, path: str | Path, img_size: int) -> Path:
     return p
 
 
-def export(model: nn.Module, fmt: str, path: str | Path, img_size: int) -> Path:
+def export(model: nn.Module, fmt: str, path: str | Path, img_size: int,
+           channels: int = 3) -> Path:
     """Export ``model`` in ``fmt`` (``onnx`` or ``tflite``) to ``path``."""
     if check_format(fmt) == "onnx":
-        return export_onnx(model, path, img_size)
-    return export_tflite(model, path, img_size)
+        return export_onnx(model, path, img_size, channels=channels)
+    return export_tflite(model, path, img_size, channels=channels)
 
 
 def precision_of(path: str | Path) -> str:
