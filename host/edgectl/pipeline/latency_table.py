@@ -1,0 +1,303 @@
+"""Latency from the target, not from MACs: a per-block lookup table of MobileNetV2 measured
+on the device, as NetAdapt's layer-wise tables (Yang et al. 2018, section 3.3).
+
+A model is the stem (``features.0``), 17 inverted-residual blocks (``features.1–17``) and
+the head (``features.18`` + pooling + classifier). Under per-stage pruning
+(``pruning.stage_prune``) each block's shape is fixed by the keep ratios of its stage and
+the one before, so a block's latency is looked up by its exact convolution shapes
+(:func:`block_specs`, the same channel arithmetic as ``stage_prune``, checked against it
+by the tests). A missing entry is built as that block alone (random weights: latency does
+not depend on them), exported with the one exporter and timed on the target by the
+agent's own bench (``edge-agent bench --profile``: locally, or on a board over the
+existing Ansible path), in one batch per lookup.
+
+``estimate(keep) = Σ blocks + overhead``; the overhead (session call, what the runtime
+fuses across blocks) is calibrated once from an end-to-end measurement of the dense model:
+exact there by construction, and the table's error elsewhere is what the search reports
+against its end-to-end measurements of every step's winner.
+
+The table is one JSON file per (device, runtime, precision, threads) under the build cache;
+it records the device's CPU model and runtime version of its first measurement, and a
+measurement on the same device that reports another CPU or runtime version discards it
+(a board upgraded or swapped is measured again, never estimated from stale entries).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from edge_common.errors import ConfigError, EdgeError
+from edge_common.fileio import write_json_atomic
+from edge_common.hashing import settings_key
+from edgectl.pipeline import pruning
+from edgectl.pipeline.checkpoint import channel_plan, rebuild
+
+HEAD = 18
+RUNTIME_KEYS = {"onnx": "onnxruntime", "tflite": "litert"}
+PROFILE_LIST = "profile.json"  # edge_agent.bench.PROFILE_LIST: what the agent reads
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    index: int          # features[index]; HEAD = features.18 + pooling + classifier
+    in_channels: int
+    size: int           # input height = width
+    convs: tuple[tuple[int, int, int, int, int], ...]  # (in, out, groups, kernel, stride)
+
+    @property
+    def key(self) -> str:
+        convs = ",".join("-".join(str(v) for v in c) for c in self.convs)
+        return f"{self.index}@{self.size}:{convs}"
+
+
+def pruned_plan(dense: nn.Module, keep: Sequence[float], round_to: int | None) -> dict[str, list]:
+    """The channel plan (``checkpoint.channel_plan``) of ``stage_prune(dense, keep)``
+    without pruning anything: each stage conv keeps ``round_channels(keep·dense)``, a
+    depthwise conv keeps its input's width, every layer's input follows its predecessor."""
+    targets: dict[str, int] = {}
+    mods = dict(dense.named_modules())
+    for k, names in zip(keep, pruning.stage_convs(dense), strict=True):
+        for name in names:
+            out = mods[name].out_channels
+            targets[name] = min(out, pruning.round_channels(k * out, round_to))
+    plan: dict[str, list] = {}
+    cur = 3
+    for name, spec in channel_plan(dense).items():
+        if spec[0] == "Conv2d":
+            _, cin, cout, groups = spec
+            if groups > 1 and groups == cin:                   # depthwise: follows its input
+                plan[name] = ["Conv2d", cur, cur, cur]
+            else:
+                out = targets.get(name, cout)
+                plan[name] = ["Conv2d", cur, out, 1]
+                cur = out
+        elif spec[0] == "BatchNorm2d":
+            plan[name] = ["BatchNorm2d", cur]
+        elif spec[0] == "Linear":
+            plan[name] = ["Linear", cur, spec[2]]
+        else:
+            plan[name] = list(spec)
+    return plan
+
+
+def block_specs(dense: nn.Module, keep: Sequence[float], img_size: int,
+                round_to: int | None) -> list[BlockSpec]:
+    """The 19 blocks of ``stage_prune(dense, keep)``: shapes and input sizes."""
+    plan = pruned_plan(dense, keep, round_to)
+    mods = dict(dense.named_modules())
+    specs, size = [], int(img_size)
+    for i in range(HEAD + 1):
+        prefix = f"features.{i}."
+        convs = []
+        size_in, cin = size, None
+        for name, spec in plan.items():
+            if not name.startswith(prefix) or spec[0] != "Conv2d":
+                continue
+            m = mods[name]
+            k, s, p = m.kernel_size[0], m.stride[0], m.padding[0]
+            convs.append((spec[1], spec[2], spec[3], k, s))
+            cin = spec[1] if cin is None else cin
+            size = (size + 2 * p - k) // s + 1
+        specs.append(BlockSpec(i, int(cin or 3), size_in, tuple(convs)))
+    return specs
+
+
+def block_module(dense: nn.Module, keep: Sequence[float], spec: BlockSpec,
+                 round_to: int | None) -> nn.Module:
+    """That block alone, with its pruned shapes (random weights), in eval mode."""
+    from edgectl.pipeline.model import ARCH
+
+    classes = dense.classifier[-1].out_features
+    model = rebuild(ARCH, classes, 1.0, pruned_plan(dense, keep, round_to)).eval()
+    if spec.index < HEAD:
+        return model.features[spec.index]
+    return nn.Sequential(model.features[HEAD], nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+                         model.classifier).eval()
+
+
+Runner = Callable[[Path, list[int]], dict[str, Any]]   # (folder, threads) -> bench report
+
+
+class LatencyTable:
+    """Block latencies (p50 ms) for one target × runtime × precision × threads."""
+
+    def __init__(self, path: Path, dense: nn.Module, img_size: int, runtime: str,
+                 precision: str, threads: int, runner: Runner, round_to: int | None = 8,
+                 echo: Callable[[str], None] = lambda _m: None) -> None:
+        if runtime not in RUNTIME_KEYS or precision != "fp32":
+            raise ConfigError(f"latency table: runtime onnx|tflite and precision fp32 "
+                              f"(INT8 tables are not built yet), got {runtime}/{precision}")
+        self.path, self.dense, self.img_size = path, dense, int(img_size)
+        self.runtime, self.precision, self.threads = runtime, precision, int(threads)
+        self.runner, self.round_to, self.echo = runner, round_to, echo
+        self.doc: dict[str, Any] = {"entries": {}, "facts": None, "overhead_ms": None}
+        if path.is_file():
+            try:
+                doc = json.loads(path.read_text())
+                if isinstance(doc.get("entries"), dict):
+                    self.doc = doc
+            except (OSError, ValueError) as err:
+                echo(f"  latency table {path} unreadable ({err}); measuring again")
+        self.measured = 0     # block models timed by this instance (a cache hit adds none)
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def specs(self, keep: Sequence[float]) -> list[BlockSpec]:
+        return block_specs(self.dense, keep, self.img_size, self.round_to)
+
+    def missing(self, keep: Sequence[float]) -> int:
+        return sum(s.key not in self.doc["entries"] for s in self.specs(keep))
+
+    def peek(self, keep: Sequence[float]) -> float | None:
+        """The estimate from cached entries only (None if any is missing or no overhead)."""
+        entries, over = self.doc["entries"], self.doc.get("overhead_ms")
+        specs = self.specs(keep)
+        if over is None or any(s.key not in entries for s in specs):
+            return None
+        return sum(entries[s.key]["p50"] for s in specs) + float(over)
+
+    def blocks_ms(self, keep: Sequence[float]) -> float:
+        self.ensure([keep])
+        return sum(self.doc["entries"][s.key]["p50"] for s in self.specs(keep))
+
+    def estimate(self, keep: Sequence[float]) -> float:
+        if self.doc.get("overhead_ms") is None:
+            raise EdgeError("latency table: no overhead yet; calibrate(dense_ms) first")
+        return self.blocks_ms(keep) + float(self.doc["overhead_ms"])
+
+    def calibrate(self, dense_measured_ms: float) -> float:
+        """overhead = measured dense − Σ dense blocks (may be negative: fusion across
+        blocks saves more than a call costs)."""
+        self.doc["overhead_ms"] = float(dense_measured_ms) - self.blocks_ms((1.0,) * 7)
+        self._save()
+        return self.doc["overhead_ms"]
+
+    # -- measuring ---------------------------------------------------------------------
+
+    def ensure(self, keeps: Sequence[Sequence[float]]) -> int:
+        """Measure every block of ``keeps`` not in the table, in one batch; return how many."""
+        todo: dict[str, tuple[Sequence[float], BlockSpec]] = {}
+        for keep in keeps:
+            for s in self.specs(keep):
+                if s.key not in self.doc["entries"] and s.key not in todo:
+                    todo[s.key] = (keep, s)
+        if not todo:
+            return 0
+        from edgectl.pipeline.export import export
+
+        fmt = "onnx" if self.runtime == "onnx" else "tflite"
+        with tempfile.TemporaryDirectory(prefix="edgectl-profile-") as tmp:
+            folder = Path(tmp) / "profile"
+            folder.mkdir()
+            listing, names = [], {}
+            for n, (key, (keep, spec)) in enumerate(sorted(todo.items())):
+                name = f"b{spec.index:02d}-{n:04d}.{fmt}"
+                export(block_module(self.dense, keep, spec, self.round_to), fmt,
+                       folder / name, spec.size, channels=spec.in_channels)
+                listing.append({"file": name, "shape": [1, spec.in_channels, spec.size,
+                                                        spec.size]})
+                names[name] = key
+            write_json_atomic(folder / PROFILE_LIST, {"models": listing})
+            self.echo(f"  latency table: timing {len(todo)} block(s) on the target")
+            report = self.runner(folder, [self.threads])
+        self._check_facts(report)
+        for row in report["results"]:
+            key = names.get(row.get("file"))
+            if key is None or row.get("threads") != self.threads:
+                continue
+            if "error" in row:
+                raise EdgeError(f"latency table: the target could not time {row['file']}: "
+                                f"{row['error']}")
+            lat = row["latency_ms"]
+            self.doc["entries"][key] = {"p50": float(lat["p50"]), "p95": float(lat["p95"])}
+        lost = [k for k in todo if k not in self.doc["entries"]]
+        if lost:
+            raise EdgeError(f"latency table: the target's report lacks {len(lost)} block(s)")
+        self.measured += len(todo)
+        self._save()
+        return len(todo)
+
+    def facts(self) -> dict[str, Any]:
+        return dict(self.doc.get("facts") or {})
+
+    def _check_facts(self, report: dict[str, Any]) -> None:
+        m = report.get("machine") or {}
+        facts = {"device": report.get("device"), "cpu": m.get("cpu"),
+                 "runtime": RUNTIME_KEYS[self.runtime],
+                 "runtime_version": (m.get("runtimes") or {}).get(RUNTIME_KEYS[self.runtime]),
+                 "precision": self.precision, "threads": self.threads}
+        old = self.doc.get("facts")
+        if old and (old.get("cpu"), old.get("runtime_version")) != (facts["cpu"],
+                                                                   facts["runtime_version"]):
+            self.echo(f"  latency table: the target now reports {facts['cpu']} / "
+                      f"{facts['runtime']} {facts['runtime_version']} (was {old.get('cpu')} / "
+                      f"{old.get('runtime_version')}); its entries are discarded")
+            self.doc = {"entries": {}, "facts": None, "overhead_ms": None}
+        self.doc["facts"] = facts
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, self.doc)
+
+
+def table_path(cache: Path, target: str, runtime: str, precision: str, threads: int,
+               img_size: int, dense: nn.Module) -> Path:
+    """One file per target × runtime × precision × threads × architecture (CPU model and
+    runtime version are checked inside: see the module docstring)."""
+    arch = settings_key({"plan": channel_plan(dense), "img": int(img_size)})
+    key = settings_key({"target": target, "runtime": runtime, "precision": precision,
+                        "threads": int(threads), "arch": arch})
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in target)[:40]
+    return cache / "latency-tables" / f"{safe}-{runtime}-{precision}-t{threads}-{key}.json"
+
+
+def runner_for(target: str, inventory: Path | None,
+               echo: Callable[[str], None] | None = None) -> Runner:
+    """Time a profile folder with the agent's bench: here (``local``) or on an inventory
+    host over Ansible (one host: a group would mix boards in one table)."""
+    from edgectl.fleet import ansible as fa
+
+    if target == "local":
+        return lambda folder, threads: fa.bench_local(folder, threads, profile=True)
+    inv = inventory or fa.default_inventory()
+
+    def remote(folder: Path, threads: list[int]) -> dict[str, Any]:
+        reports = fa.bench_ansible(target, inv, folder, threads, echo=echo, profile=True)
+        if len(reports) != 1:
+            raise ConfigError(f"--target-device {target} names {len(reports)} hosts; a "
+                              "latency table is for one board: name one host")
+        return next(iter(reports.values()))
+
+    return remote
+
+
+def measure_model(model: nn.Module, img_size: int, runtime: str, runner: Runner,
+                  threads: int) -> tuple[float, dict[str, Any]]:
+    """p95 ms of ``model`` end to end on the target (the same folder bench), and the report."""
+    from edgectl.pipeline.export import export
+
+    fmt = "onnx" if runtime == "onnx" else "tflite"
+    with tempfile.TemporaryDirectory(prefix="edgectl-e2e-") as tmp:
+        folder = Path(tmp) / "model"
+        folder.mkdir()
+        export(copy.deepcopy(model).eval(), fmt, folder / f"model.{fmt}", img_size)
+        write_json_atomic(folder / PROFILE_LIST, {"models": [
+            {"file": f"model.{fmt}", "shape": [1, 3, img_size, img_size]}]})
+        report = runner(folder, [threads])
+    rows = [r for r in report["results"] if r.get("threads") == threads]
+    if not rows or "error" in rows[0]:
+        raise EdgeError(f"end-to-end measurement failed on the target: "
+                        f"{rows[0].get('error') if rows else 'no result'}")
+    p95 = float(rows[0]["latency_ms"]["p95"])
+    if not math.isfinite(p95) or p95 <= 0:
+        raise EdgeError(f"end-to-end measurement on the target is not a time: {p95}")
+    return p95, report

@@ -1,0 +1,81 @@
+"""The per-block latency table (``pipeline.latency_table``): its block shapes are exactly
+what ``stage_prune`` builds; a real table timed on this machine by the agent's own bench
+(``edge-agent bench --profile``, a subprocess, as on a board); the cache; the overhead
+calibration; a changed CPU or runtime version discards the entries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torchvision.models import mobilenet_v2
+
+from edgectl.pipeline import latency_table as lt
+from edgectl.pipeline import pruning
+from edgectl.pipeline.checkpoint import channel_plan
+
+IMG = 32
+KEEPS = [(1.0,) * 7, (1.0, 0.5, 0.75, 0.5, 0.25, 0.5, 1.0), (0.5,) * 7, (1, 1, 1, 1, 1, 1, 0.3)]
+
+
+@pytest.fixture(scope="module")
+def dense():
+    torch.manual_seed(0)
+    return mobilenet_v2(width_mult=0.5, num_classes=3).eval()
+
+
+@pytest.mark.parametrize("keep", KEEPS)
+def test_block_shapes_are_what_stage_prune_builds(dense, keep):
+    pruned = pruning.stage_prune(dense, list(keep), IMG, 8)
+    assert lt.pruned_plan(dense, keep, 8) == channel_plan(pruned)
+    x = torch.zeros(1, 3, IMG, IMG)
+    specs = lt.block_specs(dense, keep, IMG, 8)
+    assert [s.index for s in specs] == list(range(19))
+    with torch.no_grad():
+        for s in specs:
+            assert x.shape[1:] == (s.in_channels, s.size, s.size)
+            alone = lt.block_module(dense, keep, s, 8)
+            y = alone(torch.zeros(1, s.in_channels, s.size, s.size))
+            x = pruned.features[s.index](x) if s.index < lt.HEAD else None
+            if x is not None:
+                assert y.shape == x.shape
+            else:
+                assert y.shape == (1, 3)
+
+
+def test_a_table_timed_by_the_agent_bench_is_cached_and_calibrated(dense, tmp_path):
+    runner = lt.runner_for("local", None)
+    path = lt.table_path(tmp_path, "local", "onnx", "fp32", 1, IMG, dense)
+    table = lt.LatencyTable(path, dense, IMG, "onnx", "fp32", 1, runner)
+    dense_keep, half = (1.0,) * 7, (0.5,) * 7
+    assert table.missing(dense_keep) == 19 and table.peek(dense_keep) is None
+    assert table.ensure([dense_keep]) == 19
+    facts = table.facts()
+    assert facts["cpu"] and facts["runtime"] == "onnxruntime" and facts["runtime_version"]
+    measured, report = lt.measure_model(dense, IMG, "onnx", runner, 1)
+    assert measured > 0 and report["results"][0]["file"] == "model.onnx"
+    table.calibrate(measured)
+    assert table.estimate(dense_keep) == pytest.approx(measured)   # exact by construction
+    assert table.peek(dense_keep) == pytest.approx(measured)
+    est = table.estimate(half)                                     # measures what it lacks
+    assert math.isfinite(est) and table.measured > 19
+    again = lt.LatencyTable(path, dense, IMG, "onnx", "fp32", 1,
+                            runner=lambda *_a: pytest.fail("a cached table measured again"))
+    assert again.missing(half) == 0 and again.ensure([half, dense_keep]) == 0
+    assert again.estimate(half) == pytest.approx(est)
+    # another CPU or runtime version reported by the same target: the entries go
+    report = {"device": "x", "machine": {"cpu": "another CPU", "runtimes": {
+        "onnxruntime": facts["runtime_version"]}}, "results": []}
+    again._check_facts(report)
+    assert again.missing(dense_keep) == 19 and again.facts()["cpu"] == "another CPU"
+
+
+def test_table_files_differ_by_what_they_measure(dense, tmp_path):
+    a = lt.table_path(tmp_path, "local", "onnx", "fp32", 1, IMG, dense)
+    assert a != lt.table_path(tmp_path, "local", "onnx", "fp32", 2, IMG, dense)
+    assert a != lt.table_path(tmp_path, "pi4", "onnx", "fp32", 1, IMG, dense)
+    assert a != lt.table_path(tmp_path, "local", "tflite", "fp32", 1, IMG, dense)
+    assert a != lt.table_path(tmp_path, "local", "onnx", "fp32", 1, 64, dense)
+    with pytest.raises(Exception, match="INT8"):
+        lt.LatencyTable(a, dense, IMG, "onnx", "int8", 1, lt.runner_for("local", None))
