@@ -122,3 +122,20 @@ def test_plan_checks_and_dry_run_arithmetic():
     assert plan.expected_steps(10.0, 10.0) == 0
     assert netadapt.Plan(budget_ms=1, max_steps=3).expected_steps(10.0, 0.0) == 3
     assert plan.key({"a": 1}) != netadapt.Plan(budget_ms=4.0).key({"a": 1})
+
+
+def test_candidates_are_what_proposal_asks_first_one_stage_at_a_time(dense):
+    widths, plan = netadapt.stage_widths(dense), netadapt.Plan(1.0)
+    keep = (1.0,) * netadapt.STAGES
+    cands = netadapt.candidates(keep, widths, plan, depth=3)
+    asked = []
+    for stage in range(netadapt.STAGES):
+        # a target nothing meets: proposal walks every channel count of the stage
+        netadapt.proposal(keep, stage, -1.0, lambda k: asked.append(k) or 1.0, widths, plan)
+    for c in cands:
+        changed = [i for i, (a, b) in enumerate(zip(c, keep, strict=True)) if a != b]
+        assert len(changed) == 1 and c[changed[0]] < 1.0
+        assert c in asked                     # the batch is what the step will ask
+    per_stage = [sum(1 for c in cands if c[s] != 1.0) for s in range(netadapt.STAGES)]
+    # three below the current width, fewer only where min_channels stops it (stage 1: 16→8)
+    assert per_stage == [min(3, (w - 8) // 8) for w in widths]

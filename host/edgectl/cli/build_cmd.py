@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from edgectl.cli.deadline_opts import DEADLINE_KEYS, check_search_flags, deadline_options
 from edgectl.cli.options import (
     calib_size_option,
     data_config_from,
@@ -57,20 +58,37 @@ from edgectl.cli.options import (
 @click.option("--latency-runs", type=click.IntRange(1), default=30, hidden=True)
 @threads_option
 @device_option
+@deadline_options
 @json_option
 def build(as_json: bool, no_cache: bool, **kw: Any) -> None:
     """Train (or reuse) the baseline, prune, fine-tune, export, quantize, evaluate every
     artifact and write a verified bundle, then print baseline vs result.
 
+    With --target-latency-ms the pruning is searched instead (NetAdapt over MobileNetV2's
+    stages) for the most accurate model whose p95 latency measured on --target-device
+    meets the budget; the bundle records it (docs/deadline.md).
+
     \b
-    Example:
+    Examples:
       edgectl build --prune unstructured --sparsity 0.5 --out runs/demo
+      edgectl build --target-latency-ms 2.5 --out runs/deadline
+      edgectl build --target-latency-ms 8 --target-device line1-pi4 -i inv.yml --out runs/pi
+      edgectl build --target-latency-ms 2.5 --out runs/deadline --dry-run
     """
     from edgectl.pipeline.build import BuildConfig, format_table, run_build
 
+    dl_kw = {k: kw.pop(k) for k in DEADLINE_KEYS}
     start_compute(kw.pop("device"))  # training and fine-tuning read it (pipeline.compute)
     data = data_config_from(kw)
     kw["prune"] = kw.pop("method")
+    if dl_kw["target_latency_ms"] is not None:
+        from edgectl.cli.deadline_run import run_deadline_build
+
+        check_search_flags(click.get_current_context())
+        kw.update(prune="structured", regime="oneshot")
+        cfg = BuildConfig(data=data, cache=not no_cache, **kw)
+        run_deadline_build(cfg, dl_kw, as_json)
+        return
     cfg = BuildConfig(data=data, cache=not no_cache, **kw)
     # Progress (stage lines, bars, libraries' chatter) goes to stderr; stdout carries
     # only the result, so `--json` output stays parseable.

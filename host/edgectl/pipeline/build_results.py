@@ -153,7 +153,12 @@ def format_table(summary: dict[str, Any]) -> str:
             f"{_mb(a['bytes']):>9} {_mb(a['gzip_bytes']):>9} {a['latency_ms']:>7.2f}"
         )
     p = summary.get("pruning")
-    if p:
+    if p and p.get("method") == "deadline":
+        lines.append(f"search: p95 budget {p['budget_ms']:g} ms, measured {p['final_ms']:.3f} ms "
+                     f"on {(p.get('oracle') or {}).get('device', '?')} after "
+                     f"{len(p.get('steps', ()))} step(s) ({p.get('stop')}); stage keep "
+                     f"{[round(k, 3) for k in p['keep']]}")
+    elif p:
         what = ("zeroed share of prunable conv/linear weights, classifier excluded"
                 if p["method"] == "unstructured" else "share of the parameters removed")
         lines.append(f"sparsity: {p['method']} {p['regime']}, target {p['target']:.2f}, "

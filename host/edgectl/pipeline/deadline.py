@@ -37,6 +37,8 @@ class Oracle(Protocol):
     def estimate(self, keep: netadapt.Keep) -> float: ...       # ms, from the table
     def measure(self, model: nn.Module) -> float: ...           # p95 ms, end to end
     def facts(self) -> dict[str, Any]: ...                      # device, cpu, runtime, …
+    def peek(self, keep: netadapt.Keep) -> float | None: ...    # cached estimate, no I/O
+    def missing(self, keep: netadapt.Keep) -> int: ...          # entries not yet measured
 
 
 class BudgetNotMet(EdgeError, RuntimeError):
@@ -53,7 +55,7 @@ class DeadlineConfig:
     precision: str = "fp32"
     max_accuracy_drop: float = 1.0   # points of test accuracy against the baseline
     short_images: int = 1024
-    selection_images: int = 1000
+    selection_images: int | None = None   # default: a fifth of the training set, ≤ 1000
     plan: netadapt.Plan | None = None
     state: Path | None = None        # resumable search state (default: under OUT)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -67,9 +69,10 @@ class DeadlineConfig:
             raise ConfigError(f"runtime must be onnx|tflite and precision fp32|int8, got "
                               f"{self.runtime}/{self.precision}")
         if not 0.0 <= self.max_accuracy_drop <= 100.0:
-            raise ConfigError(f"--max-accuracy-drop must be in [0, 100] points, got "
+            raise ConfigError(f"--accuracy-drop must be in [0, 100] points, got "
                               f"{self.max_accuracy_drop}")
-        if self.short_images < 1 or self.selection_images < 1:
+        if self.short_images < 1 or (self.selection_images is not None
+                                     and self.selection_images < 1):
             raise ConfigError("short fine-tune and selection sizes must be positive")
 
 
@@ -105,7 +108,8 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
         from edgectl.pipeline.evaluation import evaluate
         from edgectl.pipeline.training import accuracy, fine_tune, fine_tune_hook
 
-        tune_set, selection = split_selection(datasets, dl.selection_images, cfg.data.seed)
+        n_sel = dl.selection_images or min(1000, max(1, len(datasets.train) // 5))
+        tune_set, selection = split_selection(datasets, n_sel, cfg.data.seed)
         n_tune = len(tune_set.train)
         size = datasets.input_spec.size
 
@@ -118,15 +122,20 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
             fine_tune(model, part, epochs=1, batch_size=cfg.batch_size, seed=cfg.data.seed + k,
                       progress=False, eval_each_epoch=False)
 
+        bind = getattr(oracle, "bind", None)
+        if bind is not None:
+            bind(base.model)            # the table is of the baseline's architecture
         plan = dl.search_plan()
         state_dir = dl.state or cfg.out / "search"
-        key = plan.key({"baseline": base.checkpoint.name, "meta": base.meta.get("key"),
-                        "oracle": oracle.facts(), "short": dl.short_images,
-                        "selection": dl.selection_images, "seed": cfg.data.seed})
+        key = plan.key({"baseline": str(base.checkpoint), "meta": base.meta.get("key"),
+                        "target": [dl.target, dl.runtime, dl.precision, dl.threads],
+                        "short": dl.short_images,
+                        "selection": n_sel, "seed": cfg.data.seed})
         res = netadapt.search(copy.deepcopy(base.model), base.model, size, plan,
                               estimate=oracle.estimate, measure=oracle.measure,
                               tune=short_tune, score=lambda m: accuracy(m.eval(), selection),
-                              state_dir=state_dir, state_key=key, echo=echo, on_step=progress)
+                              state_dir=state_dir, state_key=key, echo=echo, on_step=progress,
+                              prefetch=getattr(oracle, "prefetch", None))
         model = res.model
         if cfg.finetune_epochs:
             echo(f"  long fine-tune: {cfg.finetune_epochs} epoch(s)")
@@ -165,7 +174,7 @@ def check_result(dl: DeadlineConfig, base_acc: float, acc: float, measured_ms: f
     if measured_ms > dl.budget_ms:
         what.append(f"a budget of {math.ceil(measured_ms * 100) / 100:g} ms")
     if drop > dl.max_accuracy_drop:
-        what.append(f"--max-accuracy-drop {math.ceil(drop * 10) / 10:g}")
+        what.append(f"--accuracy-drop {math.ceil(drop * 10) / 10:g}")
     other = "tflite" if dl.runtime == "onnx" else "onnx"
     raise BudgetNotMet(
         f"nothing meets {dl.budget_ms:g} ms within {dl.max_accuracy_drop:g} points: the "
@@ -183,3 +192,111 @@ def manifest_section(dl: DeadlineConfig, oracle: Oracle, pruned: PruneResult) ->
             "runtime_version": facts.get("runtime_version"), "precision": dl.precision,
             "threads": dl.threads, "measured_ms": report.get("final_ms"),
             "estimated_ms": report.get("final_est_ms")}
+
+
+def plan_summary(dl: DeadlineConfig, oracle: Oracle, cfg: Any) -> dict[str, Any]:
+    """What ``--dry-run`` prints: the plan and the expected number of fine-tunes and
+    measurements, from the cached table only (nothing is measured or trained)."""
+    plan = dl.search_plan()
+    dense = (1.0,) * netadapt.STAGES
+    start_est = oracle.peek(dense)
+    missing = oracle.missing(dense)
+    if start_est is None:
+        steps, why = plan.max_steps, "at most (the table is not measured yet)"
+    else:
+        # the budget in the table's scale: the table's error is unknown before a run, so
+        # the plan assumes estimate = measurement
+        steps, why = plan.expected_steps(start_est, dl.budget_ms), "expected"
+    info = {
+        "budget_ms": dl.budget_ms, "target": dl.target, "runtime": dl.runtime,
+        "precision": dl.precision, "threads": dl.threads, "start_est_ms": start_est,
+        "expected_steps": steps, "steps_are": why, "max_steps": plan.max_steps,
+        "short_fine_tunes": steps * netadapt.STAGES, "short_images": dl.short_images,
+        "long_fine_tune_epochs": cfg.finetune_epochs,
+        "end_to_end_measurements": steps + 2, "table_entries_to_measure_first": missing,
+        "oracle": oracle.facts(), "out": str(cfg.out),
+    }
+    est = "not measured yet" if start_est is None else f"{start_est:.3f} ms (table)"
+    info["text"] = "\n".join([
+        f"search plan: p95 ≤ {dl.budget_ms:g} ms on {dl.target} ({dl.runtime} {dl.precision}, "
+        f"{dl.threads} thread(s)), at most {dl.max_accuracy_drop:g} points below the baseline",
+        f"  dense model: {est}; table entries still to measure: {missing}",
+        f"  steps: {steps} {why}; each: ≤ {netadapt.STAGES} proposals, a short fine-tune of "
+        f"{dl.short_images} images each, one end-to-end measurement",
+        f"  fine-tunes: ≤ {steps * netadapt.STAGES} short + 1 long ({cfg.finetune_epochs} "
+        f"epoch(s)); end-to-end measurements: {steps + 2}",
+        f"  resumable state: {dl.state or cfg.out / 'search'}",
+    ])
+    return info
+
+
+class TableOracle:
+    """The :class:`Oracle` of one target: its latency table (``pipeline.latency_table``)
+    for estimates, the agent's bench there for end-to-end measurements. ``bind(dense)``
+    before use: the table is of that architecture; its overhead is calibrated from one
+    end-to-end measurement of ``dense`` (weights do not change latency)."""
+
+    def __init__(self, dl: DeadlineConfig, img_size: int, inventory: Path | None = None,
+                 echo: Echo = lambda _m: None, cache: Path | None = None) -> None:
+        from edgectl.pipeline import latency_table as lt
+        from edgectl.pipeline.build import cache_dir
+
+        self.dl, self.img_size, self.echo = dl, int(img_size), echo
+        self.cache = cache or cache_dir()
+        self.runner = lt.runner_for(dl.target, inventory, echo)
+        self.table: Any = None
+        self.measurements = 0
+
+    def bind(self, dense: nn.Module) -> TableOracle:
+        from edgectl.pipeline import latency_table as lt
+
+        path = lt.table_path(self.cache, self.dl.target, self.dl.runtime, self.dl.precision,
+                             self.dl.threads, self.img_size, dense)
+        self.table = lt.LatencyTable(path, dense, self.img_size, self.dl.runtime,
+                                     self.dl.precision, self.dl.threads, self.runner,
+                                     round_to=(self.dl.search_plan().round_to or None),
+                                     echo=self.echo)
+        self._dense = dense
+        return self
+
+    def _bound(self) -> Any:
+        if self.table is None:
+            raise EdgeError("latency oracle used before bind(dense)")
+        return self.table
+
+    def estimate(self, keep: netadapt.Keep) -> float:
+        table = self._bound()
+        if table.doc.get("overhead_ms") is None:
+            table.calibrate(self.measure(self._dense))
+        return float(table.estimate(keep))
+
+    def measure(self, model: nn.Module) -> float:
+        from edgectl.pipeline import latency_table as lt
+
+        ms, report = lt.measure_model(model, self.img_size, self.dl.runtime, self.runner,
+                                      self.dl.threads)
+        self._bound()._check_facts(report)
+        self.measurements += 1
+        return ms
+
+    def facts(self) -> dict[str, Any]:
+        facts = self.table.facts() if self.table is not None else {}
+        return {"device": self.dl.target, "runtime": self.dl.runtime,
+                "precision": self.dl.precision, "threads": self.dl.threads,
+                **{k: v for k, v in facts.items() if k != "device"},
+                "hostname": facts.get("device")}
+
+    def peek(self, keep: netadapt.Keep) -> float | None:
+        return self._bound().peek(keep)
+
+    def prefetch(self, keeps: list[netadapt.Keep]) -> int:
+        """Measure the table entries of ``keeps`` not yet in it, in one trip."""
+        return int(self._bound().ensure(keeps))
+
+    def missing(self, keep: netadapt.Keep) -> int:
+        return int(self._bound().missing(keep))
+
+
+def make_oracle(dl: DeadlineConfig, img_size: int, inventory: Path | None = None,
+                echo: Echo = lambda _m: None) -> TableOracle:
+    return TableOracle(dl, img_size, inventory, echo)

@@ -144,11 +144,28 @@ def proposal(keep: Keep, stage: int, target_ms: float, estimate: Estimate,
     return None
 
 
+def candidates(keep: Keep, widths: Sequence[int], plan: Plan, depth: int) -> list[Keep]:
+    """The first ``depth`` keeps :func:`proposal` would try for every stage: what a step
+    will most likely ask the table, fetched in one batch (one trip to the board)."""
+    out: list[Keep] = []
+    step = max(1, plan.round_to)
+    for stage, width in enumerate(widths):
+        channels = pruning.round_channels(keep[stage] * width, plan.round_to) - step
+        for _ in range(depth):
+            if channels < max(plan.min_channels, step):
+                break
+            out.append(tuple(channels / width if i == stage else k for i, k in enumerate(keep)))
+            channels -= step
+    return out
+
+
 def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
            estimate: Estimate, measure: Measure, tune: Tune, score: Score,
            state_dir: Path | None = None, state_key: str = "",
            echo: Callable[[str], None] = lambda _m: None,
-           on_step: Callable[[Step], None] | None = None) -> SearchResult:
+           on_step: Callable[[Step], None] | None = None,
+           prefetch: Callable[[list[Keep]], Any] | None = None,
+           prefetch_depth: int = 4) -> SearchResult:
     """Shrink ``model`` (a copy of ``original`` or a pruned descendant) stage by stage until
     its measured latency meets ``plan.budget_ms``; returns the last winner (before the
     long fine-tune, which is the caller's) and the log. See the module docstring."""
@@ -164,6 +181,8 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
     stop = "met" if current_ms <= plan.budget_ms else "max_steps"
     while current_ms > plan.budget_ms and len(steps) < plan.max_steps:
         i = len(steps)
+        if prefetch is not None:
+            prefetch(candidates(keep, widths, plan, prefetch_depth))
         target = estimate(keep) - plan.reduction(i, start_est)
         proposals: list[tuple[float, int, Keep, nn.Module, float]] = []
         for stage in range(STAGES):

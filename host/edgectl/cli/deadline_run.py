@@ -1,0 +1,102 @@
+"""`edgectl build --target-latency-ms`: plan or run the search, then print the build's
+table and the front (also ``OUT/front.json`` and ``OUT/front.png``)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any
+
+import click
+
+from edgectl.cli.options import echo_json
+
+
+def run_deadline_build(cfg: Any, o: dict[str, Any], as_json: bool) -> None:
+    from edge_common.fileio import write_json_atomic
+    from edgectl.pipeline import netadapt
+    from edgectl.pipeline.build import format_table, run_build
+    from edgectl.pipeline.deadline import (
+        DeadlineConfig,
+        make_oracle,
+        manifest_section,
+        plan_summary,
+        search_stage,
+    )
+    from edgectl.pipeline.front import format_front, front_rows, plot_front
+
+    budget = float(o["target_latency_ms"])
+    plan = netadapt.Plan(budget_ms=budget, max_steps=o["search_steps"],
+                         round_to=cfg.round_to or 1)
+    dl = DeadlineConfig(budget_ms=budget, target=o["target_device"], threads=cfg.threads,
+                        runtime=o["runtime"], precision=o["precision"],
+                        max_accuracy_drop=o["accuracy_drop"], short_images=o["short_images"],
+                        plan=plan)
+    dl.validate()
+    cfg.validate()
+    from tqdm.auto import tqdm
+
+    # through tqdm.write: lines print above the search's bar instead of through it
+    echo = (lambda m: None) if as_json else (lambda m: tqdm.write(m, file=sys.stderr))
+    oracle = make_oracle(dl, cfg.data.img_size, inventory=o["inventory"], echo=echo)
+    oracle.bind(_architecture(cfg))
+    if o["dry_run"]:
+        info = plan_summary(dl, oracle, cfg)
+        if as_json:
+            echo_json(info)
+        else:
+            click.echo(info["text"])
+        return
+    est = plan_summary(dl, oracle, cfg)["expected_steps"]
+    bar = tqdm(total=est or None, desc="search", unit="step", file=sys.stderr,
+               disable=not cfg.progress or as_json)
+
+    def on_step(step: netadapt.Step) -> None:
+        if bar.total is not None and bar.n + 1 > bar.total:
+            bar.total = bar.n + 1
+        bar.update(1)
+        bar.set_postfix_str(f"best {step.accuracy:.2%} at {step.measured_ms:.3f} ms "
+                            f"(budget {budget:g})")
+
+    searched = search_stage(dl, oracle, on_step)
+
+    def stage(*args: Any) -> Any:
+        try:
+            return searched(*args)
+        finally:
+            bar.close()     # the build's own steps print after the search
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            res = run_build(cfg, echo=echo, prune=stage,
+                            prune_title=f"search: p95 ≤ {budget:g} ms on {dl.target} "
+                                        f"({dl.runtime} {dl.precision}, {dl.threads} thread(s))",
+                            deadline=lambda p: manifest_section(dl, oracle, p))
+    finally:
+        bar.close()
+    summary = res.to_dict()
+    rows = front_rows(summary, dl.target == "local")
+    write_json_atomic(cfg.out / "front.json", rows)
+    png = plot_front(rows, budget, cfg.out / "front.png")
+    if as_json:
+        echo_json({**summary, "front": rows, "front_png": str(png)})
+        return
+    click.echo(format_table(summary))
+    click.echo("")
+    click.echo(format_front(rows, budget))
+    click.echo(f"front: {cfg.out / 'front.json'}, {png}")
+    click.echo(f"bundle: {summary['bundle']}  ({summary['bundle_tar']})")
+
+
+def _architecture(cfg: Any) -> Any:
+    """The model the search will start from, for the table's shapes (weights do not
+    matter): the --from checkpoint, else the stock MobileNetV2 the baseline will be."""
+    if cfg.from_model is not None:
+        from edgectl.pipeline.checkpoint import load_checkpoint
+
+        return load_checkpoint(cfg.from_model)[0]
+    from edgectl.pipeline.data import load_datasets
+    from edgectl.pipeline.model import build_model
+
+    labels = load_datasets(cfg.data, augment=False).labels
+    return build_model(len(labels), width_mult=cfg.width_mult).eval()
