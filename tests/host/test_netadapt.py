@@ -6,6 +6,7 @@ The table measured on a device is tested where it is built."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -112,6 +113,23 @@ def test_an_interrupted_search_resumes_after_its_last_finished_step(dense, tmp_p
     assert [s.stage for s in res.steps] == [s.stage for s in full.steps]
     other, tuned = _run(dense, budget, state_dir=tmp_path, state_key="another plan")
     assert min(i for i, _ in tuned) == 0                  # another key starts over
+
+
+def test_a_tighter_budget_continues_a_looser_search_and_a_looser_one_reuses_its_prefix(
+        dense, tmp_path):
+    base = _macs_ms(dense)
+    p = netadapt.Plan(budget_ms=1.0)
+    assert p.key({}) == netadapt.Plan(budget_ms=2.0, max_steps=3).key({})   # one trajectory
+    assert p.key({}) != netadapt.Plan(budget_ms=1.0, step_frac=0.1).key({})
+    loose, _ = _run(dense, base * 0.8, state_dir=tmp_path, state_key="k")
+    tight_alone, _ = _run(dense, base * 0.5)
+    tight, tuned = _run(dense, base * 0.5, state_dir=tmp_path, state_key="k")
+    assert min(i for i, _ in tuned) == len(loose.steps)   # the loose steps were not redone
+    assert tight.keep == pytest.approx(tight_alone.keep) and len(tight.steps) > len(loose.steps)
+    again, tuned = _run(dense, base * 0.8, state_dir=tmp_path, state_key="k")
+    assert tuned == [] and again.keep == pytest.approx(loose.keep)   # cut at the first step
+    assert len(again.steps) == len(loose.steps) and again.met       # that meets 0.8
+    assert json.loads((tmp_path / "steps.json").read_text())["steps"].__len__() == len(tight.steps)
 
 
 def test_plan_checks_and_dry_run_arithmetic():

@@ -92,7 +92,11 @@ class Plan:
         return self.max_steps
 
     def key(self, extra: dict[str, Any]) -> str:
-        return settings_key({"plan": asdict(self), **extra})
+        """Names the search's trajectory: the budget and the step limit only decide where it
+        stops, so a search for a tighter budget continues one for a looser one, and a
+        looser one reuses the first step of a tighter one that meets it."""
+        trajectory = {k: v for k, v in asdict(self).items() if k not in ("budget_ms", "max_steps")}
+        return settings_key({"plan": trajectory, **extra})
 
 
 @dataclass
@@ -176,7 +180,7 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
     start_ms = measure(model)
     steps: list[Step] = []
     if state_dir is not None:
-        model, keep, steps = _resume(state_dir, state_key, model, keep, echo)
+        model, keep, steps = _resume(state_dir, state_key, model, keep, echo, plan)
     current_ms = steps[-1].measured_ms if steps else start_ms
     stop = "met" if current_ms <= plan.budget_ms else "max_steps"
     while current_ms > plan.budget_ms and len(steps) < plan.max_steps:
@@ -237,8 +241,9 @@ def _save_step(state_dir: Path, key: str, model: nn.Module, steps: list[Step]) -
 
 
 def _resume(state_dir: Path, key: str, model: nn.Module, keep: Keep,
-            echo: Callable[[str], None]) -> tuple[nn.Module, Keep, list[Step]]:
-    """The last finished step of a run with the same key, or the start unchanged."""
+            echo: Callable[[str], None], plan: Plan) -> tuple[nn.Module, Keep, list[Step]]:
+    """The last finished step of a run with the same key (cut at the first step that meets
+    ``plan``'s budget, and at its step limit), or the start unchanged."""
     from edgectl.pipeline.checkpoint import load_checkpoint
 
     log = state_dir / "steps.json"
@@ -248,7 +253,10 @@ def _resume(state_dir: Path, key: str, model: nn.Module, keep: Keep,
         doc = json.loads(log.read_text())
         if doc.get("key") != key or not doc.get("steps"):
             return model, keep, []
-        steps = [Step(**s) for s in doc["steps"]]
+        steps = [Step(**s) for s in doc["steps"]][:plan.max_steps]
+        met = [i for i, s in enumerate(steps) if s.measured_ms <= plan.budget_ms]
+        if met:
+            steps = steps[:met[0] + 1]
         ckpt = state_dir / f"step-{len(steps):03d}.pt"
         resumed, meta = load_checkpoint(ckpt)
         if (meta.get("netadapt") or {}).get("key") != key:
