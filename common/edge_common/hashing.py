@@ -17,6 +17,13 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def sha256_chunks(chunks: Any) -> str:
+    """The sha256 of byte strings fed in order (a model's tensors, without a file)."""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
 
 def settings_key(settings: Any) -> str:
     """A short, stable digest of JSON-able settings: the cache key of a baseline or a study

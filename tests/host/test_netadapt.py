@@ -157,3 +157,30 @@ def test_candidates_are_what_proposal_asks_first_one_stage_at_a_time(dense):
     per_stage = [sum(1 for c in cands if c[s] != 1.0) for s in range(netadapt.STAGES)]
     # three below the current width, fewer only where min_channels stops it (stage 1: 16→8)
     assert per_stage == [min(3, (w - 8) // 8) for w in widths]
+
+
+def test_a_reduction_no_stage_can_make_alone_is_halved_before_giving_up(dense):
+    _score.dense = dense
+    est = _table(dense)
+    res = netadapt.search(copy.deepcopy(dense), dense, IMG,
+                          netadapt.Plan(budget_ms=_macs_ms(dense) * 0.8, step_frac=0.9,
+                                        max_steps=2),
+                          estimate=est, measure=_macs_ms, tune=lambda *a: None, score=_score)
+    # 0.9 of the start in one stage is impossible (the largest share is 0.2): it was halved
+    assert res.steps and res.stop != "no_proposal"
+    assert est(tuple(res.steps[0].keep)) > est((1.0,) * 7) * 0.1
+
+
+def test_proposal_fetches_its_candidates_in_growing_batches_before_estimating(dense):
+    widths, plan, est = netadapt.stage_widths(dense), netadapt.Plan(1.0), _table(dense)
+    fetched, asked = [], []
+
+    def estimate(k):
+        assert k in {c for b in fetched for c in b}      # never estimated before fetched
+        asked.append(k)
+        return est(k)
+
+    keep = (1.0,) * 7
+    assert netadapt.proposal(keep, 6, -1.0, estimate, widths, plan, fetched.append) is None
+    n = widths[6] // 8 - 1                                # every count below the width
+    assert [len(b) for b in fetched] == [4, 8, n - 12] and len(asked) == n

@@ -127,7 +127,13 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
             bind(base.model)            # the table is of the baseline's architecture
         plan = dl.search_plan()
         state_dir = dl.state or cfg.out / "search"
-        key = plan.key({"baseline": str(base.checkpoint), "meta": base.meta.get("key"),
+        from edge_common.hashing import sha256_chunks
+
+        # the baseline by its weights: each build's OUT holds its own checkpoint file,
+        # whose bytes differ (metadata) where the model does not
+        weights = sha256_chunks(t.detach().cpu().numpy().tobytes()
+                                for t in base.model.state_dict().values())
+        key = plan.key({"baseline": weights, "meta": base.meta.get("key"),
                         "target": [dl.target, dl.runtime, dl.precision, dl.threads],
                         "short": dl.short_images,
                         "selection": n_sel, "seed": cfg.data.seed})

@@ -132,19 +132,27 @@ def stage_widths(original: nn.Module) -> list[int]:
 
 
 def proposal(keep: Keep, stage: int, target_ms: float, estimate: Estimate,
-             widths: Sequence[int], plan: Plan) -> Keep | None:
+             widths: Sequence[int], plan: Plan,
+             prefetch: Callable[[list[Keep]], Any] | None = None) -> Keep | None:
     """NetAdapt's "choose # of filters": the largest keep of ``stage`` below its current
     one, in steps of ``round_to`` channels of its width, whose estimate is at most
-    ``target_ms``; None if even ``min_channels`` is not enough."""
+    ``target_ms``; None if even ``min_channels`` is not enough. ``prefetch`` is handed the
+    next candidates in growing batches before they are estimated (one trip to the board
+    each, not one per candidate)."""
     width = widths[stage]
-    now = pruning.round_channels(keep[stage] * width, plan.round_to)
     step = max(1, plan.round_to)
-    channels = now - step
+    channels = pruning.round_channels(keep[stage] * width, plan.round_to) - step
+    cands: list[Keep] = []
     while channels >= max(plan.min_channels, step):
-        cand = tuple(channels / width if i == stage else k for i, k in enumerate(keep))
+        cands.append(tuple(channels / width if i == stage else k for i, k in enumerate(keep)))
+        channels -= step
+    batch, fetched = 4, 0
+    for j, cand in enumerate(cands):
+        if prefetch is not None and j >= fetched:
+            prefetch(cands[j:j + batch])
+            fetched, batch = j + batch, batch * 2
         if estimate(cand) <= target_ms:
             return cand
-        channels -= step
     return None
 
 
@@ -187,21 +195,28 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
         i = len(steps)
         if prefetch is not None:
             prefetch(candidates(keep, widths, plan, prefetch_depth))
-        target = estimate(keep) - plan.reduction(i, start_est)
+        reduction = plan.reduction(i, start_est)
         proposals: list[tuple[float, int, Keep, nn.Module, float]] = []
-        for stage in range(STAGES):
-            cand_keep = proposal(keep, stage, target, estimate, widths, plan)
-            if cand_keep is None:
-                continue
-            cand = pruning.stage_prune(model, list(cand_keep), img_size, plan.round_to,
-                                       original)
-            tune(cand, i, stage)
-            acc = score(cand)
-            proposals.append((acc, stage, cand_keep, cand, estimate(cand_keep)))
+        for _ in range(4):
+            # no stage can cut ΔR alone (late in a search, or a small model): halve it, a
+            # few times, before giving up (the paper's schedule has no such case)
+            target = estimate(keep) - reduction
+            for stage in range(STAGES):
+                cand_keep = proposal(keep, stage, target, estimate, widths, plan, prefetch)
+                if cand_keep is None:
+                    continue
+                cand = pruning.stage_prune(model, list(cand_keep), img_size, plan.round_to,
+                                           original)
+                tune(cand, i, stage)
+                acc = score(cand)
+                proposals.append((acc, stage, cand_keep, cand, estimate(cand_keep)))
+            if proposals:
+                break
+            reduction /= 2
         if not proposals:
             stop = "no_proposal"
-            echo(f"  step {i + 1}: no stage can shrink by "
-                 f"{plan.reduction(i, start_est):.2f} ms (estimated); stopping")
+            echo(f"  step {i + 1}: no stage can shrink by {2 * reduction:.3f} ms "
+                 "(estimated); stopping")
             break
         acc, stage, keep, model, est = max(proposals, key=lambda p: (p[0], -p[4]))
         current_ms = measure(model)
