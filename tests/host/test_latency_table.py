@@ -79,3 +79,32 @@ def test_table_files_differ_by_what_they_measure(dense, tmp_path):
     assert a != lt.table_path(tmp_path, "local", "onnx", "fp32", 1, 64, dense)
     with pytest.raises(Exception, match="INT8"):
         lt.LatencyTable(a, dense, IMG, "onnx", "int8", 1, lt.runner_for("local", None))
+
+
+def test_bench_profile_layers_tables_this_machine_and_reports_its_error(cli_runner, tmp_path):
+    """`edgectl bench --device local --profile-layers`: the table measured by the agent's
+    bench, each check shape estimated and measured; a second run measures no block again."""
+    import json
+
+    from edgectl.cli import main
+
+    env = {"EDGECTL_CACHE": str(tmp_path / "cache")}
+    args = ["bench", "--device", "local", "--profile-layers", "--img-size", "32", "--json"]
+    res = cli_runner.invoke(main, args, env=env)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    (t,) = doc["tables"]
+    assert t["threads"] == 1 and t["entries"] == t["measured_now"] > 17
+    assert t["facts"]["runtime"] == "onnxruntime" and t["facts"]["cpu"]
+    assert [c["shape"] for c in t["checks"]] == ["dense", "uniform keep 0.75",
+                                                  "uniform keep 0.5", "mixed"]
+    for c in t["checks"]:
+        assert c["measured_ms"] > 0 and c["estimated_ms"] > 0
+        assert c["error"] == pytest.approx((c["estimated_ms"] - c["measured_ms"])
+                                           / c["measured_ms"])
+    assert (tmp_path / "cache" / "latency-tables").is_dir()
+    again = json.loads(cli_runner.invoke(main, args, env=env).stdout)
+    assert again["tables"][0]["measured_now"] == 0            # the cached table
+    refused = cli_runner.invoke(main, ["bench", "--device", "local", "--profile-layers",
+                                       "--bundle", str(tmp_path)], env=env)
+    assert refused.exit_code == 2 and "drop --bundle" in refused.output

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edgectl.cli.options import echo_json, json_option
+from edgectl.cli.profile_layers import profile_options
 from edgectl.fleet import ansible as fa
 
 
@@ -32,10 +33,12 @@ from edgectl.fleet import ansible as fa
               help="List the stored runs side by side (of --device if given); runs nothing.")
 @click.option("--extra-vars", "-e", "extra_vars", multiple=True, metavar="VARS",
               help="Extra Ansible variables for the bench playbook; repeatable.")
+@profile_options
 @json_option
 def bench(device: str | None, bundle: Path | None, inventory: Path | None, threads: str,
           runs: int | None, reference: str, results_dir: Path, compare: bool,
-          extra_vars: tuple[str, ...], as_json: bool) -> None:
+          extra_vars: tuple[str, ...], profile_layers: bool, runtime: str, img_size: int,
+          from_model: Path | None, as_json: bool) -> None:
     """Benchmark a bundle with the agent's own benchmark, store and print one table:
     format, size, sparsity, test-set accuracy, agreement, p50/p95 ms, images/s and the
     ratio to the dense FP32 ONNX Runtime model measured in the same run.
@@ -45,6 +48,7 @@ def bench(device: str | None, bundle: Path | None, inventory: Path | None, threa
       edgectl bench --device pi4 --inventory my-inventory.yml --bundle runs/demo/bundle
       edgectl bench --device local --bundle b.tar --reference dense.fp32.onnx --json
       edgectl bench --compare
+      edgectl bench --device pi4 -i my-inventory.yml --profile-layers --threads 1,4
     """
     if compare:
         stored = fa.load_runs(results_dir, device)
@@ -55,9 +59,21 @@ def bench(device: str | None, bundle: Path | None, inventory: Path | None, threa
         return
     if not device:
         raise click.UsageError("give --device NAME (an inventory host or group, or local)")
+    thread_list = fa.parse_threads(threads)
+    if profile_layers:
+        if bundle is not None:
+            raise click.UsageError("--profile-layers measures blocks, not a bundle: drop "
+                                   "--bundle")
+        from edgectl.cli.profile_layers import format_profile
+        from edgectl.cli.profile_layers import profile_layers as run_profile
+
+        echo = (lambda _m: None) if as_json else (lambda m: click.echo(m, err=True))
+        doc = run_profile(device, inventory, runtime, thread_list, img_size, from_model,
+                          depth=4, echo=echo)
+        echo_json(doc) if as_json else click.echo(format_profile(doc))
+        return
     if bundle is None:
         raise click.UsageError("give --bundle PATH (a bundle folder or .tar)")
-    thread_list = fa.parse_threads(threads)
     from edge_common.bundle import load_bundle
     from edgectl.fleet.benchtable import bench_rows, dense_reference, notes
 
