@@ -61,6 +61,7 @@ def test_search_meets_a_measured_budget_then_a_rerun_resumes(cli_runner, tmp_pat
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     report = doc["pruning"]
+    assert doc["version"].endswith(f"-deadline-{budget:g}ms")
     assert report["method"] == "deadline" and report["met"] and report["steps"]
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     d = manifest["deadline"]

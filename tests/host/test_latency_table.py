@@ -77,8 +77,29 @@ def test_table_files_differ_by_what_they_measure(dense, tmp_path):
     assert a != lt.table_path(tmp_path, "pi4", "onnx", "fp32", 1, IMG, dense)
     assert a != lt.table_path(tmp_path, "local", "tflite", "fp32", 1, IMG, dense)
     assert a != lt.table_path(tmp_path, "local", "onnx", "fp32", 1, 64, dense)
-    with pytest.raises(Exception, match="INT8"):
-        lt.LatencyTable(a, dense, IMG, "onnx", "int8", 1, lt.runner_for("local", None))
+    assert a != lt.table_path(tmp_path, "local", "onnx", "int8", 1, IMG, dense)
+    with pytest.raises(Exception, match="precision fp32.int8"):
+        lt.LatencyTable(a, dense, IMG, "onnx", "fp16", 1, lt.runner_for("local", None))
+
+
+def test_an_int8_table_times_quantized_blocks(dense, tmp_path):
+    """INT8: each block and each end-to-end model quantized by the build's quantizer
+    (QDQ for ONNX Runtime) before the agent's bench times it."""
+    import onnx
+
+    block = lt.block_module(dense, (1.0,) * 7, lt.block_specs(dense, (1.0,) * 7, IMG, 8)[3], 8)
+    spec = lt.block_specs(dense, (1.0,) * 7, IMG, 8)[3]
+    path = lt.export_as(block, "onnx", "int8", tmp_path / "b.onnx", spec.size,
+                        spec.in_channels)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and not list(tmp_path.glob("*.fp32*"))
+    runner = lt.runner_for("local", None)
+    table = lt.LatencyTable(tmp_path / "t.json", dense, IMG, "onnx", "int8", 1, runner)
+    assert table.ensure([(1.0,) * 7]) == len(table.specs((1.0,) * 7))
+    ms, report = lt.measure_model(dense, IMG, "onnx", runner, 1, "int8")
+    table.calibrate(ms)
+    assert table.estimate((1.0,) * 7) == pytest.approx(ms)
+    assert table.facts()["precision"] == "int8"
 
 
 def test_bench_profile_layers_tables_this_machine_and_reports_its_error(cli_runner, tmp_path):

@@ -37,7 +37,8 @@ from edgectl.fleet import ansible as fa
 @json_option
 def bench(device: str | None, bundle: Path | None, inventory: Path | None, threads: str,
           runs: int | None, reference: str, results_dir: Path, compare: bool,
-          extra_vars: tuple[str, ...], profile_layers: bool, runtime: str, img_size: int,
+          extra_vars: tuple[str, ...], profile_layers: bool, runtime: str, precision: str,
+          img_size: int,
           from_model: Path | None, as_json: bool) -> None:
     """Benchmark a bundle with the agent's own benchmark, store and print one table:
     format, size, sparsity, test-set accuracy, agreement, p50/p95 ms, images/s and the
@@ -68,7 +69,8 @@ def bench(device: str | None, bundle: Path | None, inventory: Path | None, threa
         from edgectl.cli.profile_layers import profile_layers as run_profile
 
         echo = (lambda _m: None) if as_json else (lambda m: click.echo(m, err=True))
-        doc = run_profile(device, inventory, runtime, thread_list, img_size, from_model,
+        doc = run_profile(device, inventory, runtime, precision, thread_list, img_size,
+                          from_model,
                           depth=4, echo=echo)
         echo_json(doc) if as_json else click.echo(format_profile(doc))
         return

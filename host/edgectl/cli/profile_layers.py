@@ -16,8 +16,8 @@ CHECKS = (("dense", (1.0,) * 7), ("uniform keep 0.75", (0.75,) * 7),
           ("uniform keep 0.5", (0.5,) * 7), ("mixed", (1.0, 1.0, 0.75, 0.75, 0.5, 0.5, 0.5)))
 
 
-def profile_layers(device: str, inventory: Path | None, runtime: str, threads: list[int],
-                   img_size: int, from_model: Path | None, depth: int,
+def profile_layers(device: str, inventory: Path | None, runtime: str, precision: str,
+                   threads: list[int], img_size: int, from_model: Path | None, depth: int,
                    echo: Any) -> dict[str, Any]:
     from edgectl.pipeline import netadapt, pruning
     from edgectl.pipeline.deadline import DeadlineConfig, TableOracle
@@ -27,7 +27,8 @@ def profile_layers(device: str, inventory: Path | None, runtime: str, threads: l
     out: dict[str, Any] = {"device": device, "runtime": runtime, "img_size": img_size,
                            "tables": []}
     for t in threads:
-        dl = DeadlineConfig(budget_ms=1.0, target=device, threads=t, runtime=runtime)
+        dl = DeadlineConfig(budget_ms=1.0, target=device, threads=t, runtime=runtime,
+                            precision=precision)
         dl.validate()
         plan = dl.search_plan()
         oracle = TableOracle(dl, img_size, inventory, echo).bind(dense)
@@ -35,7 +36,7 @@ def profile_layers(device: str, inventory: Path | None, runtime: str, threads: l
         # the entries a search's first steps ask for, and the checks', in one trip
         keeps = [k for _, k in CHECKS] + netadapt.candidates((1.0,) * 7, widths, plan, depth)
         measured = oracle.prefetch(keeps)
-        table.calibrate(oracle.measure(dense))
+        oracle.calibrate()
         rows = []
         for name, keep in CHECKS:
             est = oracle.estimate(keep)
@@ -90,6 +91,8 @@ def profile_options(fn: Any) -> Any:
                           "(no --bundle)."),
         click.option("--runtime", type=click.Choice(["onnx", "tflite"]), default="onnx",
                      show_default=True, help="--profile-layers: the runtime to table."),
+        click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32",
+                     show_default=True, help="--profile-layers: the precision to table."),
         click.option("--img-size", type=click.IntRange(min=16), default=64, show_default=True,
                      help="--profile-layers: the model's input size."),
         click.option("--from", "from_model", type=click.Path(exists=True, path_type=Path),

@@ -389,7 +389,7 @@ def bundle_stage(cfg: BuildConfig, datasets: Any, base: BaselineResult, pruned: 
     from edgectl.pipeline.bundle_writer import write_bundle
     from edgectl.pipeline.checkpoint import code_version
 
-    version = _version(cfg)
+    version = _version(cfg, deadline)
     name = cfg.name or f"inspection-{base.meta.get('arch', 'mobilenet_v2')}"
     int8_ok = any(a.precision == "int8" and a.deployable for a in arts)
     bundle_dir = write_bundle(
@@ -528,8 +528,10 @@ def _gate_message(what: str, acc: float, min_acc: float, cfg: BuildConfig,
             f"bundle for experiments)")
 
 
-def _version(cfg: BuildConfig) -> str:
+def _version(cfg: BuildConfig, deadline: dict[str, Any] | None = None) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y.%m.%d-%H%M%S")
+    if deadline is not None:
+        return f"{stamp}-deadline-{deadline['budget_ms']:g}ms"
     if cfg.prune == "none":
         return f"{stamp}-dense"
     return f"{stamp}-{cfg.prune}-{cfg.sparsity:.2f}"

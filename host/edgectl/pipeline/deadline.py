@@ -273,14 +273,20 @@ class TableOracle:
     def estimate(self, keep: netadapt.Keep) -> float:
         table = self._bound()
         if table.doc.get("overhead_ms") is None:
-            table.calibrate(self.measure(self._dense))
+            self.calibrate()
         return float(table.estimate(keep))
+
+    def calibrate(self, n: int = 3) -> float:
+        """The table's overhead from the median of ``n`` end-to-end measurements of the
+        dense model (one can be a cold start or a busy moment; every estimate rests on it)."""
+        runs = sorted(self.measure(self._dense) for _ in range(n))
+        return float(self._bound().calibrate(runs[n // 2]))
 
     def measure(self, model: nn.Module) -> float:
         from edgectl.pipeline import latency_table as lt
 
         ms, report = lt.measure_model(model, self.img_size, self.dl.runtime, self.runner,
-                                      self.dl.threads)
+                                      self.dl.threads, self.dl.precision)
         self._bound()._check_facts(report)
         self.measurements += 1
         return ms

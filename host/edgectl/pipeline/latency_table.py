@@ -133,9 +133,9 @@ class LatencyTable:
     def __init__(self, path: Path, dense: nn.Module, img_size: int, runtime: str,
                  precision: str, threads: int, runner: Runner, round_to: int | None = 8,
                  echo: Callable[[str], None] = lambda _m: None) -> None:
-        if runtime not in RUNTIME_KEYS or precision != "fp32":
-            raise ConfigError(f"latency table: runtime onnx|tflite and precision fp32 "
-                              f"(INT8 tables are not built yet), got {runtime}/{precision}")
+        if runtime not in RUNTIME_KEYS or precision not in ("fp32", "int8"):
+            raise ConfigError(f"latency table: runtime onnx|tflite and precision fp32|int8, "
+                              f"got {runtime}/{precision}")
         self.path, self.dense, self.img_size = path, dense, int(img_size)
         self.runtime, self.precision, self.threads = runtime, precision, int(threads)
         self.runner, self.round_to, self.echo = runner, round_to, echo
@@ -192,8 +192,6 @@ class LatencyTable:
                     todo[s.key] = (keep, s)
         if not todo:
             return 0
-        from edgectl.pipeline.export import export
-
         fmt = "onnx" if self.runtime == "onnx" else "tflite"
         with tempfile.TemporaryDirectory(prefix="edgectl-profile-") as tmp:
             folder = Path(tmp) / "profile"
@@ -201,8 +199,8 @@ class LatencyTable:
             listing, names = [], {}
             for n, (key, (keep, spec)) in enumerate(sorted(todo.items())):
                 name = f"b{spec.index:02d}-{n:04d}.{fmt}"
-                export(block_module(self.dense, keep, spec, self.round_to), fmt,
-                       folder / name, spec.size, channels=spec.in_channels)
+                export_as(block_module(self.dense, keep, spec, self.round_to), fmt,
+                          self.precision, folder / name, spec.size, spec.in_channels)
                 listing.append({"file": name, "shape": [1, spec.in_channels, spec.size,
                                                         spec.size]})
                 names[name] = key
@@ -280,16 +278,36 @@ def runner_for(target: str, inventory: Path | None,
     return remote
 
 
-def measure_model(model: nn.Module, img_size: int, runtime: str, runner: Runner,
-                  threads: int) -> tuple[float, dict[str, Any]]:
-    """p95 ms of ``model`` end to end on the target (the same folder bench), and the report."""
+def export_as(model: nn.Module, fmt: str, precision: str, path: Path, size: int,
+              channels: int = 3) -> Path:
+    """``model`` as the file the target will time: exported with the one exporter, and for
+    INT8 quantized with the build's own quantizer, calibrated on random inputs (latency
+    depends on the graph and its types, not on the scales; accuracy is not measured
+    from these files)."""
     from edgectl.pipeline.export import export
 
+    if precision == "fp32":
+        return export(model, fmt, path, size, channels=channels)
+    import numpy as np
+
+    from edgectl.pipeline.quantization import quantize
+
+    fp32 = path.with_name(path.stem + ".fp32" + path.suffix)
+    export(model, fmt, fp32, size, channels=channels)
+    calib = np.random.default_rng(0).standard_normal((8, channels, size, size))
+    quantize(fmt, fp32, path, calib.astype(np.float32))
+    fp32.unlink()
+    return path
+
+
+def measure_model(model: nn.Module, img_size: int, runtime: str, runner: Runner,
+                  threads: int, precision: str = "fp32") -> tuple[float, dict[str, Any]]:
+    """p95 ms of ``model`` end to end on the target (the same folder bench), and the report."""
     fmt = "onnx" if runtime == "onnx" else "tflite"
     with tempfile.TemporaryDirectory(prefix="edgectl-e2e-") as tmp:
         folder = Path(tmp) / "model"
         folder.mkdir()
-        export(copy.deepcopy(model).eval(), fmt, folder / f"model.{fmt}", img_size)
+        export_as(copy.deepcopy(model).eval(), fmt, precision, folder / f"model.{fmt}", img_size)
         write_json_atomic(folder / PROFILE_LIST, {"models": [
             {"file": f"model.{fmt}", "shape": [1, 3, img_size, img_size]}]})
         report = runner(folder, [threads])
