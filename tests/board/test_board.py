@@ -8,6 +8,7 @@ of issue 18 it would have caught.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -202,6 +203,58 @@ def test_edgectl_bench_on_the_board(board, inventory, make_tar, keys, tmp_path):
     # sudo's log on the board: the benchmark ran as the agent's user, never as root.
     sudo_log = board.sh(f"journalctl _COMM=sudo --since @{since} --no-pager").stdout
     assert "USER=edge" in sudo_log
+
+
+def test_deadline_search_measures_on_the_board_and_its_bundle_deploys(
+        board, inventory, wheel, keys, tmp_path):
+    """`edgectl build --target-latency-ms --target-device testboard`: the latency table and
+    every end-to-end measurement come from the agent's bench on the board over Ansible (its
+    hostname and CPU in the manifest), a few steps, a signed bundle that then deploys."""
+    from edgectl.pipeline import latency_table as lt
+    from edgectl.pipeline.model import build_model
+
+    runner = lt.runner_for(HOSTNAME, inventory)
+    dense_ms, report = lt.measure_model(build_model(6).eval(), 32, "onnx", runner, 1)
+    assert report["device"] == board.sh("hostname").stdout.strip()
+    budget = round(dense_ms * 0.8, 4)
+    out = tmp_path / "deadline"
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "edgectl"), "build", "--target-latency-ms",
+         str(budget), "--target-device", HOSTNAME, "--inventory", str(inventory),
+         "--img-size", "32", "--train-size", "96", "--test-size", "48", "--epochs", "1",
+         "--finetune-epochs", "0", "--formats", "onnx", "--quantize", "none",
+         "--min-accuracy", "0", "--short-images", "32", "--search-steps", "8",
+         "--accuracy-drop", "100", "--key", str(keys["private"]), "--name", "deadline",
+         "--out", str(out), "--json"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=1200,
+        env={**os.environ, "EDGECTL_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    doc = json.loads(proc.stdout)
+    d = json.loads((out / "bundle" / "manifest.json").read_text())["deadline"]
+    assert d["device"] == HOSTNAME and d["budget_ms"] == budget
+    assert 0 < d["measured_ms"] <= budget and d["runtime"] == "onnxruntime"
+    assert d["cpu"] == report["machine"]["cpu"]
+    facts = doc["pruning"]["oracle"]
+    assert facts["hostname"] == report["device"]        # measured there, not here
+    assert doc["pruning"]["steps"] and doc["signed"]
+    version = doc["version"]
+    assert version.endswith(f"-deadline-{budget:g}ms"), version
+    # the board runs the suite's `board-2`: a builder's date-stamped version sorts before
+    # a word (manifest.version_key), so here, and only here, this is an allowed downgrade
+    _deploy(inventory, wheel=wheel, bundle=Path(doc["bundle_tar"]),
+            raw_extra_vars=['{"edge_model_allow_downgrade": true}'])
+    assert _current(board) == f"versions/{version}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        st = board.sh(f"{AGENT} status --json", check=False)
+        if st.returncode == 0 and json.loads(st.stdout).get("model_version") == version:
+            break
+        time.sleep(1)
+    status = json.loads(st.stdout)
+    assert status.get("model_version") == version, st.stdout
+    # the agent holds the bundle's budget and checks its own latency against it (whether
+    # a loaded test host stays under a budget set 10 % under its bench is not asserted)
+    assert status["latency_budget"]["budget_ms"] == budget, st.stdout
 
 
 def test_tflite_extra_keeps_debians_numpy(board, inventory, wheel):

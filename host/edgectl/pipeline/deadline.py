@@ -147,7 +147,9 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
             echo(f"  long fine-tune: {cfg.finetune_epochs} epoch(s)")
             fine_tune_hook(tune_set, cfg.finetune_epochs, batch_size=cfg.batch_size,
                            seed=cfg.data.seed, progress=cfg.progress)(model, None)
-        final_ms = oracle.measure(model)
+        # the figure the bundle records and the check rests on: the median of 3 (one
+        # measurement on a busy board can miss by a few percent either way)
+        final_ms = sorted(oracle.measure(model) for _ in range(3))[1]
         report = {"method": "deadline", "budget_ms": dl.budget_ms, "keep": res.keep,
                   "met": final_ms <= dl.budget_ms, "stop": res.stop,
                   "start_ms": res.start_ms, "start_est_ms": res.start_est_ms,
