@@ -54,7 +54,7 @@ def test_a_table_timed_by_the_agent_bench_is_cached_and_calibrated(dense, tmp_pa
     facts = table.facts()
     assert facts["cpu"] and facts["runtime"] == "onnxruntime" and facts["runtime_version"]
     measured, report = lt.measure_model(dense, IMG, "onnx", runner, 1)
-    assert measured > 0 and report["results"][0]["file"] == "model.onnx"
+    assert measured > 0 and report["results"][0]["file"] == "model-fp32.onnx"
     table.calibrate(measured)
     assert table.estimate(dense_keep) == pytest.approx(measured)   # exact by construction
     assert table.peek(dense_keep) == pytest.approx(measured)

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 DEADLINE_KEYS = ("target_latency_ms", "target_device", "inventory", "runtime", "precision",
-                 "accuracy_drop", "search_steps", "short_images", "dry_run")
+                 "target_threads", "accuracy_drop", "search_steps", "short_images", "dry_run")
 
 # --prune and friends choose the pruning by hand; the search chooses it itself.
 _HAND_PICKED = ("method", "sparsity", "regime", "step")
@@ -30,10 +30,16 @@ def deadline_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--inventory", "-i", type=click.Path(path_type=Path), default=None,
                      help="Ansible inventory for --target-device (default: "
                           "$EDGECTL_INVENTORY or ansible/inventory.yml)."),
-        click.option("--runtime", type=click.Choice(["onnx", "tflite"]), default="onnx",
-                     show_default=True, help="Runtime the budget is measured in."),
-        click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32",
-                     show_default=True, help="Precision the budget is measured in."),
+        click.option("--runtime", type=click.Choice(["onnx", "tflite", "auto"]),
+                     default="onnx", show_default=True,
+                     help="Runtime the budget is measured in; auto: the one where the dense "
+                          "model is fastest on the target (measured there first)."),
+        click.option("--precision", type=click.Choice(["fp32", "int8", "auto"]),
+                     default="fp32", show_default=True,
+                     help="Precision the budget is measured in; auto: as --runtime auto."),
+        click.option("--target-threads", default=None, metavar="LIST",
+                     help="Thread counts to try on the target, e.g. 1,2,4 (the fastest "
+                          "dense model wins, as --runtime auto); default: --threads."),
         click.option("--accuracy-drop", type=click.FloatRange(0.0, 100.0), default=1.0,
                      show_default=True, metavar="PTS",
                      help="Most test-accuracy points the searched model may lose against "
@@ -49,6 +55,23 @@ def deadline_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+def thread_list(text: str | None, default: int) -> list[int]:
+    """``--target-threads 1,2,4`` as a list; a bad entry is a usage error naming it."""
+    if text is None:
+        return [int(default)]
+    out = []
+    for part in text.split(","):
+        try:
+            n = int(part.strip())
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise click.BadParameter(f"{part.strip()!r} is not a thread count (a positive "
+                                     "integer)", param_hint="--target-threads")
+        out.append(n)
+    return sorted(set(out))
 
 
 def check_search_flags(ctx: click.Context) -> None:

@@ -14,10 +14,14 @@ from edgectl.cli.options import echo_json
 
 def run_deadline_build(cfg: Any, o: dict[str, Any], as_json: bool) -> None:
     from edge_common.fileio import write_json_atomic
+    from edgectl.cli.deadline_opts import thread_list
+    from edgectl.pipeline import latency_table as lt
     from edgectl.pipeline import netadapt
     from edgectl.pipeline.build import format_table, run_build
     from edgectl.pipeline.deadline import (
+        KINDS,
         DeadlineConfig,
+        choose_target,
         make_oracle,
         manifest_section,
         plan_summary,
@@ -28,8 +32,11 @@ def run_deadline_build(cfg: Any, o: dict[str, Any], as_json: bool) -> None:
     budget = float(o["target_latency_ms"])
     plan = netadapt.Plan(budget_ms=budget, max_steps=o["search_steps"],
                          round_to=cfg.round_to or 1)
-    dl = DeadlineConfig(budget_ms=budget, target=o["target_device"], threads=cfg.threads,
-                        runtime=o["runtime"], precision=o["precision"],
+    threads = thread_list(o.get("target_threads"), cfg.threads)
+    kinds = [(r, p) for r, p in KINDS if o["runtime"] in (r, "auto")
+             and o["precision"] in (p, "auto")]
+    dl = DeadlineConfig(budget_ms=budget, target=o["target_device"], threads=threads[0],
+                        runtime=kinds[0][0], precision=kinds[0][1],
                         max_accuracy_drop=o["accuracy_drop"], short_images=o["short_images"],
                         plan=plan)
     dl.validate()
@@ -38,15 +45,33 @@ def run_deadline_build(cfg: Any, o: dict[str, Any], as_json: bool) -> None:
 
     # through tqdm.write: lines print above the search's bar instead of through it
     echo = (lambda m: None) if as_json else (lambda m: tqdm.write(m, file=sys.stderr))
-    oracle = make_oracle(dl, cfg.data.img_size, inventory=o["inventory"], echo=echo)
-    oracle.bind(_architecture(cfg))
+    dense = _architecture(cfg)
+    choose = len(kinds) * len(threads) > 1
     if o["dry_run"]:
-        info = plan_summary(dl, oracle, cfg)
+        info = plan_summary(dl, make_oracle(dl, cfg.data.img_size, o["inventory"],
+                                            echo).bind(dense), cfg)
+        if choose:
+            info["choice_measurements"] = 3 * len(kinds) * len(threads)
+            info["text"] = (f"first: the dense model timed in {len(kinds) * len(threads)} "
+                            f"runtime × precision × threads combinations (3 trips) on "
+                            f"{dl.target}; the search runs in the fastest (the plan below is "
+                            f"for {dl.runtime} {dl.precision} ×{dl.threads})\n" + info["text"])
         if as_json:
             echo_json(info)
         else:
             click.echo(info["text"])
         return
+    if choose:
+        echo(f"choosing the runtime: the dense model on {dl.target} in "
+             f"{len(kinds) * len(threads)} combinations, median of 3")
+        choice = choose_target(dense, cfg.data.img_size,
+                               lt.runner_for(dl.target, o["inventory"], echo), kinds, threads,
+                               echo=echo)
+        dl.runtime, dl.precision, dl.threads = (choice["runtime"], choice["precision"],
+                                                choice["threads"])
+        dl.extra["choice"] = choice["rows"]
+    oracle = make_oracle(dl, cfg.data.img_size, inventory=o["inventory"], echo=echo)
+    oracle.bind(dense)
     est = plan_summary(dl, oracle, cfg)["expected_steps"]
     bar = tqdm(total=est or None, desc="search", unit="step", file=sys.stderr,
                disable=not cfg.progress or as_json)

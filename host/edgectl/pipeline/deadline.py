@@ -164,7 +164,8 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
                   "final_ms": final_ms, "final_est_ms": oracle.estimate(tuple(res.keep)),
                   "steps": [dataclasses.asdict(s) for s in res.steps],
                   "estimation_error": netadapt.estimation_errors(res.steps),
-                  "oracle": oracle.facts(), "plan": dataclasses.asdict(plan)}
+                  "oracle": oracle.facts(), "plan": dataclasses.asdict(plan),
+                  "target_choice": dl.extra.get("choice")}
         meta = {**base.meta, "pruning": report, "code_version": code_version()}
         ckpt = save_checkpoint(model, meta, cfg.out / "model" / "model.pt")
         metrics = evaluate(model, datasets, threads=cfg.threads, checkpoint_path=ckpt,
@@ -245,6 +246,55 @@ def plan_summary(dl: DeadlineConfig, oracle: Oracle, cfg: Any) -> dict[str, Any]
         f"  resumable state: {dl.state or cfg.out / 'search'}",
     ])
     return info
+
+
+KINDS = (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"))
+# a combination within this much of the fastest is as fast: prefer FP32 (no INT8 loss)
+# and fewer threads (cores left to the camera and the line) among those
+CHOICE_TIE = 0.05
+
+
+def choose_target(dense: nn.Module, img_size: int, runner: Any,
+                  kinds: list[tuple[str, str]], threads: list[int],
+                  rounds: int = 3, echo: Echo = lambda _m: None) -> dict[str, Any]:
+    """The runtime, precision and thread count the search runs in: the dense model timed
+    end to end on the target in every combination (exported once, ``rounds`` trips, the
+    median of each), the fastest kept. NetAdapt and AMC search the network for one
+    runtime; here the runtime is chosen first, on the assumption that the combination
+    fastest for the dense model stays fastest for its pruned versions (the same pruning
+    shrinks the same convolutions in each), so the search starts from the smallest
+    reduction — fewest steps, least accuracy lost. A heuristic, not a guarantee: a search
+    per combination would cost that many times the fine-tunes. Within :data:`CHOICE_TIE`
+    of the fastest, FP32 (no INT8 loss) and fewer threads win. A combination the target
+    cannot run is listed with its error, never chosen; none runnable → :class:`EdgeError`.
+    """
+    from edgectl.pipeline import latency_table as lt
+
+    times, _report = lt.measure_combos(dense, img_size, kinds, runner, threads, rounds)
+    rows = []
+    for rt, prec in kinds:
+        for t in threads:
+            got = times[(rt, prec, int(t))]
+            ms = None if isinstance(got, str) else sorted(got)[len(got) // 2]
+            rows.append({"runtime": rt, "precision": prec, "threads": int(t),
+                         "dense_ms": ms, "error": got if isinstance(got, str) else None})
+    ok = [r for r in rows if r["dense_ms"] is not None]
+    if not ok:
+        raise EdgeError("the target runs none of "
+                        + ", ".join(f"{r['runtime']} {r['precision']} ×{r['threads']}"
+                                    for r in rows)
+                        + f": {rows[0]['error']}")
+    fastest = min(r["dense_ms"] for r in ok)
+    near = [r for r in ok if r["dense_ms"] <= fastest * (1 + CHOICE_TIE)]
+    best = min(near, key=lambda r: (r["precision"] != "fp32", r["threads"], r["dense_ms"]))
+    for r in rows:
+        r["chosen"] = r is best
+        echo(f"  dense {r['runtime']:<6} {r['precision']} ×{r['threads']}: "
+             + (f"{r['dense_ms']:.3f} ms p95" if r["dense_ms"] is not None
+                else f"cannot run here ({r['error']})") + ("  ← search here" if r is best
+                                                            else ""))
+    return {"runtime": best["runtime"], "precision": best["precision"],
+            "threads": best["threads"], "rows": rows}
 
 
 class TableOracle:

@@ -16,6 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# a format's runtime, as the agent names it in its machine facts (edge_agent.machine)
+RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
+
 
 def front_rows(build: dict[str, Any], local_target: bool) -> list[dict[str, Any]]:
     """Rows from a build summary (``build.json``) whose ``pruning.method`` is ``deadline``."""
@@ -30,6 +33,13 @@ def front_rows(build: dict[str, Any], local_target: bool) -> list[dict[str, Any]
         "est_ms": rep.get("start_est_ms"), "accuracy": (build.get("baseline") or {})
         .get("accuracy"), "accuracy_on": "test",
         "params": (build.get("baseline") or {}).get("params"), "keep": [1.0] * 7}]
+    for c in rep.get("target_choice") or []:
+        if c.get("dense_ms") is not None and not c.get("chosen"):
+            # the runtime choice: the dense model where the search did not run
+            rows.append({"model": f"dense ×{c['threads']}", "runtime": RUNTIMES[c["runtime"]],
+                         "precision": c["precision"], "latency_ms": c["dense_ms"],
+                         "latency_source": "measured", "est_ms": None, "accuracy": None,
+                         "accuracy_on": "test", "params": None, "keep": [1.0] * 7})
     for s in rep.get("steps", []):
         rows.append({"model": f"step {s['step'] + 1}", "runtime": rt, "precision": prec,
                      "latency_ms": s["measured_ms"], "latency_source": "measured",
@@ -43,7 +53,7 @@ def front_rows(build: dict[str, Any], local_target: bool) -> list[dict[str, Any]
     for a in build.get("artifacts", []):
         lat = (a.get("latency") or {}).get("p95", a.get("latency_ms"))
         rows.append({"model": f"final {a['format']} {a['precision']}",
-                     "runtime": "onnxruntime" if a["format"] == "onnx" else "litert",
+                     "runtime": RUNTIMES[a["format"]],
                      "precision": a["precision"], "latency_ms": lat,
                      "latency_source": "measured" if local_target else "measured-host",
                      "est_ms": None, "accuracy": a.get("accuracy"), "accuracy_on": "test",

@@ -40,9 +40,9 @@ from edge_common.fileio import write_json_atomic
 from edge_common.hashing import settings_key
 from edgectl.pipeline import pruning
 from edgectl.pipeline.checkpoint import channel_plan, rebuild
+from edgectl.pipeline.front import RUNTIMES as RUNTIME_KEYS  # the agent's runtime names
 
 HEAD = 18
-RUNTIME_KEYS = {"onnx": "onnxruntime", "tflite": "litert"}
 PROFILE_LIST = "profile.json"  # edge_agent.bench.PROFILE_LIST: what the agent reads
 
 
@@ -303,19 +303,52 @@ def export_as(model: nn.Module, fmt: str, precision: str, path: Path, size: int,
 def measure_model(model: nn.Module, img_size: int, runtime: str, runner: Runner,
                   threads: int, precision: str = "fp32") -> tuple[float, dict[str, Any]]:
     """p95 ms of ``model`` end to end on the target (the same folder bench), and the report."""
-    fmt = "onnx" if runtime == "onnx" else "tflite"
+    times, report = measure_combos(model, img_size, [(runtime, precision)], runner, [threads])
+    ms = times[(runtime, precision, threads)]
+    if isinstance(ms, str):
+        raise EdgeError(f"end-to-end measurement failed on the target: {ms}")
+    return ms[0], report
+
+
+Combo = tuple[str, str, int]    # runtime, precision, threads
+
+
+def measure_combos(model: nn.Module, img_size: int, kinds: Sequence[tuple[str, str]],
+                   runner: Runner, threads: Sequence[int], rounds: int = 1
+                   ) -> tuple[dict[Combo, list[float] | str], dict[str, Any]]:
+    """p95 ms of ``model`` end to end on the target in each (runtime, precision) × threads:
+    exported once, timed in ``rounds`` trips (one folder, one bench each), a list of
+    ``rounds`` figures per combination; one the target cannot run (a runtime not installed
+    there) maps to the bench's error text instead. The last trip's report is returned."""
+    threads = sorted({int(t) for t in threads})
+    out: dict[Combo, list[float] | str] = {}
+    report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="edgectl-e2e-") as tmp:
         folder = Path(tmp) / "model"
         folder.mkdir()
-        export_as(copy.deepcopy(model).eval(), fmt, precision, folder / f"model.{fmt}", img_size)
-        write_json_atomic(folder / PROFILE_LIST, {"models": [
-            {"file": f"model.{fmt}", "shape": [1, 3, img_size, img_size]}]})
-        report = runner(folder, [threads])
-    rows = [r for r in report["results"] if r.get("threads") == threads]
-    if not rows or "error" in rows[0]:
-        raise EdgeError(f"end-to-end measurement failed on the target: "
-                        f"{rows[0].get('error') if rows else 'no result'}")
-    p95 = float(rows[0]["latency_ms"]["p95"])
-    if not math.isfinite(p95) or p95 <= 0:
-        raise EdgeError(f"end-to-end measurement on the target is not a time: {p95}")
-    return p95, report
+        listing, names = [], {}
+        for runtime, precision in kinds:
+            fmt = "onnx" if runtime == "onnx" else "tflite"
+            name = f"model-{precision}.{fmt}"
+            export_as(copy.deepcopy(model).eval(), fmt, precision, folder / name, img_size)
+            listing.append({"file": name, "shape": [1, 3, img_size, img_size]})
+            names[name] = (runtime, precision)
+        write_json_atomic(folder / PROFILE_LIST, {"models": listing})
+        for _ in range(rounds):
+            report = runner(folder, threads)
+            for r in report.get("results", []):
+                kind = names.get(Path(str(r.get("file", ""))).name)
+                if kind is None or r.get("threads") not in threads:
+                    continue
+                combo = (*kind, int(r["threads"]))
+                p95 = (r.get("latency_ms") or {}).get("p95") if "error" not in r else None
+                if not isinstance(p95, (int, float)) or not math.isfinite(p95) or p95 <= 0:
+                    out[combo] = str(r.get("error") or f"not a time: {p95}")
+                elif not isinstance(out.get(combo), str):
+                    out.setdefault(combo, []).append(float(p95))  # type: ignore[union-attr]
+    for runtime, precision in kinds:
+        for t in threads:
+            c = (runtime, precision, t)
+            if not isinstance(out.get(c), str) and len(out.get(c) or []) < rounds:
+                out[c] = "no result from the target"
+    return out, report
