@@ -124,3 +124,11 @@ def test_target_threads_and_auto_in_the_plan(cli_runner, tmp_path):
     assert info["choice_measurements"] == 3 * 2 * 2
     assert (info["runtime"], info["precision"], info["threads"]) == ("onnx", "int8", 1)
     assert not (tmp_path / "o").exists()
+    # what the bundle would not hold is never searched for
+    only = cli_runner.invoke(main, [*base, "--formats", "onnx", "--quantize", "none",
+                                    "--runtime", "tflite"], env=env)
+    assert only.exit_code == 2 and "the bundle would not hold that artifact" in only.output
+    narrowed = cli_runner.invoke(main, [*base, "--formats", "onnx", "--quantize", "none",
+                                        "--runtime", "auto", "--precision", "auto"], env=env)
+    assert narrowed.exit_code == 0, narrowed.output
+    assert "choice_measurements" not in json.loads(narrowed.stdout)  # one pair: no choice

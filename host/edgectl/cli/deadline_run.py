@@ -19,7 +19,6 @@ def run_deadline_build(cfg: Any, o: dict[str, Any], as_json: bool) -> None:
     from edgectl.pipeline import netadapt
     from edgectl.pipeline.build import format_table, run_build
     from edgectl.pipeline.deadline import (
-        KINDS,
         DeadlineConfig,
         choose_target,
         make_oracle,
@@ -33,8 +32,7 @@ def run_deadline_build(cfg: Any, o: dict[str, Any], as_json: bool) -> None:
     plan = netadapt.Plan(budget_ms=budget, max_steps=o["search_steps"],
                          round_to=cfg.round_to or 1)
     threads = thread_list(o.get("target_threads"), cfg.threads)
-    kinds = [(r, p) for r, p in KINDS if o["runtime"] in (r, "auto")
-             and o["precision"] in (p, "auto")]
+    kinds = target_kinds(o["runtime"], o["precision"], cfg.formats, cfg.quantize)
     dl = DeadlineConfig(budget_ms=budget, target=o["target_device"], threads=threads[0],
                         runtime=kinds[0][0], precision=kinds[0][1],
                         max_accuracy_drop=o["accuracy_drop"], short_images=o["short_images"],
@@ -111,6 +109,25 @@ def run_deadline_build(cfg: Any, o: dict[str, Any], as_json: bool) -> None:
     click.echo(format_front(rows, budget))
     click.echo(f"front: {cfg.out / 'front.json'}, {png}")
     click.echo(f"bundle: {summary['bundle']}  ({summary['bundle_tar']})")
+
+
+def target_kinds(runtime: str, precision: str, formats: Any, quantize: str
+                 ) -> list[tuple[str, str]]:
+    """The (runtime, precision) pairs the search may run in: those asked for (``auto``:
+    any) that the build will also put in the bundle (``--formats``, ``--quantize``), so the
+    bundle always holds the artifact the budget was measured with; none → usage error."""
+    from edgectl.pipeline.deadline import KINDS
+
+    built = {(f, p) for f in formats for p in ("fp32", *(("int8",) if quantize == "int8"
+                                                          else ()))}
+    kinds = [(r, p) for r, p in KINDS if runtime in (r, "auto") and precision in (p, "auto")
+             and (r, p) in built]
+    if not kinds:
+        raise click.UsageError(
+            f"--runtime {runtime} --precision {precision}: the bundle would not hold that "
+            f"artifact (--formats {','.join(formats)}, --quantize {quantize}); add it, or "
+            "choose what the build makes")
+    return kinds
 
 
 def _architecture(cfg: Any) -> Any:
