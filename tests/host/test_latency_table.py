@@ -5,6 +5,7 @@ calibration; a changed CPU or runtime version discards the entries."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -129,3 +130,35 @@ def test_bench_profile_layers_tables_this_machine_and_reports_its_error(cli_runn
     refused = cli_runner.invoke(main, ["bench", "--device", "local", "--profile-layers",
                                        "--bundle", str(tmp_path)], env=env)
     assert refused.exit_code == 2 and "drop --bundle" in refused.output
+
+
+def _fake_runner(folder, threads):
+    """A target whose block times are their file sizes in MB (bigger blocks, longer)."""
+    listing = json.loads((folder / lt.PROFILE_LIST).read_text())["models"]
+    return {"device": "fake", "machine": {"cpu": "fake", "runtimes": {"onnxruntime": "1"}},
+            "results": [{"file": m["file"], "threads": t, "latency_ms": {
+                "p50": (folder / m["file"]).stat().st_size / 1e6, "p95": 0.0}}
+                for m in listing for t in threads]}
+
+
+def test_the_table_refits_to_every_end_to_end_point_it_sees(dense, tmp_path):
+    table = lt.LatencyTable(tmp_path / "t.json", dense, IMG, "onnx", "fp32", 1, _fake_runner)
+    full, half, quarter = (1.0,) * 7, (0.5,) * 7, (0.25,) * 7
+    s_full, s_half, s_quarter = (table.blocks_ms(k) for k in (full, half, quarter))
+    assert s_full > s_half > s_quarter > 0
+    # one point (the dense model): scale 1, exact there
+    table.calibrate(s_full + 1.0)
+    assert table.doc["scale"] == 1.0
+    assert table.estimate(full) == pytest.approx(s_full + 1.0)
+    assert table.estimate(half) == pytest.approx(s_half + 1.0)
+    # the target runs pruned models faster than the blocks' sum says: measured = 0.5·Σ + 1
+    table.observe(half, 0.5 * s_half + 1.0)
+    table.observe(full, 0.5 * s_full + 1.0)
+    assert table.doc["scale"] == pytest.approx(0.5)
+    assert table.estimate(quarter) == pytest.approx(0.5 * s_quarter + 1.0)
+    # the fit is saved with the table, and bounded: a wild point cannot invert the order
+    again = lt.LatencyTable(tmp_path / "t.json", dense, IMG, "onnx", "fp32", 1, _fake_runner)
+    assert again.peek(quarter) == pytest.approx(0.5 * s_quarter + 1.0)
+    again.observe(quarter, 1000.0)
+    assert 0.25 <= again.doc["scale"] <= 4.0
+    assert again.estimate(full) > again.estimate(quarter)   # scale stays positive

@@ -151,7 +151,8 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
                               estimate=oracle.estimate, measure=median_of_3,
                               tune=short_tune, score=lambda m: accuracy(m.eval(), selection),
                               state_dir=state_dir, state_key=key, echo=echo, on_step=progress,
-                              prefetch=getattr(oracle, "prefetch", None))
+                              prefetch=getattr(oracle, "prefetch", None),
+                              observe=getattr(oracle, "observe", None))
         model = res.model
         if cfg.finetune_epochs:
             echo(f"  long fine-tune: {cfg.finetune_epochs} epoch(s)")
@@ -368,6 +369,10 @@ class TableOracle:
 
     def missing(self, keep: netadapt.Keep) -> int:
         return int(self._bound().missing(keep))
+
+    def observe(self, keep: netadapt.Keep, measured_ms: float) -> None:
+        """An end-to-end measurement: the table refits to it (``LatencyTable.observe``)."""
+        self._bound().observe(keep, measured_ms)
 
 
 def make_oracle(dl: DeadlineConfig, img_size: int, inventory: Path | None = None,

@@ -177,18 +177,25 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
            echo: Callable[[str], None] = lambda _m: None,
            on_step: Callable[[Step], None] | None = None,
            prefetch: Callable[[list[Keep]], Any] | None = None,
-           prefetch_depth: int = 4) -> SearchResult:
+           prefetch_depth: int = 4,
+           observe: Callable[[Keep, float], None] | None = None) -> SearchResult:
     """Shrink ``model`` (a copy of ``original`` or a pruned descendant) stage by stage until
     its measured latency meets ``plan.budget_ms``; returns the last winner (before the
-    long fine-tune, which is the caller's) and the log. See the module docstring."""
+    long fine-tune, which is the caller's) and the log. See the module docstring.
+    ``observe(keep, measured_ms)``: every end-to-end measurement, for the estimator to
+    learn from (after the step's estimate is recorded)."""
     plan.validate()
+    seen = observe or (lambda _k, _ms: None)
     widths = stage_widths(original)
     keep: Keep = tuple(round(k, 6) for k in pruning.stage_keep(model, original))
     start_est = estimate(keep)
     start_ms = measure(model)
+    seen(keep, start_ms)
     steps: list[Step] = []
     if state_dir is not None:
         model, keep, steps = _resume(state_dir, state_key, model, keep, echo, plan)
+        for done in steps:
+            seen(tuple(done.keep), done.measured_ms)
     current_ms = steps[-1].measured_ms if steps else start_ms
     stop = "met" if current_ms <= plan.budget_ms else "max_steps"
     while current_ms > plan.budget_ms and len(steps) < plan.max_steps:
@@ -220,6 +227,7 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
             break
         acc, stage, keep, model, est = max(proposals, key=lambda p: (p[0], -p[4]))
         current_ms = measure(model)
+        seen(keep, current_ms)
         rec = Step(i, stage, list(keep), est, current_ms, acc,
                    [{"stage": s, "keep": list(k), "est_ms": e, "accuracy": a}
                     for a, s, k, _m, e in proposals],
