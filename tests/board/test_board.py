@@ -207,36 +207,53 @@ def test_edgectl_bench_on_the_board(board, inventory, make_tar, keys, tmp_path):
 
 def test_deadline_search_measures_on_the_board_and_its_bundle_deploys(
         board, inventory, wheel, keys, tmp_path):
-    """`edgectl build --target-latency-ms --target-device testboard`: the latency table and
-    every end-to-end measurement come from the agent's bench on the board over Ansible (its
-    hostname and CPU in the manifest), a few steps, a signed bundle that then deploys."""
+    """`edgectl build --target-latency-ms --target-device testboard --runtime auto
+    --precision auto`: the runtime choice, the latency table and every end-to-end
+    measurement come from the agent's bench on the board over Ansible (its hostname and
+    CPU in the manifest); the board has no LiteRT (listed, never chosen); a few steps, a
+    signed bundle with every artifact (LiteRT's too) that then deploys there."""
     from edgectl.pipeline import latency_table as lt
     from edgectl.pipeline.model import build_model
 
     runner = lt.runner_for(HOSTNAME, inventory)
-    dense_ms, report = lt.measure_model(build_model(6).eval(), 32, "onnx", runner, 1)
+    times, report = lt.measure_combos(build_model(6).eval(), 32,
+                                      [("onnx", "fp32"), ("onnx", "int8")], runner, [1])
     assert report["device"] == board.sh("hostname").stdout.strip()
-    budget = round(dense_ms * 0.8, 4)
+    # under the fastest dense model: the search must take steps whichever it runs in
+    budget = round(min(v[0] for v in times.values()) * 0.8, 4)
     out = tmp_path / "deadline"
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "edgectl"), "build", "--target-latency-ms",
          str(budget), "--target-device", HOSTNAME, "--inventory", str(inventory),
+         "--runtime", "auto", "--precision", "auto",
          "--img-size", "32", "--train-size", "96", "--test-size", "48", "--epochs", "1",
-         "--finetune-epochs", "0", "--formats", "onnx", "--quantize", "none",
+         "--finetune-epochs", "0", "--formats", "onnx,tflite", "--quantize", "int8",
+         "--calib-size", "8", "--max-accuracy-drop", "100",
          "--min-accuracy", "0", "--short-images", "32", "--search-steps", "8",
          "--accuracy-drop", "100", "--key", str(keys["private"]), "--name", "deadline",
          "--out", str(out), "--json"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=1200,
+        capture_output=True, text=True, cwd=tmp_path, timeout=1500,
         env={**os.environ, "EDGECTL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     doc = json.loads(proc.stdout)
+    choice = {(c["runtime"], c["precision"]): c for c in doc["pruning"]["target_choice"]}
+    assert len(choice) == 4
+    for kind in (("tflite", "fp32"), ("tflite", "int8")):     # not installed on the board
+        assert choice[kind]["dense_ms"] is None and not choice[kind]["chosen"], choice
+        assert "not installed" in choice[kind]["error"] or "litert" in \
+            choice[kind]["error"].lower(), choice[kind]
+    chosen = [c for c in choice.values() if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["runtime"] == "onnx" and chosen[0]["dense_ms"] > 0
     d = json.loads((out / "bundle" / "manifest.json").read_text())["deadline"]
     assert d["device"] == HOSTNAME and d["budget_ms"] == budget
     assert 0 < d["measured_ms"] <= budget and d["runtime"] == "onnxruntime"
+    assert d["precision"] == chosen[0]["precision"]
     assert d["cpu"] == report["machine"]["cpu"]
     facts = doc["pruning"]["oracle"]
     assert facts["hostname"] == report["device"]        # measured there, not here
     assert doc["pruning"]["steps"] and doc["signed"]
+    assert {(a["format"], a["precision"]) for a in doc["artifacts"]} >= \
+        {("onnx", chosen[0]["precision"]), ("tflite", "int8")}
     version = doc["version"]
     assert version.endswith(f"-deadline-{budget:g}ms"), version
     # the board runs the suite's `board-2`: a builder's date-stamped version sorts before
