@@ -15,6 +15,10 @@ import numpy as np
 
 from edge_common.errors import MissingExtraError, ModelError
 
+# each format's runtime, by the name the agent reports its version under
+# (edge_agent.machine.runtime_versions)
+RUNTIME_NAMES = {"onnx": "onnxruntime", "tflite": "litert"}
+
 
 class Session(Protocol):
     """Maps a float32 batch (model layout) to float32 logits ``(N, classes)``."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,7 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
         def median_of_3(model: nn.Module) -> float:
             # every figure the search stops on and the bundle records: one measurement on
             # a busy board can miss by a few percent either way (seen on the test host)
-            return sorted(oracle.measure(model) for _ in range(3))[1]
+            return statistics.median_high(oracle.measure(model) for _ in range(3))
 
         n_sel = dl.selection_images or min(1000, max(1, len(datasets.train) // 5))
         tune_set, selection = split_selection(datasets, n_sel, cfg.data.seed)
@@ -276,7 +277,7 @@ def choose_target(dense: nn.Module, img_size: int, runner: Any,
     for rt, prec in kinds:
         for t in threads:
             got = times[(rt, prec, int(t))]
-            ms = None if isinstance(got, str) else sorted(got)[len(got) // 2]
+            ms = None if isinstance(got, str) else statistics.median_high(got)
             rows.append({"runtime": rt, "precision": prec, "threads": int(t),
                          "dense_ms": ms, "error": got if isinstance(got, str) else None})
     ok = [r for r in rows if r["dense_ms"] is not None]
@@ -341,8 +342,8 @@ class TableOracle:
     def calibrate(self, n: int = 3) -> float:
         """The table's overhead from the median of ``n`` end-to-end measurements of the
         dense model (one can be a cold start or a busy moment; every estimate rests on it)."""
-        runs = sorted(self.measure(self._dense) for _ in range(n))
-        return float(self._bound().calibrate(runs[n // 2]))
+        return float(self._bound().calibrate(
+            statistics.median_high(self.measure(self._dense) for _ in range(n))))
 
     def measure(self, model: nn.Module) -> float:
         from edgectl.pipeline import latency_table as lt

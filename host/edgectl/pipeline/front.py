@@ -16,8 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-# a format's runtime, as the agent names it in its machine facts (edge_agent.machine)
-RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
+from edge_common.runtime import RUNTIME_NAMES as RUNTIMES
 
 
 def front_rows(build: dict[str, Any], local_target: bool) -> list[dict[str, Any]]:

@@ -40,9 +40,9 @@ from torch import nn
 from edge_common.errors import ConfigError, EdgeError
 from edge_common.fileio import write_json_atomic
 from edge_common.hashing import settings_key
+from edge_common.runtime import RUNTIME_NAMES as RUNTIME_KEYS
 from edgectl.pipeline import pruning
 from edgectl.pipeline.checkpoint import channel_plan, rebuild
-from edgectl.pipeline.front import RUNTIMES as RUNTIME_KEYS  # the agent's runtime names
 
 HEAD = 18
 PROFILE_LIST = "profile.json"  # edge_agent.bench.PROFILE_LIST: what the agent reads
