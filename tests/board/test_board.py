@@ -217,10 +217,13 @@ def test_deadline_search_measures_on_the_board_and_its_bundle_deploys(
 
     runner = lt.runner_for(HOSTNAME, inventory)
     times, report = lt.measure_combos(build_model(6).eval(), 32,
-                                      [("onnx", "fp32"), ("onnx", "int8")], runner, [1])
+                                      [("onnx", "fp32"), ("onnx", "int8")], runner, [1],
+                                      rounds=3)
     assert report["device"] == board.sh("hostname").stdout.strip()
-    # under the fastest dense model: the search must take steps whichever it runs in
-    budget = round(min(v[0] for v in times.values()) * 0.8, 4)
+    # under the fastest dense model, from the fastest of 3 trips (one trip on a busy test
+    # host read 20 % slow, and the search then met the budget before its first step): the
+    # search must take steps whichever combination it runs in
+    budget = round(min(min(v) for v in times.values()) * 0.8, 4)
     out = tmp_path / "deadline"
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "edgectl"), "build", "--target-latency-ms",
