@@ -251,6 +251,40 @@ def fine_tune(
     )
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, dataset: Dataset, batches: int = 32,
+                   batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0) -> int:
+    """Adaptive batch normalization (EagleEye, Li et al., ECCV 2020): forget every batch-norm
+    layer's running statistics and estimate them again from ``batches`` training batches
+    (train mode, no gradient, a cumulative average), then leave the model in eval mode.
+    A pruned network's activations no longer match the statistics its BN layers kept;
+    EagleEye shows accuracy after this correlates with accuracy after fine-tuning far
+    better than the raw pruned accuracy does, at the cost of a few forward passes.
+    Returns the number of images seen."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    saved = [(m, m.momentum) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None          # cumulative moving average over the batches below
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    model.train()
+    seen = 0
+    try:
+        for i, (x, _y) in enumerate(loader):
+            if i >= batches:
+                break
+            model(x)
+            seen += len(x)
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.eval()
+    return seen
+
+
 PruneHook = Callable[[nn.Module, Callable[[], None] | None], float | None]
 
 
