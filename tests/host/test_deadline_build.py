@@ -121,3 +121,37 @@ def test_selection_slice_is_held_out_of_fine_tuning(tiny_data_config):
     assert ds.train.transform is not ds.test.transform         # the training set untouched
     with pytest.raises(ConfigError, match="selection"):
         split_selection(ds, len(ds.train), seed=0)
+
+
+def test_the_final_figure_pools_every_trip_of_its_shape(
+        tiny_data_config, tiny_checkpoint, tmp_path):
+    """Weights do not change latency: the final figure is the median of the last step's
+    trips and the final model's, not of the final 3 alone."""
+    import statistics
+
+    from edgectl.pipeline.build import run_build
+    from edgectl.pipeline.checkpoint import load_checkpoint
+    from edgectl.pipeline.deadline import search_stage
+
+    class Noisy(MacOracle):
+        def __init__(self, dense, img):
+            super().__init__(dense, img)
+            self.log = []
+
+        def measure(self, model):
+            ms = super().measure(model) * (1 + 0.01 * self.measured)   # a board warming up
+            self.log.append((count_macs(model, self.img), ms))
+            return ms
+
+    dense, _ = load_checkpoint(tiny_checkpoint)
+    oracle = Noisy(dense, 32)
+    dl = _dl(oracle.base * 0.8, max_accuracy_drop=100.0, guard=0.1)
+    res = run_build(_cfg(tiny_data_config, tiny_checkpoint, tmp_path / "b"),
+                    echo=lambda _m: None, prune=search_stage(dl, oracle))
+    report = res.model.report
+    last = oracle.log[-1][0]
+    trips = [ms for macs, ms in oracle.log if macs == last]
+    assert len(trips) == 6 and report["steps"]
+    assert report["final_ms"] == statistics.median_high(trips)
+    assert report["final_ms"] != statistics.median_high(trips[3:])   # not the last 3 alone
+    assert report["steps"][-1]["measured_ms"] == statistics.median_high(trips[:3])

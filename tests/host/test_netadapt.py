@@ -75,7 +75,7 @@ def test_search_meets_the_budget_keeping_the_most_accurate_proposal_each_step(de
     again = pruning.stage_prune(dense, res.keep, IMG, 8)   # the keep vector is the model
     assert channel_plan(again) == channel_plan(res.model)
     for s in res.steps:
-        assert 1 <= len(s.proposals) <= 7
+        assert 1 <= len(s.proposals) <= netadapt.STAGES + 1   # the stages + the whole
         assert s.accuracy == max(p["accuracy"] for p in s.proposals)
         assert s.est_ms == pytest.approx(_table(dense)(tuple(s.keep)))
     assert len(tuned) == sum(len(s.proposals) for s in res.steps)  # one tune per proposal
@@ -184,3 +184,36 @@ def test_proposal_fetches_its_candidates_in_growing_batches_before_estimating(de
     assert netadapt.proposal(keep, 6, -1.0, estimate, widths, plan, fetched.append) is None
     n = widths[6] // 8 - 1                                # every count below the width
     assert [len(b) for b in fetched] == [4, 8, n - 12] and len(asked) == n
+
+
+def test_the_whole_network_proposal_cuts_every_stage_by_the_largest_common_fraction(dense):
+    est, widths, plan = _table(dense), netadapt.stage_widths(dense), netadapt.Plan(1.0)
+    keep = (1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0)
+    target = est(keep) * 0.9
+    cand = netadapt.whole_proposal(keep, target, est, widths, plan)
+    assert cand is not None and est(cand) <= target
+    chans = [pruning.round_channels(k * w, 8) for k, w in zip(cand, widths, strict=True)]
+    now = [pruning.round_channels(k * w, 8) for k, w in zip(keep, widths, strict=True)]
+    assert all(c <= n for c, n in zip(chans, now, strict=True)) and chans != now
+    assert sum(c < n for c, n in zip(chans, now, strict=True)) >= 3   # a cut everywhere wide
+    # a target nearer the current estimate takes a shallower cut (the largest that meets it)
+    looser = netadapt.whole_proposal(keep, est(keep) * 0.999, est, widths, plan)
+    assert looser is not None and est(looser) > est(cand)
+    # nothing left to cut: every stage at min_channels
+    floor = tuple(8 / w for w in widths)
+    assert netadapt.whole_proposal(floor, 0.0, est, widths, plan) is None
+
+
+def test_a_search_without_the_whole_unit_proposes_stages_only(dense):
+    _score.dense = dense
+    budget = _macs_ms(dense) * 0.6
+    units = []
+    for whole in (True, False):
+        tuned: list[tuple[int, int]] = []
+        netadapt.search(copy.deepcopy(dense), dense, IMG,
+                        netadapt.Plan(budget_ms=budget, whole=whole, max_steps=2),
+                        estimate=_table(dense), measure=_macs_ms,
+                        tune=lambda m, i, s, t=tuned: t.append((i, s)), score=_score)
+        units.append({s for _i, s in tuned})
+    assert netadapt.WHOLE in units[0] and netadapt.WHOLE not in units[1]
+    assert netadapt.Plan(1.0).key({}) != netadapt.Plan(1.0, whole=False).key({})

@@ -24,6 +24,16 @@ Where this differs from the paper, and why:
   the model, so a 64×64 model and a 224×224 one take a similar number of steps).
 - **Accuracy is measured on a held-out slice of the training set** (``score``), never the
   test set, as the paper's "holdout set": the test set stays an unbiased final report.
+- **One more unit: the whole network** (``Plan.whole``). Besides the seven stage
+  proposals, each step proposes every stage cut by one common fraction (the largest, on a
+  grid of ``WHOLE_GRID``, whose estimate meets the step's target). Why: a stage alone can
+  only move by ``round_to`` channels, so on a 64×64 MobileNetV2 one stage's proposal had
+  to cut deep to make ΔR (24 → 8 channels, 160 → 8); after a short fine-tune such cuts
+  score near chance and the step's choice was noise, and the search ended less accurate
+  than one-shot uniform pruning at the same latency (benchmarks/results/deadline.md,
+  runs before this unit). The whole-network proposal is a small cut everywhere, so the
+  loop can always take a shallow step and takes a deep single-stage one only when it
+  scores better.
 - **Each step's winner is measured end to end on the target** (``measure``), and the
   loop stops on that measurement, not on the table: the table (a sum of blocks plus a
   calibrated overhead) misses what the runtime fuses across blocks; the measured and
@@ -50,11 +60,13 @@ from edge_common.hashing import settings_key
 from edgectl.pipeline import pruning
 
 STAGES = len(pruning.MOBILENET_V2_STAGES)
+WHOLE = STAGES       # the unit index of the whole-network proposal (every stage at once)
+WHOLE_GRID = 0.02    # its common fraction moves in these steps
 
 Keep = tuple[float, ...]
 Estimate = Callable[[Keep], float]            # keep vector -> estimated ms (the table)
 Measure = Callable[[nn.Module], float]        # model -> measured p95 ms on the target
-Tune = Callable[[nn.Module, int, int], None]  # short fine-tune in place: (model, step, stage)
+Tune = Callable[[nn.Module, int, int], None]  # short fine-tune in place: (model, step, unit)
 Score = Callable[[nn.Module], float]          # accuracy on the selection slice, 0-1
 
 
@@ -68,6 +80,7 @@ class Plan:
     max_steps: int = 40
     round_to: int = 8
     min_channels: int = 8
+    whole: bool = True    # also propose the whole network cut by one fraction per step
 
     def validate(self) -> None:
         if not self.budget_ms > 0:
@@ -104,7 +117,7 @@ class Step:
     """One finished step: the winner, and every proposal with its selection accuracy."""
 
     step: int
-    stage: int
+    stage: int          # the unit that won: a stage, or WHOLE (every stage at once)
     keep: list[float]
     est_ms: float
     measured_ms: float
@@ -146,6 +159,35 @@ def proposal(keep: Keep, stage: int, target_ms: float, estimate: Estimate,
     while channels >= max(plan.min_channels, step):
         cands.append(tuple(channels / width if i == stage else k for i, k in enumerate(keep)))
         channels -= step
+    return _first_meeting(cands, target_ms, estimate, prefetch)
+
+
+def whole_proposal(keep: Keep, target_ms: float, estimate: Estimate, widths: Sequence[int],
+                   plan: Plan, prefetch: Callable[[list[Keep]], Any] | None = None) -> Keep | None:
+    """The whole-network unit: every stage's channels times one fraction ``f`` (rounded to
+    ``round_to``, never below ``min_channels``, never above the stage's current width), the
+    largest ``f`` on a grid of :data:`WHOLE_GRID` whose estimate is at most ``target_ms``;
+    None if even every stage at ``min_channels`` is not enough."""
+    step = max(1, plan.round_to)
+    floor = max(plan.min_channels, step)
+    now = [pruning.round_channels(k * w, plan.round_to) for k, w in zip(keep, widths,
+                                                                          strict=True)]
+    cands: list[Keep] = []
+    seen = {tuple(now)}
+    for j in range(1, int(round(1 / WHOLE_GRID))):
+        f = 1.0 - j * WHOLE_GRID
+        chans = tuple(min(c, max(floor, pruning.round_channels(c * f, plan.round_to)))
+                      for c in now)
+        if chans not in seen:
+            seen.add(chans)
+            cands.append(tuple(c / w if c != n else k for c, n, w, k in zip(
+                chans, now, widths, keep, strict=True)))
+    return _first_meeting(cands, target_ms, estimate, prefetch)
+
+
+def _first_meeting(cands: list[Keep], target_ms: float, estimate: Estimate,
+                   prefetch: Callable[[list[Keep]], Any] | None) -> Keep | None:
+    """The first of ``cands`` (largest first) whose estimate meets ``target_ms``."""
     batch, fetched = 4, 0
     for j, cand in enumerate(cands):
         if prefetch is not None and j >= fetched:
@@ -217,6 +259,13 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
                 tune(cand, i, stage)
                 acc = score(cand)
                 proposals.append((acc, stage, cand_keep, cand, estimate(cand_keep)))
+            cand_keep = whole_proposal(keep, target, estimate, widths, plan, prefetch) \
+                if plan.whole else None
+            if cand_keep is not None:
+                cand = pruning.stage_prune(model, list(cand_keep), img_size, plan.round_to,
+                                           original)
+                tune(cand, i, WHOLE)
+                proposals.append((score(cand), WHOLE, cand_keep, cand, estimate(cand_keep)))
             if proposals:
                 break
             reduction /= 2
@@ -235,7 +284,8 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
         steps.append(rec)
         if state_dir is not None:
             _save_step(state_dir, state_key, model, steps)
-        echo(f"  step {i + 1}: stage {stage + 1} → keep {keep[stage]:.3f}, "
+        unit = "every stage" if stage == WHOLE else f"stage {stage + 1}"
+        echo(f"  step {i + 1}: {unit} → keep {[round(k, 3) for k in keep]}, "
              f"accuracy {acc:.2%}, {current_ms:.3f} ms measured ({est:.3f} estimated)")
         if on_step is not None:
             on_step(rec)
