@@ -20,7 +20,8 @@ class MacOracle:
         self.measured = 0
 
     def estimate(self, keep):
-        share = [0.05, 0.08, 0.1, 0.2, 0.2, 0.17, 0.1]
+        share = [0.03, 0.02, 0.05, 0.03, 0.07, 0.03, 0.14, 0.06, 0.14, 0.06, 0.12, 0.05,
+                 0.07, 0.03]
         return self.base * (0.1 + sum(s * k for s, k in zip(share, keep, strict=True)))
 
     def measure(self, model):

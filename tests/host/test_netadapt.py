@@ -34,7 +34,8 @@ def _table(dense):
     """Estimated ms: each stage's share of the dense MACs scaled by its keep, plus the
     rest (the head): close to the MACs but not equal, as a real table is."""
     base = _macs_ms(dense)
-    share = [0.05, 0.08, 0.1, 0.2, 0.2, 0.17, 0.1]
+    share = [0.03, 0.02, 0.05, 0.03, 0.07, 0.03, 0.14, 0.06, 0.14, 0.06, 0.12, 0.05,
+                 0.07, 0.03]
     return lambda keep: base * (0.1 + sum(s * k for s, k in zip(share, keep, strict=True)))
 
 
@@ -55,14 +56,14 @@ def _run(dense, budget, **kw):
 
 def test_proposal_is_the_largest_keep_that_meets_the_target(dense):
     est, widths, plan = _table(dense), netadapt.stage_widths(dense), netadapt.Plan(1.0)
-    keep = (1.0,) * 7
+    keep = (1.0,) * 14
     target = est(keep) * 0.97
-    cand = netadapt.proposal(keep, 3, target, est, widths, plan)
+    cand = netadapt.proposal(keep, 6, target, est, widths, plan)
     assert cand is not None and est(cand) <= target
-    one_more = pruning.round_channels(cand[3] * widths[3], 8) + 8
-    bigger = tuple(one_more / widths[3] if i == 3 else k for i, k in enumerate(keep))
+    one_more = pruning.round_channels(cand[6] * widths[6], 8) + 8
+    bigger = tuple(one_more / widths[6] if i == 6 else k for i, k in enumerate(keep))
     assert est(bigger) > target                      # one multiple more misses it
-    assert cand[:3] == keep[:3] and cand[4:] == keep[4:]
+    assert cand[:6] == keep[:6] and cand[7:] == keep[7:]
     assert netadapt.proposal(keep, 0, est(keep) * 0.5, est, widths, plan) is None
 
 
@@ -75,7 +76,7 @@ def test_search_meets_the_budget_keeping_the_most_accurate_proposal_each_step(de
     again = pruning.stage_prune(dense, res.keep, IMG, 8)   # the keep vector is the model
     assert channel_plan(again) == channel_plan(res.model)
     for s in res.steps:
-        assert 1 <= len(s.proposals) <= netadapt.STAGES + 1   # the stages + the whole
+        assert 1 <= len(s.proposals) <= netadapt.UNITS + 1   # the units + the whole
         assert s.accuracy == max(p["accuracy"] for p in s.proposals)
         assert s.est_ms == pytest.approx(_table(dense)(tuple(s.keep)))
     assert len(tuned) == sum(len(s.proposals) for s in res.steps)  # one tune per proposal
@@ -144,17 +145,17 @@ def test_plan_checks_and_dry_run_arithmetic():
 
 def test_candidates_are_what_proposal_asks_first_one_stage_at_a_time(dense):
     widths, plan = netadapt.stage_widths(dense), netadapt.Plan(1.0)
-    keep = (1.0,) * netadapt.STAGES
+    keep = (1.0,) * netadapt.UNITS
     cands = netadapt.candidates(keep, widths, plan, depth=3)
     asked = []
-    for stage in range(netadapt.STAGES):
+    for stage in range(netadapt.UNITS):
         # a target nothing meets: proposal walks every channel count of the stage
         netadapt.proposal(keep, stage, -1.0, lambda k: asked.append(k) or 1.0, widths, plan)
     for c in cands:
         changed = [i for i, (a, b) in enumerate(zip(c, keep, strict=True)) if a != b]
         assert len(changed) == 1 and c[changed[0]] < 1.0
         assert c in asked                     # the batch is what the step will ask
-    per_stage = [sum(1 for c in cands if c[s] != 1.0) for s in range(netadapt.STAGES)]
+    per_stage = [sum(1 for c in cands if c[s] != 1.0) for s in range(netadapt.UNITS)]
     # three below the current width, fewer only where min_channels stops it (stage 1: 16→8)
     assert per_stage == [min(3, (w - 8) // 8) for w in widths]
 
@@ -166,9 +167,9 @@ def test_a_reduction_no_stage_can_make_alone_is_halved_before_giving_up(dense):
                           netadapt.Plan(budget_ms=_macs_ms(dense) * 0.8, step_frac=0.9,
                                         max_steps=2),
                           estimate=est, measure=_macs_ms, tune=lambda *a: None, score=_score)
-    # 0.9 of the start in one stage is impossible (the largest share is 0.2): it was halved
+    # 0.9 of the start in one stage is impossible (the largest share is 0.14): it was halved
     assert res.steps and res.stop != "no_proposal"
-    assert est(tuple(res.steps[0].keep)) > est((1.0,) * 7) * 0.1
+    assert est(tuple(res.steps[0].keep)) > est((1.0,) * 14) * 0.1
 
 
 def test_proposal_fetches_its_candidates_in_growing_batches_before_estimating(dense):
@@ -180,7 +181,7 @@ def test_proposal_fetches_its_candidates_in_growing_batches_before_estimating(de
         asked.append(k)
         return est(k)
 
-    keep = (1.0,) * 7
+    keep = (1.0,) * 14
     assert netadapt.proposal(keep, 6, -1.0, estimate, widths, plan, fetched.append) is None
     n = widths[6] // 8 - 1                                # every count below the width
     assert [len(b) for b in fetched] == [4, 8, n - 12] and len(asked) == n
@@ -188,7 +189,7 @@ def test_proposal_fetches_its_candidates_in_growing_batches_before_estimating(de
 
 def test_the_whole_network_proposal_cuts_every_stage_by_the_largest_common_fraction(dense):
     est, widths, plan = _table(dense), netadapt.stage_widths(dense), netadapt.Plan(1.0)
-    keep = (1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0)
+    keep = (1.0,) * 4 + (0.5, 0.5) + (1.0,) * 8
     target = est(keep) * 0.9
     cand = netadapt.whole_proposal(keep, target, est, widths, plan)
     assert cand is not None and est(cand) <= target

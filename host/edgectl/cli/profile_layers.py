@@ -12,8 +12,8 @@ import click
 
 # What the check compares: uniform keeps and one mixed (early stages kept, late cut), the
 # shapes a search passes through.
-CHECKS = (("dense", (1.0,) * 7), ("uniform keep 0.75", (0.75,) * 7),
-          ("uniform keep 0.5", (0.5,) * 7), ("mixed", (1.0, 1.0, 0.75, 0.75, 0.5, 0.5, 0.5)))
+CHECKS = (("dense", (1.0,) * 14), ("uniform keep 0.75", (0.75,) * 14),
+          ("uniform keep 0.5", (0.5,) * 14), ("mixed", (1.0,) * 4 + (0.75,) * 4 + (0.5,) * 6))
 
 
 def profile_layers(device: str, inventory: Path | None, runtime: str, precision: str,
@@ -34,7 +34,7 @@ def profile_layers(device: str, inventory: Path | None, runtime: str, precision:
         oracle = TableOracle(dl, img_size, inventory, echo).bind(dense)
         table = oracle.table
         # the entries a search's first steps ask for, and the checks', in one trip
-        keeps = [k for _, k in CHECKS] + netadapt.candidates((1.0,) * 7, widths, plan, depth)
+        keeps = [k for _, k in CHECKS] + netadapt.candidates((1.0,) * netadapt.UNITS, widths, plan, depth)
         measured = oracle.prefetch(keeps)
         oracle.calibrate()
         rows = []

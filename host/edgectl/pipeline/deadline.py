@@ -143,7 +143,7 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
         def short_tune(model: nn.Module, step: int, stage_k: int) -> None:
             # a different slice of the training set for every proposal, as the paper's
             # short-term fine-tune sees a few thousand iterations of fresh batches
-            k = step * (netadapt.STAGES + 1) + stage_k    # + 1: the whole-network unit
+            k = step * (netadapt.UNITS + 1) + stage_k    # + 1: the whole-network unit
             idx = [(k * dl.short_images + j) % n_tune for j in range(dl.short_images)]
             part = dataclasses.replace(tune_set, train=Subset(tune_set.train, idx))
             fine_tune(model, part, epochs=1, batch_size=cfg.batch_size, seed=cfg.data.seed + k,
@@ -240,7 +240,7 @@ def plan_summary(dl: DeadlineConfig, oracle: Oracle, cfg: Any) -> dict[str, Any]
     """What ``--dry-run`` prints: the plan and the expected number of fine-tunes and
     measurements, from the cached table only (nothing is measured or trained)."""
     plan = dl.search_plan()
-    dense = (1.0,) * netadapt.STAGES
+    dense = (1.0,) * netadapt.UNITS
     start_est = oracle.peek(dense)
     missing = oracle.missing(dense)
     if start_est is None:
@@ -253,7 +253,7 @@ def plan_summary(dl: DeadlineConfig, oracle: Oracle, cfg: Any) -> dict[str, Any]
         "budget_ms": dl.budget_ms, "target": dl.target, "runtime": dl.runtime,
         "precision": dl.precision, "threads": dl.threads, "start_est_ms": start_est,
         "expected_steps": steps, "steps_are": why, "max_steps": plan.max_steps,
-        "short_fine_tunes": steps * (netadapt.STAGES + plan.whole),
+        "short_fine_tunes": steps * (netadapt.UNITS + plan.whole),
         "short_images": dl.short_images,
         "long_fine_tune_epochs": cfg.finetune_epochs,
         "end_to_end_measurements": 3 * (steps + 3), "table_entries_to_measure_first": missing,
@@ -264,9 +264,9 @@ def plan_summary(dl: DeadlineConfig, oracle: Oracle, cfg: Any) -> dict[str, Any]
         f"search plan: p95 ≤ {dl.budget_ms:g} ms on {dl.target} ({dl.runtime} {dl.precision}, "
         f"{dl.threads} thread(s)), at most {dl.max_accuracy_drop:g} points below the baseline",
         f"  dense model: {est}; table entries still to measure: {missing}",
-        f"  steps: {steps} {why}; each: ≤ {netadapt.STAGES} proposals, a short fine-tune of "
+        f"  steps: {steps} {why}; each: ≤ {netadapt.UNITS} proposals, a short fine-tune of "
         f"{dl.short_images} images each, one end-to-end measurement",
-        f"  fine-tunes: ≤ {steps * netadapt.STAGES} short + 1 long ({cfg.finetune_epochs} "
+        f"  fine-tunes: ≤ {steps * netadapt.UNITS} short + 1 long ({cfg.finetune_epochs} "
         f"epoch(s)); end-to-end measurements: {3 * (steps + 3)} (medians of 3: "
         "calibration, start, every step, final)",
         f"  resumable state: {dl.state or cfg.out / 'search'}",

@@ -26,19 +26,20 @@ def front_rows(build: dict[str, Any], local_target: bool) -> list[dict[str, Any]
         raise ValueError("not a latency-budget build (build.json pruning.method != deadline)")
     rt = (rep.get("oracle") or {}).get("runtime", "?")
     prec = (rep.get("oracle") or {}).get("precision", "fp32")
+    dense_keep = [1.0] * len(rep.get("keep") or [])   # as many units as the search had
     rows: list[dict[str, Any]] = [{
         "model": "baseline", "runtime": rt, "precision": prec,
         "latency_ms": rep.get("start_ms"), "latency_source": "measured",
         "est_ms": rep.get("start_est_ms"), "accuracy": (build.get("baseline") or {})
         .get("accuracy"), "accuracy_on": "test",
-        "params": (build.get("baseline") or {}).get("params"), "keep": [1.0] * 7}]
+        "params": (build.get("baseline") or {}).get("params"), "keep": dense_keep}]
     for c in rep.get("target_choice") or []:
         if c.get("dense_ms") is not None and not c.get("chosen"):
             # the runtime choice: the dense model where the search did not run
             rows.append({"model": f"dense ×{c['threads']}", "runtime": RUNTIMES[c["runtime"]],
                          "precision": c["precision"], "latency_ms": c["dense_ms"],
                          "latency_source": "measured", "est_ms": None, "accuracy": None,
-                         "accuracy_on": "test", "params": None, "keep": [1.0] * 7})
+                         "accuracy_on": "test", "params": None, "keep": dense_keep})
     for s in rep.get("steps", []):
         rows.append({"model": f"step {s['step'] + 1}", "runtime": rt, "precision": prec,
                      "latency_ms": s["measured_ms"], "latency_source": "measured",

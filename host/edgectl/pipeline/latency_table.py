@@ -3,8 +3,8 @@ on the device, as NetAdapt's layer-wise tables (Yang et al. 2018, section 3.3).
 
 A model is the stem (``features.0``), 17 inverted-residual blocks (``features.1–17``) and
 the head (``features.18`` + pooling + classifier). Under per-stage pruning
-(``pruning.stage_prune``) each block's shape is fixed by the keep ratios of its stage and
-the one before, so a block's latency is looked up by its exact convolution shapes
+(``pruning.stage_prune``) each block's shape is fixed by the keep ratios of its stage's two
+units and the one before, so a block's latency is looked up by its exact convolution shapes
 (:func:`block_specs`, the same channel arithmetic as ``stage_prune``, checked against it
 by the tests). A missing entry is built as that block alone (random weights: latency does
 not depend on them), exported with the one exporter and timed on the target by the
@@ -67,7 +67,7 @@ def pruned_plan(dense: nn.Module, keep: Sequence[float], round_to: int | None) -
     depthwise conv keeps its input's width, every layer's input follows its predecessor."""
     targets: dict[str, int] = {}
     mods = dict(dense.named_modules())
-    for k, names in zip(keep, pruning.stage_convs(dense), strict=True):
+    for k, names in zip(keep, pruning.unit_convs(dense), strict=True):
         for name in names:
             out = mods[name].out_channels
             targets[name] = min(out, pruning.round_channels(k * out, round_to))
@@ -128,7 +128,7 @@ def block_module(dense: nn.Module, keep: Sequence[float], spec: BlockSpec,
 
 Runner = Callable[[Path, list[int]], dict[str, Any]]   # (folder, threads) -> bench report
 MAX_POINTS = 64                              # end-to-end points a table keeps for its fit
-DENSE_POINT = ",".join(["1"] * 7)
+DENSE_POINT = ",".join(["1"] * pruning.UNITS)
 
 
 class LatencyTable:
@@ -188,8 +188,8 @@ class LatencyTable:
     def calibrate(self, dense_measured_ms: float) -> float:
         """The first end-to-end point, the dense model: overhead = measured dense − Σ dense
         blocks (may be negative: fusion across blocks saves more than a call costs)."""
-        self.blocks_ms((1.0,) * 7)
-        self.observe((1.0,) * 7, dense_measured_ms)
+        self.blocks_ms((1.0,) * pruning.UNITS)
+        self.observe((1.0,) * pruning.UNITS, dense_measured_ms)
         return float(self.doc["overhead_ms"])
 
     def observe(self, keep: Sequence[float], measured_ms: float) -> None:

@@ -22,6 +22,11 @@ Where this differs from the paper, and why:
   estimated latency, times ``decay`` each step (the paper's MobileNet runs use a fixed
   starting reduction and a decay of 0.96 per iteration; ours is the same shape scaled to
   the model, so a 64×64 model and a 224×224 one take a similar number of steps).
+- **Proposals are scored after adaptive batch norm** (the caller's ``tune``:
+  ``deadline.search_stage`` re-estimates every BN layer's statistics on training batches
+  after the short fine-tune, as EagleEye, Li et al., ECCV 2020): the paper scores right
+  after the short fine-tune, which on a deep cut left BN statistics that no longer match
+  the layer's activations, and a near-chance score.
 - **Accuracy is measured on a held-out slice of the training set** (``score``), never the
   test set, as the paper's "holdout set": the test set stays an unbiased final report.
 - **One more unit: the whole network** (``Plan.whole``). Besides the seven stage
@@ -59,8 +64,8 @@ from edge_common.fileio import write_json_atomic
 from edge_common.hashing import settings_key
 from edgectl.pipeline import pruning
 
-STAGES = len(pruning.MOBILENET_V2_STAGES)
-WHOLE = STAGES       # the unit index of the whole-network proposal (every stage at once)
+UNITS = pruning.UNITS   # two per stage: its hidden width, its output width
+WHOLE = UNITS           # the index of the whole-network proposal (every unit at once)
 WHOLE_GRID = 0.02    # its common fraction moves in these steps
 
 Keep = tuple[float, ...]
@@ -141,7 +146,7 @@ def stage_widths(original: nn.Module) -> list[int]:
     """Each stage's output width in ``original`` (its last conv's channels): the width a
     keep ratio is a fraction of, and the unit proposals move by (``round_to``)."""
     convs = dict(original.named_modules())
-    return [convs[names[-1]].out_channels for names in pruning.stage_convs(original)]
+    return [convs[names[-1]].out_channels for names in pruning.unit_convs(original)]
 
 
 def proposal(keep: Keep, stage: int, target_ms: float, estimate: Estimate,
@@ -250,7 +255,7 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
             # no stage can cut ΔR alone (late in a search, or a small model): halve it, a
             # few times, before giving up (the paper's schedule has no such case)
             target = estimate(keep) - reduction
-            for stage in range(STAGES):
+            for stage in range(UNITS):
                 cand_keep = proposal(keep, stage, target, estimate, widths, plan, prefetch)
                 if cand_keep is None:
                     continue
