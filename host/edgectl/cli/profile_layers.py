@@ -34,7 +34,8 @@ def profile_layers(device: str, inventory: Path | None, runtime: str, precision:
         oracle = TableOracle(dl, img_size, inventory, echo).bind(dense)
         table = oracle.table
         # the entries a search's first steps ask for, and the checks', in one trip
-        keeps = [k for _, k in CHECKS] + netadapt.candidates((1.0,) * netadapt.UNITS, widths, plan, depth)
+        dense_keep = (1.0,) * netadapt.UNITS
+        keeps = [k for _, k in CHECKS] + netadapt.candidates(dense_keep, widths, plan, depth)
         measured = oracle.prefetch(keeps)
         oracle.calibrate()
         rows = []
