@@ -163,3 +163,21 @@ def test_the_table_refits_to_every_end_to_end_point_it_sees(dense, tmp_path):
     again.observe(quarter, 1000.0)
     assert 0.25 <= again.doc["scale"] <= 4.0
     assert again.estimate(full) > again.estimate(quarter)   # scale stays positive
+
+
+def test_a_table_saved_with_per_stage_points_loads_and_keeps_its_block_entries(dense, tmp_path):
+    """A table cached before the search's units were split (7 keeps per point) is read: its
+    block entries (keyed by shape) stay, its unreadable end-to-end points are dropped."""
+    path = tmp_path / "t.json"
+    table = lt.LatencyTable(path, dense, IMG, "onnx", "fp32", 1, _fake_runner)
+    full = (1.0,) * 14
+    table.calibrate(table.blocks_ms(full) + 1.0)
+    doc = json.loads(path.read_text())
+    doc["points"][",".join(["1"] * 7)] = 9.0
+    doc["points"][",".join(["0.5"] * 7)] = 5.0
+    path.write_text(json.dumps(doc))
+    again = lt.LatencyTable(path, dense, IMG, "onnx", "fp32", 1, _fake_runner)
+    assert list(again.doc["points"]) == [lt.DENSE_POINT]
+    assert again.missing(full) == 0
+    again.observe((0.5,) * 14, 1.0)                       # refits without tripping on them
+    assert again.estimate(full) > again.estimate((0.5,) * 14)

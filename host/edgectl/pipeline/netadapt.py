@@ -1,5 +1,5 @@
 """NetAdapt-style search: the most accurate MobileNetV2 whose latency on the target meets a
-budget, shrinking one stage per step against latency estimated from the target's own
+budget, shrinking one unit per step against latency estimated from the target's own
 per-block table and confirmed by measuring each step's winner there.
 
 The loop is Algorithm 1 of NetAdapt (Yang et al., ECCV 2018, arXiv:1804.03230):
@@ -12,12 +12,16 @@ The loop is Algorithm 1 of NetAdapt (Yang et al., ECCV 2018, arXiv:1804.03230):
     long-term fine-tune of the final network
 
 Where this differs from the paper, and why:
-- **Units are MobileNetV2's seven stages**, not single layers. Every conv of a stage shares
-  its output width through the residual additions, so Torch-Pruning removes the channels
-  of a stage together (``pruning.stage_prune``); the paper's per-layer proposals would
-  leave those widths coupled anyway. Channel counts stay multiples of ``round_to``
-  (8 by default): the project's measurements show unrounded widths run slower than dense
-  on ONNX Runtime, which a per-layer latency table would only show after the fact.
+- **Units are two per MobileNetV2 stage** (``pruning.unit_convs``), not single layers: a
+  stage's hidden width (its blocks' expansion and depthwise convs; the stem in stage 0)
+  and its output width (its blocks' projections, shared through the residual additions,
+  so Torch-Pruning removes them together; the paper's per-layer proposals would leave
+  them coupled anyway). Fourteen units, not seven: with one ratio per stage a cut of the
+  expansions also cut the residual stream and the stem, where this model keeps its
+  accuracy (the stage-only search ended 13 points below one-shot uniform pruning at
+  0.3× latency). Channel counts stay multiples of ``round_to`` (8 by default): the
+  project's measurements show unrounded widths run slower than dense on ONNX Runtime,
+  which a per-layer latency table would only show after the fact.
 - **The reduction schedule is relative**: ΔR_0 = ``step_frac`` of the start model's
   estimated latency, times ``decay`` each step (the paper's MobileNet runs use a fixed
   starting reduction and a decay of 0.96 per iteration; ours is the same shape scaled to
@@ -29,15 +33,15 @@ Where this differs from the paper, and why:
   the layer's activations, and a near-chance score.
 - **Accuracy is measured on a held-out slice of the training set** (``score``), never the
   test set, as the paper's "holdout set": the test set stays an unbiased final report.
-- **One more unit: the whole network** (``Plan.whole``). Besides the seven stage
-  proposals, each step proposes every stage cut by one common fraction (the largest, on a
+- **One more unit: the whole network** (``Plan.whole``). Besides the fourteen unit
+  proposals, each step proposes every unit cut by one common fraction (the largest, on a
   grid of ``WHOLE_GRID``, whose estimate meets the step's target). Why: a stage alone can
   only move by ``round_to`` channels, so on a 64×64 MobileNetV2 one stage's proposal had
   to cut deep to make ΔR (24 → 8 channels, 160 → 8); after a short fine-tune such cuts
   score near chance and the step's choice was noise, and the search ended less accurate
   than one-shot uniform pruning at the same latency (benchmarks/results/deadline.md,
   runs before this unit). The whole-network proposal is a small cut everywhere, so the
-  loop can always take a shallow step and takes a deep single-stage one only when it
+  loop can always take a shallow step and takes a deep single-unit one only when it
   scores better.
 - **Each step's winner is measured end to end on the target** (``measure``), and the
   loop stops on that measurement, not on the table: the table (a sum of blocks plus a
@@ -122,7 +126,7 @@ class Step:
     """One finished step: the winner, and every proposal with its selection accuracy."""
 
     step: int
-    stage: int          # the unit that won: a stage, or WHOLE (every stage at once)
+    stage: int          # the unit that won (:func:`unit_name`), or WHOLE (every unit at once)
     keep: list[float]
     est_ms: float
     measured_ms: float
@@ -142,8 +146,15 @@ class SearchResult:
     stop: str  # why the loop ended
 
 
+def unit_name(unit: int) -> str:
+    """``stage 3 hidden``, ``stage 3 output`` or ``every unit`` (:data:`WHOLE`)."""
+    if unit == WHOLE:
+        return "every unit"
+    return f"stage {unit // 2 + 1} {'output' if unit % 2 else 'hidden'}"
+
+
 def stage_widths(original: nn.Module) -> list[int]:
-    """Each stage's output width in ``original`` (its last conv's channels): the width a
+    """Each unit's width in ``original`` (its last conv's channels): the width a
     keep ratio is a fraction of, and the unit proposals move by (``round_to``)."""
     convs = dict(original.named_modules())
     return [convs[names[-1]].out_channels for names in pruning.unit_convs(original)]
@@ -252,7 +263,7 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
         reduction = plan.reduction(i, start_est)
         proposals: list[tuple[float, int, Keep, nn.Module, float]] = []
         for _ in range(4):
-            # no stage can cut ΔR alone (late in a search, or a small model): halve it, a
+            # no unit can cut ΔR alone (late in a search, or a small model): halve it, a
             # few times, before giving up (the paper's schedule has no such case)
             target = estimate(keep) - reduction
             for stage in range(UNITS):
@@ -276,7 +287,7 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
             reduction /= 2
         if not proposals:
             stop = "no_proposal"
-            echo(f"  step {i + 1}: no stage can shrink by {2 * reduction:.3f} ms "
+            echo(f"  step {i + 1}: no unit can shrink by {2 * reduction:.3f} ms "
                  "(estimated); stopping")
             break
         acc, stage, keep, model, est = max(proposals, key=lambda p: (p[0], -p[4]))
@@ -289,7 +300,7 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
         steps.append(rec)
         if state_dir is not None:
             _save_step(state_dir, state_key, model, steps)
-        unit = "every stage" if stage == WHOLE else f"stage {stage + 1}"
+        unit = unit_name(stage)
         echo(f"  step {i + 1}: {unit} → keep {[round(k, 3) for k in keep]}, "
              f"accuracy {acc:.2%}, {current_ms:.3f} ms measured ({est:.3f} estimated)")
         if on_step is not None:
