@@ -181,3 +181,18 @@ def test_a_table_saved_with_per_stage_points_loads_and_keeps_its_block_entries(d
     assert again.missing(full) == 0
     again.observe((0.5,) * 14, 1.0)                       # refits without tripping on them
     assert again.estimate(full) > again.estimate((0.5,) * 14)
+
+
+def test_one_slow_trip_near_the_dense_model_does_not_tilt_the_fit(dense, tmp_path):
+    table = lt.LatencyTable(tmp_path / "t.json", dense, IMG, "onnx", "fp32", 1, _fake_runner)
+    full, quarter = (1.0,) * 14, (0.25,) * 14
+    near = (1.0,) * 13 + (0.5,)
+    s_full, s_near, s_quarter = (table.blocks_ms(k) for k in (full, near, quarter))
+    assert s_near < s_full and (s_full - s_near) < lt.FIT_SPREAD * s_full
+    table.calibrate(s_full + 1.0)
+    table.observe(near, s_near + 1.0 + 0.5 * s_full)      # a slow trip: slower than dense
+    # too close to the dense point to fit a slope: scale 1, the overhead the median residual
+    assert table.doc["scale"] == 1.0
+    assert table.estimate(quarter) == pytest.approx(
+        s_quarter + 1.0 + 0.25 * s_full)                   # median of (1.0, 1.0 + 0.5·s_full)
+    assert table.estimate(quarter) < table.estimate(full)

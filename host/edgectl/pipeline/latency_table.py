@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ def block_module(dense: nn.Module, keep: Sequence[float], spec: BlockSpec,
 
 Runner = Callable[[Path, list[int]], dict[str, Any]]   # (folder, threads) -> bench report
 MAX_POINTS = 64                              # end-to-end points a table keeps for its fit
+FIT_SPREAD = 0.25      # the scale is fitted once the points' sums span this much of the largest
 DENSE_POINT = ",".join(["1"] * pruning.UNITS)
 
 
@@ -206,11 +208,15 @@ class LatencyTable:
         as the same blocks inside one graph (measured on this project's runs: a model the
         sum put at 0.40 ms ran in 0.17), so a sum calibrated on the dense model alone
         overestimated pruned models more the smaller they got (a third of the search's
-        ΔR went unseen, and steps cut more than planned). With points at two or more
-        sizes the scale is fitted (least squares, bounded to [0.25, 4]); with one, the
-        scale is 1 and the overhead exact there. The search records every step's
-        estimate before its measurement is observed, so the reported error stays a
-        prediction error."""
+        ΔR went unseen, and steps cut more than planned). Once the points span at least
+        :data:`FIT_SPREAD` of the largest sum, the scale is fitted: Theil–Sen (the median
+        of the pairwise slopes, bounded to [0.25, 4]) and the overhead the median
+        residual, so one noisy trip cannot tilt the line (a least-squares fit over three
+        points near the dense model once took a slow trip for a negative slope, clamped
+        the scale to 0.25, and the next step cut every unit to a quarter to make its ΔR).
+        Before that the scale is 1 and the overhead the median residual. The search
+        records every step's estimate before its measurement is observed, so the
+        reported error stays a prediction error."""
         pts = self.doc.setdefault("points", {})
         pts[",".join(f"{float(k):.6g}" for k in keep)] = float(measured_ms)
         while len(pts) > MAX_POINTS:
@@ -221,12 +227,12 @@ class LatencyTable:
             return
         scale = 1.0
         xs = [x for x, _ in xy]
-        if len(xy) >= 2 and max(xs) - min(xs) > 0.05 * max(xs):
-            mx, my = sum(xs) / len(xy), sum(y for _, y in xy) / len(xy)
-            var = sum((x - mx) ** 2 for x in xs)
-            scale = min(4.0, max(0.25, sum((x - mx) * (y - my) for x, y in xy) / var))
+        if len(xy) >= 2 and max(xs) - min(xs) >= FIT_SPREAD * max(xs):
+            slopes = [(y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(xy)
+                      for x2, y2 in xy[i + 1:] if abs(x2 - x1) > 1e-9]
+            scale = min(4.0, max(0.25, statistics.median(slopes)))
         self.doc["scale"] = scale
-        self.doc["overhead_ms"] = sum(y - scale * x for x, y in xy) / len(xy)
+        self.doc["overhead_ms"] = statistics.median(y - scale * x for x, y in xy)
         self._save()
 
     # -- measuring ---------------------------------------------------------------------

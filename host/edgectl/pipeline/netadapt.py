@@ -71,6 +71,7 @@ from edgectl.pipeline import pruning
 UNITS = pruning.UNITS   # two per stage: its hidden width, its output width
 WHOLE = UNITS           # the index of the whole-network proposal (every unit at once)
 WHOLE_GRID = 0.02    # its common fraction moves in these steps
+WHOLE_MIN = 0.5      # and is never below this in one step (a misled estimate cannot gut it)
 
 Keep = tuple[float, ...]
 Estimate = Callable[[Keep], float]            # keep vector -> estimated ms (the table)
@@ -182,15 +183,15 @@ def whole_proposal(keep: Keep, target_ms: float, estimate: Estimate, widths: Seq
                    plan: Plan, prefetch: Callable[[list[Keep]], Any] | None = None) -> Keep | None:
     """The whole-network unit: every stage's channels times one fraction ``f`` (rounded to
     ``round_to``, never below ``min_channels``, never above the stage's current width), the
-    largest ``f`` on a grid of :data:`WHOLE_GRID` whose estimate is at most ``target_ms``;
-    None if even every stage at ``min_channels`` is not enough."""
+    largest ``f`` on a grid of :data:`WHOLE_GRID`, at least :data:`WHOLE_MIN`, whose estimate
+    is at most ``target_ms``; None if none is enough."""
     step = max(1, plan.round_to)
     floor = max(plan.min_channels, step)
     now = [pruning.round_channels(k * w, plan.round_to) for k, w in zip(keep, widths,
                                                                           strict=True)]
     cands: list[Keep] = []
     seen = {tuple(now)}
-    for j in range(1, int(round(1 / WHOLE_GRID))):
+    for j in range(1, int(round((1 - WHOLE_MIN) / WHOLE_GRID)) + 1):
         f = 1.0 - j * WHOLE_GRID
         chans = tuple(min(c, max(floor, pruning.round_channels(c * f, plan.round_to)))
                       for c in now)
