@@ -150,8 +150,8 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
                       progress=False, eval_each_epoch=False)
             if dl.bn_batches:
                 # 16 SGD steps leave a deep cut's BN statistics far from its activations:
-                # its score was near chance (benchmarks/results/deadline.md); re-estimate
-                # them before scoring, as EagleEye does
+                # its score was near chance (benchmarks/results/deadline-per-stage.md);
+                # re-estimate them before scoring, as EagleEye does
                 recalibrate_bn(model, tune_set.train, batches=dl.bn_batches,
                                batch_size=cfg.batch_size, seed=cfg.data.seed + k)
 

@@ -39,10 +39,10 @@ Where this differs from the paper, and why:
   only move by ``round_to`` channels, so on a 64×64 MobileNetV2 one stage's proposal had
   to cut deep to make ΔR (24 → 8 channels, 160 → 8); after a short fine-tune such cuts
   score near chance and the step's choice was noise, and the search ended less accurate
-  than one-shot uniform pruning at the same latency (benchmarks/results/deadline.md,
-  runs before this unit). The whole-network proposal is a small cut everywhere, so the
-  loop can always take a shallow step and takes a deep single-unit one only when it
-  scores better.
+  than one-shot uniform pruning at the same latency (benchmarks/results/
+  deadline-per-stage.md and deadline-sum-only.md, runs before this unit). The
+  whole-network proposal is a small cut everywhere, so the loop can always take a
+  shallow step and takes a deep single-unit one only when it scores better.
 - **Each step's winner is measured end to end on the target** (``measure``), and the
   loop stops on that measurement, not on the table: the table (a sum of blocks plus a
   calibrated overhead) misses what the runtime fuses across blocks; the measured and
