@@ -159,13 +159,9 @@ MOBILENET_V2_STAGES: tuple[tuple[int, ...], ...] = (
     (0, 1), (2, 3), (4, 5, 6), (7, 8, 9, 10), (11, 12, 13), (14, 15, 16), (17,))
 
 
-# The search's units: two per stage. Unit 2k is stage k's hidden width (every block's
-# expansion and depthwise conv; in stage 0 the stem and its depthwise conv), unit 2k + 1
-# its output width (every block's projection, shared through the residual additions).
-# Why two: cutting a stage's expansion leaves the residual stream (and the stem) whole,
-# which is where one-shot uniform pruning kept its accuracy on 64×64 inputs (stem 32 and
-# early outputs kept, expansions cut to a sixth: 85.5 % at 0.2× dense latency), and a
-# single ratio per stage could not express that.
+# The search's units, two per stage: 2k is stage k's hidden width (its blocks' expansion
+# and depthwise convs; in stage 0 the stem), 2k + 1 its output width (the projections,
+# shared through the residual additions). Why two: netadapt.py's docstring.
 UNITS = 2 * len(MOBILENET_V2_STAGES)
 
 
