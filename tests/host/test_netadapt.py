@@ -172,7 +172,7 @@ def test_a_reduction_no_stage_can_make_alone_is_halved_before_giving_up(dense):
     assert est(tuple(res.steps[0].keep)) > est((1.0,) * 14) * 0.1
 
 
-def test_proposal_fetches_its_candidates_in_growing_batches_before_estimating(dense):
+def test_proposal_fetches_before_estimating_and_skips_a_unit_whose_deepest_cut_misses(dense):
     widths, plan, est = netadapt.stage_widths(dense), netadapt.Plan(1.0), _table(dense)
     fetched, asked = [], []
 
@@ -182,9 +182,36 @@ def test_proposal_fetches_its_candidates_in_growing_batches_before_estimating(de
         return est(k)
 
     keep = (1.0,) * 14
+    cands = netadapt.unit_candidates(keep, 6, widths, plan)
+    assert len(cands) == widths[6] // 8 - 1 > 8            # every count below the width
+    # nothing meets: the first four and the deepest are asked, once, and no walk follows
     assert netadapt.proposal(keep, 6, -1.0, estimate, widths, plan, fetched.append) is None
-    n = widths[6] // 8 - 1                                # every count below the width
-    assert [len(b) for b in fetched] == [4, 8, n - 12] and len(asked) == n
+    assert fetched == [cands[:4] + cands[-1:]] and asked == fetched[0]
+
+
+def test_a_steps_proposals_are_the_walks_answers_in_a_few_trips(dense):
+    """All fifteen lists in lock step: each a unit's (and the whole network's) first keep
+    meeting the target, as a walk from the top finds it, with one prefetch per round
+    (four rounds at most here, against one or more per unit)."""
+    widths, plan, est = netadapt.stage_widths(dense), netadapt.Plan(1.0), _table(dense)
+    keep = (1.0,) * 4 + (0.5, 0.5) + (1.0,) * 8
+    for frac in (0.995, 0.97, 0.9, 0.8, 0.6):
+        target = est(keep) * frac
+        trips = []
+        got = netadapt.step_proposals(keep, target, est, widths, plan, trips.append)
+        lists = [netadapt.unit_candidates(keep, u, widths, plan) for u in range(14)]
+        lists.append(netadapt.whole_candidates(keep, widths, plan))
+        walk = [next((c for c in cands if est(c) <= target), None) for cands in lists]
+        assert got == walk, frac
+        assert 1 <= len(trips) <= 4, (frac, len(trips))
+        asked = sum(len(t) for t in trips)
+        assert asked < sum(len(c) for c in lists) / 2    # far fewer than a walk's worst
+    # the whole network off: its list is empty and its proposal None
+    on = netadapt.step_proposals(keep, est(keep) * 0.9, est, widths, plan)
+    off = netadapt.step_proposals(keep, est(keep) * 0.9, est, widths,
+                                  netadapt.Plan(1.0, whole=False))
+    assert on[-1] is not None and off[-1] is None and off[:14] == on[:14]
+
 
 
 def test_the_whole_network_proposal_cuts_every_stage_by_the_largest_common_fraction(dense):

@@ -161,14 +161,9 @@ def stage_widths(original: nn.Module) -> list[int]:
     return [convs[names[-1]].out_channels for names in pruning.unit_convs(original)]
 
 
-def proposal(keep: Keep, stage: int, target_ms: float, estimate: Estimate,
-             widths: Sequence[int], plan: Plan,
-             prefetch: Callable[[list[Keep]], Any] | None = None) -> Keep | None:
-    """NetAdapt's "choose # of filters": the largest keep of ``stage`` below its current
-    one, in steps of ``round_to`` channels of its width, whose estimate is at most
-    ``target_ms``; None if even ``min_channels`` is not enough. ``prefetch`` is handed the
-    next candidates in growing batches before they are estimated (one trip to the board
-    each, not one per candidate)."""
+def unit_candidates(keep: Keep, stage: int, widths: Sequence[int], plan: Plan) -> list[Keep]:
+    """Every keep :func:`proposal` may choose for ``stage``, largest first: its width less
+    one ``round_to`` step at a time, down to ``min_channels``."""
     width = widths[stage]
     step = max(1, plan.round_to)
     channels = pruning.round_channels(keep[stage] * width, plan.round_to) - step
@@ -176,15 +171,13 @@ def proposal(keep: Keep, stage: int, target_ms: float, estimate: Estimate,
     while channels >= max(plan.min_channels, step):
         cands.append(tuple(channels / width if i == stage else k for i, k in enumerate(keep)))
         channels -= step
-    return _first_meeting(cands, target_ms, estimate, prefetch)
+    return cands
 
 
-def whole_proposal(keep: Keep, target_ms: float, estimate: Estimate, widths: Sequence[int],
-                   plan: Plan, prefetch: Callable[[list[Keep]], Any] | None = None) -> Keep | None:
-    """The whole-network unit: every stage's channels times one fraction ``f`` (rounded to
-    ``round_to``, never below ``min_channels``, never above the stage's current width), the
-    largest ``f`` on a grid of :data:`WHOLE_GRID`, at least :data:`WHOLE_MIN`, whose estimate
-    is at most ``target_ms``; None if none is enough."""
+def whole_candidates(keep: Keep, widths: Sequence[int], plan: Plan) -> list[Keep]:
+    """Every keep :func:`whole_proposal` may choose, largest first: every unit's channels
+    times ``f = 1 − j·WHOLE_GRID`` down to :data:`WHOLE_MIN` (rounded to ``round_to``,
+    never below ``min_channels`` nor above the unit's current width), repeats dropped."""
     step = max(1, plan.round_to)
     floor = max(plan.min_channels, step)
     now = [pruning.round_channels(k * w, plan.round_to) for k, w in zip(keep, widths,
@@ -199,35 +192,94 @@ def whole_proposal(keep: Keep, target_ms: float, estimate: Estimate, widths: Seq
             seen.add(chans)
             cands.append(tuple(c / w if c != n else k for c, n, w, k in zip(
                 chans, now, widths, keep, strict=True)))
-    return _first_meeting(cands, target_ms, estimate, prefetch)
+    return cands
 
 
-def _first_meeting(cands: list[Keep], target_ms: float, estimate: Estimate,
-                   prefetch: Callable[[list[Keep]], Any] | None) -> Keep | None:
-    """The first of ``cands`` (largest first) whose estimate meets ``target_ms``."""
-    batch, fetched = 4, 0
-    for j, cand in enumerate(cands):
-        if prefetch is not None and j >= fetched:
-            prefetch(cands[j:j + batch])
-            fetched, batch = j + batch, batch * 2
-        if estimate(cand) <= target_ms:
-            return cand
-    return None
+def proposal(keep: Keep, stage: int, target_ms: float, estimate: Estimate,
+             widths: Sequence[int], plan: Plan,
+             prefetch: Callable[[list[Keep]], Any] | None = None) -> Keep | None:
+    """NetAdapt's "choose # of filters": the largest keep of ``stage`` below its current
+    one, in steps of ``round_to`` channels of its width, whose estimate is at most
+    ``target_ms``; None if even ``min_channels`` is not enough (:func:`first_meeting`)."""
+    return first_meeting([unit_candidates(keep, stage, widths, plan)], target_ms, estimate,
+                         prefetch)[0]
+
+
+def whole_proposal(keep: Keep, target_ms: float, estimate: Estimate, widths: Sequence[int],
+                   plan: Plan, prefetch: Callable[[list[Keep]], Any] | None = None) -> Keep | None:
+    """The whole-network unit: the largest of :func:`whole_candidates` whose estimate is at
+    most ``target_ms``; None if none is enough."""
+    return first_meeting([whole_candidates(keep, widths, plan)], target_ms, estimate,
+                         prefetch)[0]
+
+
+def step_proposals(keep: Keep, target_ms: float, estimate: Estimate, widths: Sequence[int],
+                   plan: Plan, prefetch: Callable[[list[Keep]], Any] | None = None
+                   ) -> list[Keep | None]:
+    """One step's proposals: every unit's (:func:`proposal`), then the whole network's
+    (None where ``plan.whole`` is off), found together so the table's missing entries
+    are fetched for all of them at once (:func:`first_meeting`)."""
+    lists = [unit_candidates(keep, u, widths, plan) for u in range(UNITS)]
+    lists.append(whole_candidates(keep, widths, plan) if plan.whole else [])
+    return first_meeting(lists, target_ms, estimate, prefetch)
+
+
+FIRST = 4     # the first candidates of every list asked in the first round
+PROBES = 8    # then at most this many per list per round, spread over its open bracket
+
+
+def first_meeting(lists: Sequence[Sequence[Keep]], target_ms: float, estimate: Estimate,
+                  prefetch: Callable[[list[Keep]], Any] | None = None) -> list[Keep | None]:
+    """For each list (largest keep first), its first candidate whose estimate meets
+    ``target_ms``, or None; all lists in lock step, so that ``prefetch`` is handed each
+    round's candidates of every list at once (one trip to the board per round, not one per
+    unit: with fourteen units the per-unit trips made a step on the test host take
+    minutes of Ansible round trips).
+
+    Round one asks each list's first :data:`FIRST` candidates (a step's target is usually
+    met there) and its last (the deepest cut: if that misses, the list has no proposal).
+    Then each round asks up to :data:`PROBES` candidates spread over the bracket between
+    the deepest known miss and the shallowest known hit, until they are adjacent: three
+    or four rounds for the widest unit (120 channel counts) instead of a walk. This
+    assumes an estimate that does not grow as a unit shrinks (a sum of block latencies,
+    each timed on the device; the walk it replaces assumed nothing, and on a table whose
+    noise breaks that order the two may pick keeps one or two steps apart)."""
+    out: list[Keep | None] = [None] * len(lists)
+    hit: dict[int, int] = {}        # list -> shallowest index known to meet
+    miss: dict[int, int] = {}       # list -> deepest index known not to meet (above hit)
+    ask: dict[int, list[int]] = {}
+    for u, cands in enumerate(lists):
+        if cands:
+            ask[u] = sorted(set(range(min(FIRST, len(cands)))) | {len(cands) - 1})
+    while ask:
+        if prefetch is not None:
+            prefetch([lists[u][j] for u in sorted(ask) for j in ask[u]])
+        nxt: dict[int, list[int]] = {}
+        for u, idx in ask.items():
+            for j in idx:
+                if estimate(lists[u][j]) <= target_ms:
+                    hit[u] = min(hit.get(u, j), j)
+                    break
+                miss[u] = max(miss.get(u, -1), j)
+            if u not in hit:
+                if miss[u] < len(lists[u]) - 1:     # the deepest not asked yet: ask it
+                    nxt[u] = [len(lists[u]) - 1]
+                continue
+            lo, hi = miss.get(u, -1), hit[u]
+            if hi - lo <= 1:
+                out[u] = lists[u][hi]
+                continue
+            gap = hi - lo - 1
+            n = min(PROBES, gap)
+            nxt[u] = sorted({lo + 1 + (gap * p) // n for p in range(n)})
+        ask = nxt
+    return out
 
 
 def candidates(keep: Keep, widths: Sequence[int], plan: Plan, depth: int) -> list[Keep]:
-    """The first ``depth`` keeps :func:`proposal` would try for every stage: what a step
-    will most likely ask the table, fetched in one batch (one trip to the board)."""
-    out: list[Keep] = []
-    step = max(1, plan.round_to)
-    for stage, width in enumerate(widths):
-        channels = pruning.round_channels(keep[stage] * width, plan.round_to) - step
-        for _ in range(depth):
-            if channels < max(plan.min_channels, step):
-                break
-            out.append(tuple(channels / width if i == stage else k for i, k in enumerate(keep)))
-            channels -= step
-    return out
+    """The first ``depth`` keeps :func:`proposal` would try for every unit (what
+    ``profile-layers`` measures ahead of a search)."""
+    return [c for u in range(len(widths)) for c in unit_candidates(keep, u, widths, plan)[:depth]]
 
 
 def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
@@ -236,7 +288,6 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
            echo: Callable[[str], None] = lambda _m: None,
            on_step: Callable[[Step], None] | None = None,
            prefetch: Callable[[list[Keep]], Any] | None = None,
-           prefetch_depth: int = 4,
            observe: Callable[[Keep, float], None] | None = None) -> SearchResult:
     """Shrink ``model`` (a copy of ``original`` or a pruned descendant) stage by stage until
     its measured latency meets ``plan.budget_ms``; returns the last winner (before the
@@ -259,30 +310,20 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
     stop = "met" if current_ms <= plan.budget_ms else "max_steps"
     while current_ms > plan.budget_ms and len(steps) < plan.max_steps:
         i = len(steps)
-        if prefetch is not None:
-            prefetch(candidates(keep, widths, plan, prefetch_depth))
         reduction = plan.reduction(i, start_est)
         proposals: list[tuple[float, int, Keep, nn.Module, float]] = []
         for _ in range(4):
             # no unit can cut ΔR alone (late in a search, or a small model): halve it, a
             # few times, before giving up (the paper's schedule has no such case)
             target = estimate(keep) - reduction
-            for stage in range(UNITS):
-                cand_keep = proposal(keep, stage, target, estimate, widths, plan, prefetch)
+            chosen = step_proposals(keep, target, estimate, widths, plan, prefetch)
+            for stage, cand_keep in enumerate(chosen):     # UNITS, then WHOLE
                 if cand_keep is None:
                     continue
                 cand = pruning.stage_prune(model, list(cand_keep), img_size, plan.round_to,
                                            original)
                 tune(cand, i, stage)
-                acc = score(cand)
-                proposals.append((acc, stage, cand_keep, cand, estimate(cand_keep)))
-            cand_keep = whole_proposal(keep, target, estimate, widths, plan, prefetch) \
-                if plan.whole else None
-            if cand_keep is not None:
-                cand = pruning.stage_prune(model, list(cand_keep), img_size, plan.round_to,
-                                           original)
-                tune(cand, i, WHOLE)
-                proposals.append((score(cand), WHOLE, cand_keep, cand, estimate(cand_keep)))
+                proposals.append((score(cand), stage, cand_keep, cand, estimate(cand_keep)))
             if proposals:
                 break
             reduction /= 2
