@@ -21,7 +21,7 @@ class MacOracle:
 
     def estimate(self, keep):
         share = [0.03, 0.02, 0.05, 0.03, 0.07, 0.03, 0.14, 0.06, 0.14, 0.06, 0.12, 0.05,
-                 0.07, 0.03]
+                 0.07, 0.03, 0.04]
         return self.base * (0.1 + sum(s * k for s, k in zip(share, keep, strict=True)))
 
     def measure(self, model):

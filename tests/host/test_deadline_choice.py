@@ -94,7 +94,7 @@ def test_a_target_that_runs_none_of_them_is_an_error_naming_why(no_export):
 
 def test_the_front_lists_the_combinations_not_searched_as_measured_rows():
     build = {"pruning": {"method": "deadline", "oracle": {"runtime": "onnx"},
-                         "start_ms": 2.0, "final_ms": 1.0, "keep": [0.5] * 14, "steps": [],
+                         "start_ms": 2.0, "final_ms": 1.0, "keep": [0.5] * 15, "steps": [],
                          "target_choice": [
                              {"runtime": "onnx", "precision": "fp32", "threads": 1,
                               "dense_ms": 2.0, "chosen": True},

@@ -17,8 +17,9 @@ from edgectl.pipeline import pruning
 from edgectl.pipeline.checkpoint import channel_plan
 
 IMG = 32
-KEEPS = [(1.0,) * 14, (1.0, 1.0, 0.5, 1.0, 0.75, 0.5, 0.5, 0.25, 0.25, 0.5, 0.5, 1.0, 1.0, 0.5),
-         (0.5,) * 14, (1,) * 12 + (0.3, 0.3)]
+KEEPS = [(1.0,) * 15,
+         (1.0, 1.0, 0.5, 1.0, 0.75, 0.5, 0.5, 0.25, 0.25, 0.5, 0.5, 1.0, 1.0, 0.5, 0.25),
+         (0.5,) * 15, (1,) * 12 + (0.3, 0.3, 1)]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_a_table_timed_by_the_agent_bench_is_cached_and_calibrated(dense, tmp_pa
     runner = lt.runner_for("local", None)
     path = lt.table_path(tmp_path, "local", "onnx", "fp32", 1, IMG, dense)
     table = lt.LatencyTable(path, dense, IMG, "onnx", "fp32", 1, runner)
-    dense_keep, half = (1.0,) * 14, (0.5,) * 14
+    dense_keep, half = (1.0,) * 15, (0.5,) * 15
     assert table.missing(dense_keep) == 19 and table.peek(dense_keep) is None
     assert table.ensure([dense_keep]) == 19
     facts = table.facts()
@@ -89,18 +90,18 @@ def test_an_int8_table_times_quantized_blocks(dense, tmp_path):
     (QDQ for ONNX Runtime) before the agent's bench times it."""
     import onnx
 
-    block = lt.block_module(dense, (1.0,) * 14, lt.block_specs(dense, (1.0,) * 14, IMG, 8)[3], 8)
-    spec = lt.block_specs(dense, (1.0,) * 14, IMG, 8)[3]
+    block = lt.block_module(dense, (1.0,) * 15, lt.block_specs(dense, (1.0,) * 15, IMG, 8)[3], 8)
+    spec = lt.block_specs(dense, (1.0,) * 15, IMG, 8)[3]
     path = lt.export_as(block, "onnx", "int8", tmp_path / "b.onnx", spec.size,
                         spec.in_channels)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and not list(tmp_path.glob("*.fp32*"))
     runner = lt.runner_for("local", None)
     table = lt.LatencyTable(tmp_path / "t.json", dense, IMG, "onnx", "int8", 1, runner)
-    assert table.ensure([(1.0,) * 14]) == len(table.specs((1.0,) * 14))
+    assert table.ensure([(1.0,) * 15]) == len(table.specs((1.0,) * 15))
     ms, report = lt.measure_model(dense, IMG, "onnx", runner, 1, "int8")
     table.calibrate(ms)
-    assert table.estimate((1.0,) * 14) == pytest.approx(ms)
+    assert table.estimate((1.0,) * 15) == pytest.approx(ms)
     assert table.facts()["precision"] == "int8"
 
 
@@ -144,7 +145,7 @@ def _fake_runner(folder, threads):
 
 def test_the_table_refits_to_every_end_to_end_point_it_sees(dense, tmp_path):
     table = lt.LatencyTable(tmp_path / "t.json", dense, IMG, "onnx", "fp32", 1, _fake_runner)
-    full, half, quarter = (1.0,) * 14, (0.5,) * 14, (0.25,) * 14
+    full, half, quarter = (1.0,) * 15, (0.5,) * 15, (0.25,) * 15
     s_full, s_half, s_quarter = (table.blocks_ms(k) for k in (full, half, quarter))
     assert s_full > s_half > s_quarter > 0
     # one point (the dense model): scale 1, exact there
@@ -170,7 +171,7 @@ def test_a_table_saved_with_per_stage_points_loads_and_keeps_its_block_entries(d
     block entries (keyed by shape) stay, its unreadable end-to-end points are dropped."""
     path = tmp_path / "t.json"
     table = lt.LatencyTable(path, dense, IMG, "onnx", "fp32", 1, _fake_runner)
-    full = (1.0,) * 14
+    full = (1.0,) * 15
     table.calibrate(table.blocks_ms(full) + 1.0)
     doc = json.loads(path.read_text())
     doc["points"][",".join(["1"] * 7)] = 9.0
@@ -179,14 +180,14 @@ def test_a_table_saved_with_per_stage_points_loads_and_keeps_its_block_entries(d
     again = lt.LatencyTable(path, dense, IMG, "onnx", "fp32", 1, _fake_runner)
     assert list(again.doc["points"]) == [lt.DENSE_POINT]
     assert again.missing(full) == 0
-    again.observe((0.5,) * 14, 1.0)                       # refits without tripping on them
-    assert again.estimate(full) > again.estimate((0.5,) * 14)
+    again.observe((0.5,) * 15, 1.0)                       # refits without tripping on them
+    assert again.estimate(full) > again.estimate((0.5,) * 15)
 
 
 def test_one_slow_trip_near_the_dense_model_does_not_tilt_the_fit(dense, tmp_path):
     table = lt.LatencyTable(tmp_path / "t.json", dense, IMG, "onnx", "fp32", 1, _fake_runner)
-    full, quarter = (1.0,) * 14, (0.25,) * 14
-    near = (1.0,) * 13 + (0.5,)
+    full, quarter = (1.0,) * 15, (0.25,) * 15
+    near = (1.0,) * 14 + (0.5,)
     s_full, s_near, s_quarter = (table.blocks_ms(k) for k in (full, near, quarter))
     assert s_near < s_full and (s_full - s_near) < lt.FIT_SPREAD * s_full
     table.calibrate(s_full + 1.0)

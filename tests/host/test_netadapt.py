@@ -35,7 +35,7 @@ def _table(dense):
     rest (the head): close to the MACs but not equal, as a real table is."""
     base = _macs_ms(dense)
     share = [0.03, 0.02, 0.05, 0.03, 0.07, 0.03, 0.14, 0.06, 0.14, 0.06, 0.12, 0.05,
-                 0.07, 0.03]
+                 0.07, 0.03, 0.04]
     return lambda keep: base * (0.1 + sum(s * k for s, k in zip(share, keep, strict=True)))
 
 
@@ -56,7 +56,7 @@ def _run(dense, budget, **kw):
 
 def test_proposal_is_the_largest_keep_that_meets_the_target(dense):
     est, widths, plan = _table(dense), netadapt.stage_widths(dense), netadapt.Plan(1.0)
-    keep = (1.0,) * 14
+    keep = (1.0,) * 15
     target = est(keep) * 0.97
     cand = netadapt.proposal(keep, 6, target, est, widths, plan)
     assert cand is not None and est(cand) <= target
@@ -126,7 +126,12 @@ def test_a_tighter_budget_continues_a_looser_search_and_a_looser_one_reuses_its_
     tight_alone, _ = _run(dense, base * 0.5)
     tight, tuned = _run(dense, base * 0.5, state_dir=tmp_path, state_key="k")
     assert min(i for i, _ in tuned) == len(loose.steps)   # the loose steps were not redone
-    assert tight.keep == pytest.approx(tight_alone.keep) and len(tight.steps) > len(loose.steps)
+    # the same path up to the loose budget's last step, which aimed no further than that
+    # budget needed (step_reduction), so from there the paths may part; both meet 0.5
+    assert [s.keep for s in tight.steps[:len(loose.steps)]] == [s.keep for s in loose.steps]
+    assert len(tight.steps) > len(loose.steps) and tight.met and tight_alone.met
+    assert [s.keep for s in tight_alone.steps[:len(loose.steps) - 1]] == \
+        [s.keep for s in loose.steps[:-1]]
     again, tuned = _run(dense, base * 0.8, state_dir=tmp_path, state_key="k")
     assert tuned == [] and again.keep == pytest.approx(loose.keep)   # cut at the first step
     assert len(again.steps) == len(loose.steps) and again.met       # that meets 0.8
@@ -169,7 +174,7 @@ def test_a_reduction_no_stage_can_make_alone_is_halved_before_giving_up(dense):
                           estimate=est, measure=_macs_ms, tune=lambda *a: None, score=_score)
     # 0.9 of the start in one stage is impossible (the largest share is 0.14): it was halved
     assert res.steps and res.stop != "no_proposal"
-    assert est(tuple(res.steps[0].keep)) > est((1.0,) * 14) * 0.1
+    assert est(tuple(res.steps[0].keep)) > est((1.0,) * 15) * 0.1
 
 
 def test_proposal_fetches_before_estimating_and_skips_a_unit_whose_deepest_cut_misses(dense):
@@ -181,7 +186,7 @@ def test_proposal_fetches_before_estimating_and_skips_a_unit_whose_deepest_cut_m
         asked.append(k)
         return est(k)
 
-    keep = (1.0,) * 14
+    keep = (1.0,) * 15
     cands = netadapt.unit_candidates(keep, 6, widths, plan)
     assert len(cands) == widths[6] // 8 - 1 > 8            # every count below the width
     # nothing meets: the first four and the deepest are asked, once, and no walk follows
@@ -194,12 +199,12 @@ def test_a_steps_proposals_are_the_walks_answers_in_a_few_trips(dense):
     meeting the target, as a walk from the top finds it, with one prefetch per round
     (four rounds at most here, against one or more per unit)."""
     widths, plan, est = netadapt.stage_widths(dense), netadapt.Plan(1.0), _table(dense)
-    keep = (1.0,) * 4 + (0.5, 0.5) + (1.0,) * 8
+    keep = (1.0,) * 4 + (0.5, 0.5) + (1.0,) * 9
     for frac in (0.995, 0.97, 0.9, 0.8, 0.6):
         target = est(keep) * frac
         trips = []
         got = netadapt.step_proposals(keep, target, est, widths, plan, trips.append)
-        lists = [netadapt.unit_candidates(keep, u, widths, plan) for u in range(14)]
+        lists = [netadapt.unit_candidates(keep, u, widths, plan) for u in range(15)]
         lists.append(netadapt.whole_candidates(keep, widths, plan))
         walk = [next((c for c in cands if est(c) <= target), None) for cands in lists]
         assert got == walk, frac
@@ -210,13 +215,13 @@ def test_a_steps_proposals_are_the_walks_answers_in_a_few_trips(dense):
     on = netadapt.step_proposals(keep, est(keep) * 0.9, est, widths, plan)
     off = netadapt.step_proposals(keep, est(keep) * 0.9, est, widths,
                                   netadapt.Plan(1.0, whole=False))
-    assert on[-1] is not None and off[-1] is None and off[:14] == on[:14]
+    assert on[-1] is not None and off[-1] is None and off[:15] == on[:15]
 
 
 
 def test_the_whole_network_proposal_cuts_every_stage_by_the_largest_common_fraction(dense):
     est, widths, plan = _table(dense), netadapt.stage_widths(dense), netadapt.Plan(1.0)
-    keep = (1.0,) * 4 + (0.5, 0.5) + (1.0,) * 8
+    keep = (1.0,) * 4 + (0.5, 0.5) + (1.0,) * 9
     target = est(keep) * 0.9
     cand = netadapt.whole_proposal(keep, target, est, widths, plan)
     assert cand is not None and est(cand) <= target
@@ -245,3 +250,27 @@ def test_a_search_without_the_whole_unit_proposes_stages_only(dense):
         units.append({s for _i, s in tuned})
     assert netadapt.WHOLE in units[0] and netadapt.WHOLE not in units[1]
     assert netadapt.Plan(1.0).key({}) != netadapt.Plan(1.0, whole=False).key({})
+
+
+def test_the_step_reduction_follows_what_was_measured(dense):
+    plan = netadapt.Plan(budget_ms=1.0, step_frac=0.1, decay=1.0)
+
+    def step(from_est, est, measured):
+        return netadapt.Step(0, 0, [1.0] * 15, est, measured, 0.5, from_est_ms=from_est)
+
+    # no steps yet: the schedule's, as the paper's
+    assert netadapt.step_reduction(plan, 0, 10.0, 5.0, [], 5.0) == pytest.approx(1.0)
+    # the table saw half the reduction the board measured: aim half as far in its terms
+    steps = [step(10.0, 9.0, 8.0), step(9.0, 8.0, 6.0)]        # est −1, −1; measured −2, −2
+    assert netadapt.local_gain(steps, 10.0) == pytest.approx(2.0)
+    assert netadapt.step_reduction(plan, 2, 10.0, 6.0, steps, 10.0) == pytest.approx(0.5)
+    # bounded: a step that measured slower (noise) does not turn the gain negative
+    assert netadapt.local_gain([step(10.0, 9.0, 10.5)], 10.0) == 1.0
+    assert netadapt.local_gain([step(10.0, 9.9, 5.0)], 10.0) == netadapt.GAIN_BOUNDS[1]
+    # a model just over the budget: no further than the margin past it (at least a quarter)
+    assert netadapt.step_reduction(plan, 0, 10.0, 1.2, [], 1.2) == pytest.approx(0.25)
+    assert netadapt.step_reduction(plan, 0, 10.0, 1.01, [], 1.01) == pytest.approx(0.25)
+    assert netadapt.step_reduction(plan, 0, 10.0, 1.4, [], 1.4) == pytest.approx(0.5)
+    # only the last GAIN_STEPS count, and a step logged before the field is skipped
+    old = netadapt.Step(0, 0, [1.0] * 15, 9.0, 10.0, 0.5)
+    assert netadapt.local_gain([old, *steps], 10.0) == pytest.approx(2.0)

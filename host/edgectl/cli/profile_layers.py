@@ -12,8 +12,8 @@ import click
 
 # What the check compares: uniform keeps and one mixed (early stages kept, late cut), the
 # shapes a search passes through.
-CHECKS = (("dense", (1.0,) * 14), ("uniform keep 0.75", (0.75,) * 14),
-          ("uniform keep 0.5", (0.5,) * 14), ("mixed", (1.0,) * 4 + (0.75,) * 4 + (0.5,) * 6))
+CHECKS = (("dense", (1.0,) * 15), ("uniform keep 0.75", (0.75,) * 15),
+          ("uniform keep 0.5", (0.5,) * 15), ("mixed", (1.0,) * 4 + (0.75,) * 4 + (0.5,) * 7))
 
 
 def profile_layers(device: str, inventory: Path | None, runtime: str, precision: str,

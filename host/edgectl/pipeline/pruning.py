@@ -153,21 +153,22 @@ def _channel_prune(
 
 # MobileNetV2's inverted-residual stages (torchvision's setting: n = 1, 2, 3, 4, 3, 3, 1
 # blocks), as ``features`` indices. The stem (features.0) feeds stage 0's depthwise conv
-# and shares its width, so it belongs to stage 0; features.18 (the 1x1 conv to 1280) and
-# the classifier are never pruned.
+# and shares its width, so it belongs to stage 0; features.18 (the 1x1 conv to 1280) is
+# the head unit, the classifier never changes its class count.
 MOBILENET_V2_STAGES: tuple[tuple[int, ...], ...] = (
     (0, 1), (2, 3), (4, 5, 6), (7, 8, 9, 10), (11, 12, 13), (14, 15, 16), (17,))
 
 
 # The search's units, two per stage: 2k is stage k's hidden width (its blocks' expansion
 # and depthwise convs; in stage 0 the stem), 2k + 1 its output width (the projections,
-# shared through the residual additions). Why two: netadapt.py's docstring.
-UNITS = 2 * len(MOBILENET_V2_STAGES)
+# shared through the residual additions); the last is the head (features.18's 1280).
+# Why these: netadapt.py's docstring.
+UNITS = 2 * len(MOBILENET_V2_STAGES) + 1
 
 
 def unit_convs(model: nn.Module) -> list[list[str]]:
     """Names of the Conv2d layers of each search unit (:data:`UNITS`): per stage, its hidden
-    convs then its projection convs."""
+    convs then its projection convs; last the head's conv."""
     features = getattr(model, "features", None)
     if not isinstance(features, nn.Sequential) or len(features) != 19:
         raise ModelError("per-stage pruning needs torchvision's MobileNetV2 (19 features)")
@@ -183,7 +184,8 @@ def unit_convs(model: nn.Module) -> list[list[str]]:
                 hidden += convs[:-1]
                 out.append(convs[-1])
         units += [hidden, out]
-    return units
+    return units + [[f"features.18.{n}" for n, c in features[18].named_modules()
+                     if isinstance(c, nn.Conv2d)]]
 
 
 def round_channels(n: float, round_to: int | None) -> int:
