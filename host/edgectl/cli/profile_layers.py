@@ -10,10 +10,13 @@ from typing import Any
 
 import click
 
-# What the check compares: uniform keeps and one mixed (early stages kept, late cut), the
-# shapes a search passes through.
-CHECKS = (("dense", (1.0,) * 15), ("uniform keep 0.75", (0.75,) * 15),
-          ("uniform keep 0.5", (0.5,) * 15), ("mixed", (1.0,) * 4 + (0.75,) * 4 + (0.5,) * 7))
+
+def checks(units: int) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """What the check compares, one keep per search unit: uniform keeps and one mixed
+    (early units kept, late cut), the shapes a search passes through."""
+    return (("dense", (1.0,) * units), ("uniform keep 0.75", (0.75,) * units),
+            ("uniform keep 0.5", (0.5,) * units),
+            ("mixed", (1.0,) * 4 + (0.75,) * 4 + (0.5,) * (units - 8)))
 
 
 def profile_layers(device: str, inventory: Path | None, runtime: str, precision: str,
@@ -35,11 +38,12 @@ def profile_layers(device: str, inventory: Path | None, runtime: str, precision:
         table = oracle.table
         # the entries a search's first steps ask for, and the checks', in one trip
         dense_keep = (1.0,) * netadapt.UNITS
-        keeps = [k for _, k in CHECKS] + netadapt.candidates(dense_keep, widths, plan, depth)
+        keeps = [k for _, k in checks(netadapt.UNITS)] + netadapt.candidates(
+            dense_keep, widths, plan, depth)
         measured = oracle.prefetch(keeps)
         oracle.calibrate()
         rows = []
-        for name, keep in CHECKS:
+        for name, keep in checks(netadapt.UNITS):
             est = oracle.estimate(keep)
             model = (dense if name == "dense" else
                      pruning.stage_prune(copy.deepcopy(dense), list(keep), img_size,

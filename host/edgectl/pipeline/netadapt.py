@@ -75,7 +75,7 @@ from edge_common.fileio import write_json_atomic
 from edge_common.hashing import settings_key
 from edgectl.pipeline import pruning
 
-UNITS = pruning.UNITS   # two per stage: its hidden width, its output width
+UNITS = pruning.UNITS   # two per stage (its hidden width, its output width), the head
 WHOLE = UNITS           # the index of the whole-network proposal (every unit at once)
 WHOLE_GRID = 0.02    # its common fraction moves in these steps
 WHOLE_MIN = 0.5      # and is never below this in one step (a misled estimate cannot gut it)
@@ -272,9 +272,7 @@ def first_meeting(lists: Sequence[Sequence[Keep]], target_ms: float, estimate: E
                     hit[u] = min(hit.get(u, j), j)
                     break
                 miss[u] = max(miss.get(u, -1), j)
-            if u not in hit:
-                if miss[u] < len(lists[u]) - 1:     # the deepest not asked yet: ask it
-                    nxt[u] = [len(lists[u]) - 1]
+            if u not in hit:            # the deepest cut (asked in round one) misses
                 continue
             lo, hi = miss.get(u, -1), hit[u]
             if hi - lo <= 1:
