@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge_common.bundle_tar import extract_tar, pack_tar
-from edge_common.errors import BundleError, IntegrityError
+from edge_common.errors import BundleError, EdgeError, IntegrityError, one_line
 from edge_common.hashing import sha256_file
 from edge_common.manifest import (
     ARTIFACT_FIELDS,
@@ -37,6 +37,7 @@ from edge_common.manifest import (
     SCHEMA_VERSION,
     SIGNATURE,
     TEST_VECTORS,
+    check_manifest,
     is_older,
     listed_files,
     parent_dirs,
@@ -191,7 +192,13 @@ class Bundle:
         if artifact.path not in expected:
             raise BundleError(f"bundle {self.version}: no expected outputs for {artifact.path}")
         want = expected[artifact.path].astype(np.float32)
-        got = np.asarray(session.run(x), dtype=np.float32)
+        try:
+            got = np.asarray(session.run(x), dtype=np.float32)
+        except EdgeError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a runtime's own errors, one line
+            raise BundleError(f"bundle {self.version}: {artifact.path} cannot run its test "
+                              f"vectors: {one_line(err)}") from err
         if got.shape != want.shape:
             raise BundleError(
                 f"bundle {self.version}: {artifact.path} test vectors: output shape "
@@ -260,7 +267,7 @@ def replay_test_vectors(bundle: Bundle, threads: int = 1) -> list[dict[str, Any]
     or ``skipped`` when its runtime is missing), plus ``max_abs_diff``/``top1_agreement``
     or ``error``. Never raises for a single artifact, so a report can list them all.
     """
-    from edge_common.errors import EdgeError, MissingExtraError
+    from edge_common.errors import MissingExtraError
     from edge_common.runtime import open_session
 
     rows: list[dict[str, Any]] = []
@@ -411,26 +418,8 @@ def verify_dir(root: Path, public_key: KeyLike | None = None,
             raise IntegrityError(f"bundle {label}: {err}") from err
         signed = True
     manifest = parse_manifest(raw, f"bundle {label}")
-    if "schema_version" not in manifest:
-        raise BundleError(f"bundle {label}: manifest field 'schema_version' missing")
-    if manifest["schema_version"] != SCHEMA_VERSION:
-        raise BundleError(
-            f"bundle {label}: unsupported schema_version {manifest['schema_version']!r} "
-            f"(this version reads {SCHEMA_VERSION})"
-        )
-    for key in REQUIRED_FIELDS:
-        if key not in manifest:
-            raise BundleError(f"bundle {label}: manifest field '{key}' missing")
+    check_manifest(manifest, f"bundle {label}")
     label = f"{manifest['name']}@{manifest['version']}"
-    labels = manifest["labels"]
-    if not (isinstance(labels, list) and len(labels) >= 2
-            and all(isinstance(s, str) for s in labels)):
-        raise BundleError(f"bundle {label}: manifest field 'labels' must list at least 2 names")
-    rejects = manifest["reject_labels"]
-    if not isinstance(rejects, list) or not set(rejects) <= set(labels):
-        raise BundleError(
-            f"bundle {label}: manifest field 'reject_labels' must be a subset of 'labels'"
-        )
     try:
         spec = InputSpec.from_dict(manifest["input"])
     except (TypeError, ValueError) as err:

@@ -54,3 +54,10 @@ class MissingExtraError(HardwareError, ImportError):
         super().__init__(msg)
         self.library = library
         self.extra = extra
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """``err`` as one short line: its type when the message is empty, the first line of a
+    long native message (onnxruntime's run a few dozen lines), at most ``limit`` chars."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

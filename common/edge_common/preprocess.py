@@ -9,6 +9,8 @@ normalised with the spec's mean and std and laid out as the spec says.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +21,9 @@ from edge_common.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_SIZE = 4096  # input side, pixels
+MIN_STD = 1e-6
+MAX_NORM = 1e6
 
 
 @dataclass(frozen=True)
@@ -33,14 +38,31 @@ class InputSpec:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if int(self.size) <= 0:
-            raise ConfigError(f"input.size must be positive, got {self.size}")
+        if not isinstance(self.size, numbers.Integral) or isinstance(self.size, bool):
+            raise ConfigError(f"input.size must be an integer, got {self.size!r}")
+        if not 1 <= self.size <= MAX_SIZE:
+            raise ConfigError(f"input.size must be 1..{MAX_SIZE}, got {self.size}")
         if self.colour_order not in ("RGB", "BGR"):
             raise ConfigError(f"input.colour_order must be RGB or BGR, got {self.colour_order!r}")
         if self.layout not in ("NCHW", "NHWC"):
             raise ConfigError(f"input.layout must be NCHW or NHWC, got {self.layout!r}")
+        if self.dtype != "float32":
+            raise ConfigError(f"input.dtype must be float32, got {self.dtype!r}")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ConfigError("input.mean and input.std must have 3 values")
+        # A frame is scaled to [0, 1], then (x - mean) / std: a zero, tiny, negative or
+        # non-finite std (or a huge mean) cannot give finite, meaningful inputs, and a
+        # model fed inf/NaN scores NaN, which must never reach a decision.
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            for v in values:
+                if (not isinstance(v, numbers.Real) or isinstance(v, bool)
+                        or not math.isfinite(v)):
+                    raise ConfigError(f"input.{name} must hold 3 finite numbers, got {v!r}")
+        if not all(MIN_STD <= v <= MAX_NORM for v in self.std):
+            raise ConfigError(f"input.std must be within [{MIN_STD}, {MAX_NORM:g}] (finite "
+                              f"inputs), got {list(self.std)}")
+        if not all(abs(v) <= MAX_NORM for v in self.mean):
+            raise ConfigError(f"input.mean must be within ±{MAX_NORM:g}, got {list(self.mean)}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -50,15 +72,19 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        if not isinstance(d, dict):
+            raise ConfigError(f"input must be an object, got {type(d).__name__}")
         known = {"size", "colour_order", "layout", "mean", "std", "dtype"}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"input: unknown keys {sorted(unknown)}")
         kw = dict(d)
-        if "mean" in kw:
-            kw["mean"] = tuple(float(x) for x in kw["mean"])
-        if "std" in kw:
-            kw["std"] = tuple(float(x) for x in kw["std"])
+        for key in ("mean", "std"):
+            if key in kw:
+                if not isinstance(kw[key], (list, tuple)):
+                    raise ConfigError(f"input.{key} must be a list of 3 numbers, "
+                                      f"got {kw[key]!r}")
+                kw[key] = tuple(kw[key])
         return cls(**kw)
 
     def with_layout(self, layout: str) -> InputSpec:

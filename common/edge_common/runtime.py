@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_common.errors import MissingExtraError, ModelError
+from edge_common.errors import MissingExtraError, ModelError, one_line
 
 # each format's runtime, by the name the agent reports its version under
 # (edge_agent.machine.runtime_versions)
@@ -52,7 +52,7 @@ class OrtSession:
                 str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"]
             )
         except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
-            raise ModelError(f"onnxruntime cannot load {path}: {err}") from err
+            raise ModelError(f"onnxruntime cannot load {path}: {one_line(err)}") from err
         self._input = self._sess.get_inputs()[0].name
         self.threads = threads
 
@@ -92,7 +92,7 @@ class TFLiteSession:
         try:
             self._it = cls(model_path=str(path), num_threads=threads)
         except Exception as err:  # noqa: BLE001
-            raise ModelError(f"TFLite cannot load {path}: {err}") from err
+            raise ModelError(f"TFLite cannot load {path}: {one_line(err)}") from err
         self._in = self._it.get_input_details()[0]
         self._out = self._it.get_output_details()[0]
         self._batch: int | None = None

@@ -60,6 +60,10 @@ class Actuator:
         self.device: Any = open_output(pin, active_high, safe_on, pin_factory)
         self.pulses = 0
         self.misses = 0
+        # Set when the scheduler thread died: the output was driven safe, no pulse can fire
+        # any more, and ``on_fault`` (the agent) was told, so no part is passed as OK.
+        self.failed: str | None = None
+        self.on_fault: Callable[[str], None] | None = None
         # (t_ns, seq, ON/OFF, t_trigger_ns, tag)
         self._heap: list[tuple[int, int, int, int, Any]] = []
         self._seq = 0
@@ -84,7 +88,7 @@ class Actuator:
         """
         now = time.monotonic_ns() if now_ns is None else now_ns
         start = t_trigger_ns + self.delay_ns
-        if now > start:
+        if now > start or self.failed is not None:
             with self._cv:
                 self.misses += 1
             return False
@@ -107,6 +111,24 @@ class Actuator:
         heapq.heappush(self._heap, (t, self._seq, kind, trig, tag))
 
     def _run(self) -> None:
+        """The scheduler thread. It cannot die silently: whatever ends it (a bug, an
+        overflow, a pin library raising something new) drives the output safe, marks the
+        actuator failed and tells the agent, which stops taking parts as OK."""
+        try:
+            self._schedule_loop()
+        except BaseException as err:  # noqa: BLE001 - the output must end safe
+            reason = f"actuator thread died: {type(err).__name__}: {err}"
+            log.critical("%s; output driven to its safe level", reason)
+            with self._cv:
+                self.failed = reason
+                self._safe_locked()
+            if self.on_fault is not None:
+                try:
+                    self.on_fault(reason)
+                except Exception:  # noqa: BLE001
+                    log.exception("actuator: on_fault callback failed")
+
+    def _schedule_loop(self) -> None:
         with self._cv:
             while not self._stopping:
                 if not self._heap:

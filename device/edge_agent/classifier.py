@@ -3,7 +3,8 @@
 Loads the bundle through ``edge_common.bundle`` (every file's sha256, the signature when a
 public key is configured), refuses bundles marked not deployable, opens the chosen
 artifact with ``edge_common.runtime`` and replays the bundle's test vectors before it
-serves a single frame. Preprocessing is the manifest's, through ``edge_common.preprocess``.
+serves a single frame, on that artifact and on every other one this board could fall back
+to. Preprocessing is the manifest's, through ``edge_common.preprocess``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_common.bundle import Artifact, Bundle, load_bundle
-from edge_common.errors import BundleError
+from edge_common.errors import BundleError, MissingExtraError
 from edge_common.preprocess import preprocess, softmax
 from edge_common.runtime import Session, open_session
 
@@ -32,6 +33,24 @@ class Scores:
     inference_ms: float
 
 
+def check_other_artifacts(bundle: Bundle, served: Artifact, threads: int = 1) -> list[str]:
+    """Replay the test vectors on every other deployable artifact this board could serve
+    (its runtime installed): a bundle whose fallback is broken is refused before it serves,
+    not when the board falls back to it. Returns the paths checked; an artifact whose
+    runtime is missing here is skipped (this board cannot serve it)."""
+    checked = []
+    for a in bundle.artifacts:
+        if a is served or not a.deployable:
+            continue
+        try:
+            session = open_session(bundle.artifact_path(a), a.format, threads)
+        except MissingExtraError:
+            continue
+        bundle.check_test_vectors(session, a)
+        checked.append(a.path)
+    return checked
+
+
 class Classifier:
     """A bundle's artifact in a runtime session; ``classify(frame) -> Scores``."""
 
@@ -44,6 +63,7 @@ class Classifier:
         self.input_spec = bundle.input_spec
         self.version = bundle.version
         self.check: dict[str, Any] = {}
+        self.others: list[str] = []
 
     @classmethod
     def load(
@@ -66,6 +86,7 @@ class Classifier:
             session = open_session(bundle.artifact_path(artifact), artifact.format, threads)
             self = cls(bundle, artifact, session)
             self.check = bundle.check_test_vectors(session, artifact)
+            self.others = check_other_artifacts(bundle, artifact, threads)
         except BaseException:
             bundle.close()
             raise

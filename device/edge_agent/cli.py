@@ -45,7 +45,7 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
-    from edge_agent.config import load_config
+    from edge_agent.config import config_warnings, load_config
 
     cfg = load_config(args.path)
     print(
@@ -53,6 +53,8 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
         f"{cfg.trigger.type}, runtime {cfg.runtime.type}, actuator {cfg.actuator.type}, "
         f"results {', '.join(cfg.results) or 'none'}, bundle {cfg.bundle.path})"
     )
+    for warning in config_warnings(cfg):
+        print(f"warning: {warning}")
     return 0
 
 
@@ -77,11 +79,13 @@ def cmd_safe_state(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge_agent.config import load_config
+    from edge_agent.config import config_warnings, load_config
     from edge_agent.service import Agent
 
     cfg = load_config(args.config)
     _setup_logging("debug" if args.verbose else cfg.log_level)
+    for warning in config_warnings(cfg):
+        log.warning("config: %s", warning)
 
     def on_decision(rec: dict[str, Any]) -> None:
         # Called after the decision is committed to the journal.

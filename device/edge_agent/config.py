@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import socket
 import types
 import typing
@@ -30,6 +31,11 @@ import yaml
 from edge_common.errors import ConfigError
 
 PIN_FACTORIES = ("mock", "file", "lgpio", "rpigpio", "pigpio", "native")
+# The reject output's physical bounds: a conveyor whose rejector sits more than a minute
+# of travel after the camera is not a line we can time; a pulse over 10 s is a hold, not a
+# reject (and a bounded pulse is what keeps the output from staying on).
+MAX_DELAY_MS = 60_000.0
+MAX_PULSE_MS = 10_000.0
 
 
 def _f(default: Any, doc: str, **meta: Any) -> Any:
@@ -68,9 +74,10 @@ class CameraConfig:
     """Where frames come from. Every backend delivers H×W×3 uint8 RGB stamped at capture."""
 
     type: str = _f("synthetic", "Backend", choices=("picamera2", "opencv", "replay", "synthetic"))
-    width: int = _f(640, "Capture width, pixels (picamera2, opencv)", min=1)
-    height: int = _f(480, "Capture height, pixels (picamera2, opencv)", min=1)
-    device: int | str = _f(0, "opencv: V4L2 index (0 = /dev/video0) or device path")
+    width: int = _f(640, "Capture width, pixels (picamera2, opencv)", min=1, max=16384)
+    height: int = _f(480, "Capture height, pixels (picamera2, opencv)", min=1, max=16384)
+    device: int | str = _f(0, "opencv: V4L2 index (0 = /dev/video0) or device path",
+                           min=0, max=255)
     pipeline: str | None = _f(
         None, "opencv: a GStreamer pipeline string (Jetson CSI: nvarguscamerasrc ... ! appsink)"
     )
@@ -81,15 +88,18 @@ class CameraConfig:
     )
     loop: bool = _f(True, "replay: start again at the end (false: stop the run)")
     preload: bool = _f(False, "replay: decode every image into memory first (benchmarks)")
-    seed: int = _f(0, "synthetic: dataset seed")
-    size: int = _f(96, "synthetic: rendered frame size, pixels (square)", min=8)
+    seed: int = _f(0, "synthetic: dataset seed", min=0, max=2**32 - 1)
+    size: int = _f(96, "synthetic: rendered frame size, pixels (square)", min=8, max=4096)
     difficulty: float | None = _f(
-        None, "synthetic: defect subtlety, null = the dataset default", min=0.0
+        None, "synthetic: defect subtlety, null = the dataset default", min=0.0, max=1.0
     )
-    retry_backoff_s: float = _f(0.5, "First wait before reopening a failed camera, s", min=0.0)
-    retry_backoff_max_s: float = _f(10.0, "Longest wait between reopen attempts, s", min=0.0)
+    retry_backoff_s: float = _f(0.5, "First wait before reopening a failed camera, s", min=0.0,
+                                max=3600.0)
+    retry_backoff_max_s: float = _f(10.0, "Longest wait between reopen attempts, s", min=0.0,
+                                    max=3600.0)
     give_up_s: float = _f(
-        60.0, "Exit (non-zero) after the camera has failed this long; 0 = retry forever", min=0.0
+        60.0, "Exit (non-zero) after the camera has failed this long; 0 = retry forever", min=0.0,
+        max=86400.0
     )
 
 
@@ -102,15 +112,18 @@ class TriggerConfig:
         "Trigger source; modbus / opcua: the PLC triggers over the agent's server (plc:)",
         choices=("gpio", "interval", "modbus", "opcua"),
     )
-    rate_hz: float = _f(10.0, "interval: items per second; 0 = unthrottled (benchmarks)", min=0.0)
-    pin: int | str | None = _f(None, "gpio: input pin (BCM number or gpiozero name, e.g. GPIO17)")
+    rate_hz: float = _f(10.0, "interval: items per second; 0 = unthrottled (benchmarks)", min=0.0,
+                        max=10000.0)
+    pin: int | str | None = _f(None, "gpio: input pin (BCM number or gpiozero name, e.g. GPIO17)",
+                               pin=True)
     pull: str = _f(
         "up",
         "gpio: internal pull; up = active low (open-collector sensors)",
         choices=("up", "down", "floating"),
     )
     active_high: bool = _f(True, "gpio: with pull floating, whether high means 'item present'")
-    bounce_ms: float | None = _f(5.0, "gpio: debounce window, ms; null = none", min=0.0)
+    bounce_ms: float | None = _f(5.0, "gpio: debounce window, ms; null = none", min=0.0,
+                                  max=1000.0)
     pin_factory: str | None = _f(
         None,
         "gpiozero pin factory; null = gpiozero's default (GPIOZERO_PIN_FACTORY)",
@@ -130,8 +143,9 @@ class ModbusConfig:
     plc_host: str | None = _f(None, "Client: the PLC's address (required for modbus-client)")
     plc_port: int = _f(502, "Client: the PLC's Modbus TCP port", min=1, max=65535)
     plc_device_id: int = _f(1, "Client: the PLC's unit / device id", min=0, max=255)
-    plc_base: int = _f(0, "Client: first holding register of the result block", min=0)
-    timeout_s: float = _f(1.0, "Client: request timeout, s", min=0.01)
+    plc_base: int = _f(0, "Client: first holding register of the result block", min=0,
+                       max=65535)
+    timeout_s: float = _f(1.0, "Client: request timeout, s", min=0.01, max=60.0)
 
 
 @dataclass
@@ -153,10 +167,12 @@ class MqttConfig:
     topic_prefix: str = _f(
         "edgectl", "Topics: <prefix>/<device_id>/decision, .../status (retained)"
     )
-    keepalive_s: int = _f(10, "Keepalive, s (the broker sends the last will after 1.5×)", min=1)
-    status_every_s: float = _f(5.0, "How often the status is published, s", min=0.1)
+    keepalive_s: int = _f(10, "Keepalive, s (the broker sends the last will after 1.5×)", min=1,
+                          max=65535)
+    status_every_s: float = _f(5.0, "How often the status is published, s", min=0.1, max=3600.0)
     buffer_max: int = _f(
-        10000, "Decisions held while the broker is away (oldest dropped, counted)", min=1
+        10000, "Decisions held while the broker is away (oldest dropped, counted)", min=1,
+        max=1_000_000
     )
 
 
@@ -165,10 +181,12 @@ class PlcConfig:
     """The PLC handshake (edge_agent.plc; docs/plc.md) and its backends."""
 
     result_deadline_ms: float = _f(
-        500.0, "Trigger → result deadline: no verdict by then = Fail + fault 1", min=1.0
+        500.0, "Trigger → result deadline: no verdict by then = Fail + fault 1", min=1.0,
+        max=60000.0
     )
     max_in_flight: int = _f(16, "Parts triggered and not yet answered, at most", min=1, max=1000)
-    heartbeat_ms: float = _f(500.0, "How often the heartbeat counter steps, ms", min=10.0)
+    heartbeat_ms: float = _f(500.0, "How often the heartbeat counter steps, ms", min=10.0,
+                             max=60000.0)
     modbus: ModbusConfig = field(default_factory=ModbusConfig, metadata={"doc": "Modbus TCP"})
     opcua: OpcUaConfig = field(default_factory=OpcUaConfig, metadata={"doc": "OPC UA"})
     mqtt: MqttConfig = field(default_factory=MqttConfig, metadata={"doc": "MQTT"})
@@ -203,7 +221,7 @@ class ActuatorConfig:
     """The rejector: a gpiozero DigitalOutputDevice pulsed after the conveyor delay."""
 
     type: str = _f("gpio", "gpio drives a pin; none only records", choices=("gpio", "none"))
-    pin: int | str | None = _f(None, "Output pin (BCM number or gpiozero name)")
+    pin: int | str | None = _f(None, "Output pin (BCM number or gpiozero name)", pin=True)
     active_high: bool = _f(True, "True: pin high = actuator on")
     safe_state: str = _f(
         "off",
@@ -212,8 +230,11 @@ class ActuatorConfig:
         "held (a diverter that rejects everything while the agent is down)",
         choices=("off", "on"),
     )
-    delay_ms: float = _f(200.0, "Trigger → pulse start: the conveyor's travel time, ms", min=0.0)
-    pulse_ms: float = _f(50.0, "Pulse width, ms", min=0.1)
+    delay_ms: float = _f(
+        200.0, "Trigger → pulse start: the conveyor's travel time, ms (≤ 60 s)", min=0.0,
+        max=MAX_DELAY_MS)
+    pulse_ms: float = _f(50.0, "Pulse width, ms (≤ 10 s: a reject, not a hold)", min=0.1,
+                         max=MAX_PULSE_MS)
     pin_factory: str | None = _f(
         None,
         "gpiozero pin factory; null = gpiozero's default; file = a stand-in whose levels "
@@ -232,11 +253,13 @@ class JournalConfig:
         "full: fsync every commit (power-loss safe); normal: survives crashes only",
         choices=("full", "normal"),
     )
-    max_bytes: int = _f(1_000_000_000, "Disk budget for journal + samples, bytes", min=1)
-    max_rows: int = _f(1_000_000, "Most decisions kept", min=1)
-    prune_every_s: float = _f(60.0, "How often the budget is enforced, s", min=0.1)
-    status_every_s: float = _f(2.0, "How often status.json is rewritten, s", min=0.1)
-    log_every_s: float = _f(30.0, "How often a latency summary is logged, s", min=0.1)
+    max_bytes: int = _f(1_000_000_000, "Disk budget for journal + samples, bytes", min=1,
+                        max=10**15)
+    max_rows: int = _f(1_000_000, "Most decisions kept", min=1, max=10**10)
+    prune_every_s: float = _f(60.0, "How often the budget is enforced, s", min=0.1, max=86400.0)
+    status_every_s: float = _f(2.0, "How often status.json is rewritten, s", min=0.1, max=3600.0)
+    log_every_s: float = _f(30.0, "How often a latency summary is logged, s", min=0.1,
+                            max=86400.0)
 
 
 @dataclass
@@ -259,11 +282,11 @@ class HostConfig:
     token_file: str | None = _f(None, "File holding the device token", path=True)
     ca_cert: str | None = _f(None, "CA bundle for the collector's TLS certificate", path=True)
     verify: bool = _f(True, "Verify TLS certificates")
-    batch_size: int = _f(200, "Decisions per upload", min=1)
-    interval_s: float = _f(10.0, "Seconds between sync rounds", min=0.1)
-    heartbeat_s: float = _f(30.0, "Seconds between heartbeats", min=0.1)
-    timeout_s: float = _f(10.0, "HTTP timeout, s", min=0.1)
-    backoff_max_s: float = _f(300.0, "Longest retry backoff, s", min=0.1)
+    batch_size: int = _f(200, "Decisions per upload", min=1, max=10000)
+    interval_s: float = _f(10.0, "Seconds between sync rounds", min=0.1, max=86400.0)
+    heartbeat_s: float = _f(30.0, "Seconds between heartbeats", min=0.1, max=86400.0)
+    timeout_s: float = _f(10.0, "HTTP timeout, s", min=0.1, max=600.0)
+    backoff_max_s: float = _f(300.0, "Longest retry backoff, s", min=0.1, max=86400.0)
 
 
 @dataclass
@@ -271,12 +294,13 @@ class UpdateConfig:
     """Model updates pulled from the host (edge_agent.update)."""
 
     enabled: bool = _f(False, "Poll the host for the desired model version")
-    poll_s: float = _f(60.0, "Seconds between polls", min=1.0)
+    poll_s: float = _f(60.0, "Seconds between polls", min=1.0, max=86400.0)
     lock_file: str | None = _f(None, "While this file exists, updates wait", path=True)
-    lock_pin: int | str | None = _f(None, "While this input pin is active, updates wait")
+    lock_pin: int | str | None = _f(None, "While this input pin is active, updates wait",
+                                    pin=True)
     health_window_s: float = _f(120.0, "Roll back if the new model is unhealthy within, s "
                                 "(and its first 20 items: up to 10 windows on an idle line)",
-                                min=0.0)
+                                min=0.0, max=86400.0)
     keys_dir: str | None = _f(
         "/etc/edge-agent/keys",
         "Folder of trusted Ed25519 public keys (PEM files); every update must be signed by "
@@ -423,10 +447,13 @@ def _build(cls: type, data: Any, prefix: str, base: Path | None) -> Any:
         elif value is not None:
             if "choices" in meta and value not in meta["choices"]:
                 raise ConfigError(f"config: {key}: must be one of {', '.join(meta['choices'])}")
-            if "min" in meta and value < meta["min"]:
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if numeric and "min" in meta and value < meta["min"]:
                 raise ConfigError(f"config: {key}: must be ≥ {meta['min']}, got {value}")
-            if "max" in meta and value > meta["max"]:
+            if numeric and "max" in meta and value > meta["max"]:
                 raise ConfigError(f"config: {key}: must be ≤ {meta['max']}, got {value}")
+            if meta.get("pin"):
+                gpio_number(value, key)
         kwargs[name] = value
     obj = cls(**kwargs)
     if base is not None:
@@ -462,8 +489,50 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
                 data.setdefault("actuator", {})["pin_factory"] = env[var]
 
 
+def gpio_number(pin: int | str, key: str = "pin") -> int:
+    """The BCM GPIO number a pin setting names, as gpiozero resolves it on a Raspberry Pi's
+    40-pin header (``17``, ``"GPIO17"``, ``"BCM17"``, ``"BOARD11"``, ``"J8:11"`` are one
+    pin); anything gpiozero would refuse at ``run`` is refused here, naming the key.
+    gpiozero's own board table is asked (a mock Pi 3B: the 40-pin header every Pi since
+    the B+ shares), so ``validate-config`` and ``run`` cannot disagree."""
+    text = pin if isinstance(pin, str) else None
+    if isinstance(pin, int) and not isinstance(pin, bool):
+        if not 0 <= pin <= 27:
+            raise ConfigError(f"config: {key}: GPIO {pin} is not on the board's header "
+                              "(BCM 0..27)")
+        return pin
+    try:
+        from gpiozero.pins.mock import MockFactory
+
+        board = MockFactory().board_info
+    except ImportError:  # gpiozero is a device dependency; without it: the plain forms
+        m = re.fullmatch(r"(?:GPIO|BCM)?([0-9]{1,2})", text or "")
+        if m is None or int(m.group(1)) > 27:
+            raise ConfigError(f"config: {key}: {pin!r} is not a GPIO pin name "
+                              "(e.g. 17, GPIO17, BOARD11)") from None
+        return int(m.group(1))
+    try:
+        name = board.to_gpio(text)
+    except Exception:  # noqa: BLE001 - gpiozero's PinInvalidPin and friends
+        raise ConfigError(f"config: {key}: {pin!r} is not a GPIO pin of the board's header "
+                          "(e.g. 17, GPIO17, BOARD11)") from None
+    return int(str(name).removeprefix("GPIO"))
+
+
 def _check(cfg: AgentConfig) -> None:
     """Rules that span several keys."""
+    used: dict[int, str] = {}
+    for key, pin, on in (
+        ("trigger.pin", cfg.trigger.pin, cfg.trigger.type == "gpio"),
+        ("actuator.pin", cfg.actuator.pin, cfg.actuator.type == "gpio"),
+        ("update.lock_pin", cfg.update.lock_pin, cfg.update.enabled),
+    ):
+        if pin is None or not on:
+            continue
+        n = gpio_number(pin, key)
+        if n in used:
+            raise ConfigError(f"config: {key}: GPIO{n} is already {used[n]}; one pin, one job")
+        used[n] = key
     if cfg.camera.type == "replay" and not cfg.camera.path:
         raise ConfigError("config: camera.path: required when camera.type is replay")
     if cfg.trigger.type == "gpio" and cfg.trigger.pin is None:
@@ -502,22 +571,70 @@ def from_dict(
     return cfg
 
 
+MAX_CONFIG_BYTES = 1024**2
+
+
+def config_warnings(cfg: AgentConfig) -> list[str]:
+    """Settings that validate but cannot work on a line: said by ``validate-config`` and
+    logged by ``run`` (one line each)."""
+    out = []
+    ac = cfg.actuator
+    if ac.type == "gpio" and ac.delay_ms < 1.0:
+        out.append(f"actuator.delay_ms {ac.delay_ms:g}: no decision can be ready before its "
+                   "pulse should start, so the rejector never fires (every part a deadline "
+                   "miss); set the conveyor's travel time from camera to rejector")
+    if ac.type == "gpio" and cfg.trigger.type == "interval" and cfg.trigger.rate_hz > 0:
+        interval_ms = 1000.0 / cfg.trigger.rate_hz
+        if ac.pulse_ms >= interval_ms:
+            out.append(f"actuator.pulse_ms {ac.pulse_ms:g}: not shorter than the item interval "
+                       f"({interval_ms:.4g} ms at trigger.rate_hz {cfg.trigger.rate_hz:g}): a "
+                       "reject also pushes the next part")
+    return out
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the
+    last silently: a second ``actuator:`` section would switch the rejector off)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    dup = key in seen
+                except TypeError:  # an unhashable key: PyYAML refuses it below
+                    continue
+                if dup:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> AgentConfig:
     """Read and validate a YAML config file; raise ``ConfigError`` naming the key path."""
     p = Path(path)
     try:
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config: {p}: over {MAX_CONFIG_BYTES} bytes (not an agent config)")
         text = p.read_text()
     except FileNotFoundError as err:
         raise ConfigError(f"config: {p}: no such file") from err
     except OSError as err:
         raise ConfigError(f"config: {p}: cannot read ({err.strerror})") from err
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or "not valid YAML"
         raise ConfigError(f"config: {p}: invalid YAML{where}: {problem}") from err
+    except RecursionError as err:
+        raise ConfigError(f"config: {p}: invalid YAML: nested too deeply") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config: {p}: not UTF-8 text") from err
     cfg = from_dict(data, base=p.resolve().parent, env=env)
     cfg.source = str(p.resolve())
     return cfg

@@ -27,6 +27,16 @@ def reference_markdown() -> str:
         "file's folder. Examples: `examples/agent-sim.yaml` (laptop), `examples/agent-pi4.yaml`,",
         "`examples/agent-jetson.yaml`.",
         "",
+        "`validate-config`, `run` and `safe-state` read a file through the same schema: a key",
+        "given twice in one mapping is refused (YAML would keep the last silently), every",
+        "number is finite and within the range below, pins are checked against gpiozero's",
+        "table of the Raspberry Pi 40-pin header (`17`, `GPIO17`, `BOARD11` name one pin; BCM",
+        "0..27), and the trigger, the reject output and the update lock may not share a pin.",
+        "Settings that validate but cannot work on a line are printed as `warning:` lines by",
+        "`validate-config` and logged by `run`: `actuator.delay_ms` under 1 ms (no decision is",
+        "ever in time, the rejector never fires) and a pulse not shorter than the interval",
+        "trigger's item interval.",
+        "",
         "Environment overrides: "
         + ", ".join(
             f"`{var}` → `{s}.{k}`"

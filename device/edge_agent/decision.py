@@ -47,10 +47,17 @@ def decide(
     reject_labels: Sequence[str],
     policy: Policy,
 ) -> Verdict:
-    """Decide for one item from its class probabilities (same order as ``labels``)."""
+    """Decide for one item from its class probabilities (same order as ``labels``).
+
+    Scores that are not finite probabilities (NaN or inf from a model or an input spec
+    gone wrong, or values outside [0, 1]) make the item unclassifiable: NaN compares
+    false with every threshold, so it would otherwise pass every part."""
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if p.shape[0] != len(labels):
         raise ValueError(f"{p.shape[0]} probabilities for {len(labels)} labels")
+    bad = nonfinite_reason(p)
+    if bad is not None:
+        return decide_error(bad, policy)
     top = int(np.argmax(p))
     reject_idx = [i for i, name in enumerate(labels) if name in set(reject_labels)]
     reject_score = float(p[reject_idx].sum()) if reject_idx else 0.0
@@ -63,6 +70,15 @@ def decide(
     else:
         decision, action = "ok", "pass"
     return Verdict(decision, action, labels[top], float(p[top]), reject_score)
+
+
+def nonfinite_reason(p: np.ndarray) -> str | None:
+    """Why ``p`` are not usable probabilities (None when they are)."""
+    if not bool(np.all(np.isfinite(p))):
+        return f"non-finite scores ({int(np.sum(~np.isfinite(p)))} of {p.size} not finite)"
+    if p.size and (float(p.min()) < -1e-6 or float(p.max()) > 1.0 + 1e-6):
+        return f"scores outside [0, 1] (min {float(p.min()):.3g}, max {float(p.max()):.3g})"
+    return None
 
 
 def decide_error(error: str, policy: Policy) -> Verdict:

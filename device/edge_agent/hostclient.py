@@ -7,16 +7,41 @@ Used by both ``edge_agent.sync`` (decisions, samples, heartbeats) and ``edge_age
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from edge_common.errors import ConfigError
+from edge_common.errors import BundleError, ConfigError
+from edge_common.manifest import MAX_BUNDLE_BYTES
 
 log = logging.getLogger(__name__)
 
 API = "/api/v1"
+
+
+# A bundle tar is at most MAX_BUNDLE_BYTES of files plus tar headers.
+MAX_DOWNLOAD_BYTES = MAX_BUNDLE_BYTES + 1024**2
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_desired(body: Any) -> dict[str, Any]:
+    """The host's ``/desired`` answer, refused (``HostUnavailable``, one line) unless it is
+    an object with ``version`` null or a short string, ``sha256`` null, empty or 64 hex
+    digits and ``allow_downgrade`` a boolean (absent: false)."""
+    if not isinstance(body, dict):
+        raise HostUnavailable(f"GET /desired: expected an object, got {type(body).__name__}")
+    version, sha = body.get("version"), body.get("sha256")
+    if version is not None and not (isinstance(version, str) and 0 < len(version) <= 256):
+        raise HostUnavailable(f"GET /desired: version must be a string, got {version!r:.60}")
+    if sha not in (None, "") and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+        raise HostUnavailable(f"GET /desired: sha256 must be 64 hex digits, got {sha!r:.80}")
+    allow = body.get("allow_downgrade", False)
+    if not isinstance(allow, bool):
+        raise HostUnavailable(f"GET /desired: allow_downgrade must be true or false, "
+                              f"got {allow!r:.40}")
+    return {**body, "allow_downgrade": allow}
 
 
 def is_success(status: int) -> bool:
@@ -116,10 +141,19 @@ class HostClient:
         return self.request("POST", "/heartbeat", json=body).json()  # type: ignore[no-any-return]
 
     def desired(self) -> dict[str, Any]:
-        return self.request("GET", "/desired").json()  # type: ignore[no-any-return]
+        """The model this device should run: ``{version, sha256, allow_downgrade}`` checked
+        for shape (a host answering anything else is treated as unavailable, one line)."""
+        resp = self.request("GET", "/desired")
+        try:
+            body = resp.json()
+        except ValueError as err:  # requests' JSONDecodeError is a ValueError
+            raise HostUnavailable(f"GET /desired: not JSON: {err}") from err
+        return check_desired(body)
 
-    def download_bundle(self, dest: Path, chunk: int = 1 << 16) -> tuple[str, str]:
-        """Stream the desired bundle into ``dest``; return ``(version, sha256 header)``."""
+    def download_bundle(self, dest: Path, chunk: int = 1 << 16,
+                        max_bytes: int = MAX_DOWNLOAD_BYTES) -> tuple[str, str]:
+        """Stream the desired bundle into ``dest``; return ``(version, sha256 header)``.
+        More than ``max_bytes`` is refused (``BundleError``): a host cannot fill the disk."""
         try:
             resp = self.session.get(self.base + "/bundle", timeout=self.timeout, stream=True,
                                     verify=self.verify)
@@ -128,9 +162,13 @@ class HostClient:
         with resp:
             if not is_success(resp.status_code):
                 raise HostUnavailable(f"GET /bundle: HTTP {resp.status_code}", resp.status_code)
+            written = 0
             try:
                 with open(dest, "wb") as fh:
                     for part in resp.iter_content(chunk):
+                        written += len(part)
+                        if written > max_bytes:
+                            raise BundleError(f"GET /bundle: over {max_bytes} bytes, refused")
                         fh.write(part)
             except requests.RequestException as err:
                 raise HostUnavailable(f"GET /bundle: {err}") from err

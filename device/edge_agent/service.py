@@ -22,6 +22,7 @@ Hooks for sync/update (docs/architecture.md, "Agent hooks"): ``run``, ``stop``,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import sys
@@ -102,6 +103,7 @@ class Agent:
             deliver=lambda rec: self.station.deliver(rec) if self.station else None,
         )
         self.actuator.on_done = self.writer.on_pulse_done
+        self.actuator.on_fault = self._actuator_failed
         self.classifier = classifier
         self.camera = camera
         self.trigger = trigger
@@ -178,6 +180,16 @@ class Agent:
         if self.faults.get(name) != message:
             log.error("FAULT %s: %s", name, message)
         self.faults[name] = message
+
+    def _actuator_failed(self, reason: str) -> None:
+        """The reject output can no longer fire: a fault, and the loop stops (non-zero exit;
+        systemd restarts the agent and ``ExecStopPost=`` drives the output safe again).
+        Parts decided meanwhile are rejects that could not fire (``_finish``)."""
+        from edge_common.errors import HardwareError
+
+        self._fault("actuator", reason)
+        if self._fatal is None:
+            self._fatal = HardwareError(reason)
 
     def _clear_fault(self, name: str) -> None:
         if self.faults.pop(name, None) is not None:
@@ -423,6 +435,10 @@ class Agent:
         """Hand the record to the journal writer, which commits it and then schedules the
         reject pulse (write-ahead: no pulse without a durable decision)."""
         assert self.actuator and self.classifier
+        failed = getattr(self.actuator, "failed", None)
+        if failed is not None and verdict.error is None:
+            # No pulse can fire: never record (or tell the PLC) an OK the line cannot check.
+            verdict = decide_error(failed, dataclasses.replace(self.policy, error_policy="reject"))
         t_dec = time.monotonic_ns()
         missed = not self.actuator.deadline_ok(t_trig, t_dec)
         plc = self.station.check(t_trig) if self.station is not None else None
@@ -441,6 +457,8 @@ class Agent:
         self.budget.add(self.classifier.version, self.classifier.bundle.manifest, inference_ms)
         labels = self.classifier.labels
         truth = getattr(frame, "truth", None)
+        if probs is not None and not bool(np.all(np.isfinite(probs))):
+            probs = None  # NaN/inf never reach the journal, the host or a JSON reader
         rec = {
             "id": str(uuid.uuid4()),
             "ts": time.time(),

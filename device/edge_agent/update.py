@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.hostclient import HostClient, HostUnavailable
-from edge_common.bundle import is_older, load_public_key, sha256_file
-from edge_common.errors import EdgeError
+from edge_common.bundle import is_older, load_public_key, sha256_file, version_key
+from edge_common.errors import BundleError, EdgeError
 from edge_common.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -56,19 +56,45 @@ def plan(current: str | None, desired: dict[str, Any], refused: dict[str, str]) 
 
     Nothing when no model is set, when the desired version is already serving (an equal
     version is a no-op, whatever its bytes), or when this exact bundle (version and
-    sha256) was refused or rolled back before. ``"older"`` (to be refused) when the
+    sha256) was refused or rolled back before. Equal means equal by ``version_key``: a
+    version spelled differently but sorting equal is a no-op. ``"older"`` (to be refused) when the
     desired version is older than the one serving (``edge_common.bundle.version_key``)
     and the host did not say ``allow_downgrade`` (``edgectl fleet set-model
     --allow-downgrade``).
     """
     version = desired.get("version")
-    if not version or version == current:
+    if not version or same_version(str(version), current):
         return None
     if refused.get(version) == desired.get("sha256"):
         return None
     if current and is_older(str(version), current) and not desired.get("allow_downgrade"):
         return "older"
     return "update"
+
+
+def same_version(version: str, current: str | None) -> bool:
+    """Equal as bundle versions (``version_key``), whatever the spelling."""
+    return current is not None and (version == current
+                                    or version_key(version) == version_key(current))
+
+
+def check_manifest_version(manifest_version: str, claimed: str, current: str | None,
+                           allow_downgrade: bool) -> str | None:
+    """Anti-rollback on the *signed* manifest's version (checked after its signature).
+
+    The host's claim only selects what to fetch: a bundle whose manifest says another
+    version is refused, and so is one not newer than the serving version (equal: nothing
+    to do; older: only the operator's explicit ``allow_downgrade``). Returns why it is
+    refused, or None."""
+    if not same_version(manifest_version, claimed):
+        return (f"the host named version {claimed} but the signed manifest says "
+                f"{manifest_version}")
+    if current is not None and same_version(manifest_version, current):
+        return f"version {manifest_version} is already serving"
+    if current is not None and is_older(manifest_version, current) and not allow_downgrade:
+        return (f"version {manifest_version} (signed manifest) is older than the installed "
+                f"{current} (set it with --allow-downgrade)")
+    return None
 
 
 def health_verdict(items: int, errors: int, max_error_rate: float = MAX_ERROR_RATE,
@@ -123,6 +149,8 @@ class UpdateWorker:
         self.keys_dir = Path(keys_dir) if keys_dir is not None else None
         self.dir = Path(state_dir) if state_dir else Path(agent.config.journal.dir) / UPDATES_DIR
         self.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        for stale in self.dir.glob(".download-*.part"):  # a download cut by a crash
+            stale.unlink(missing_ok=True)
         self.loader = loader or self._load_classifier
         self.rng = rng or random.Random()
         self.outcomes: list[Outcome] = []
@@ -211,6 +239,8 @@ class UpdateWorker:
         try:
             tar = self._fetch(version, sha)
             new = self._verify(tar)
+            self._check_signed_version(new, tar, version, current,
+                                       bool(desired.get("allow_downgrade")))
         except UpdateRefused as err:
             outcome = Outcome(version, "refused", str(err), current)
             self._record(outcome, sha)
@@ -222,6 +252,20 @@ class UpdateWorker:
                     new.close()
                     return None
         return self._switch(new, version, sha, current)
+
+    def _check_signed_version(self, new: Any, tar: Path, claimed: str, current: str | None,
+                              allow_downgrade: bool) -> None:
+        """Refuse (and forget the tar) unless the signed manifest's version is the one
+        claimed and newer than the serving one (``check_manifest_version``)."""
+        signed_version = getattr(new, "version", None)
+        reason = (check_manifest_version(str(signed_version), claimed, current, allow_downgrade)
+                  if signed_version is not None else "the bundle's manifest has no version")
+        if reason is not None:
+            close = getattr(new, "close", None)
+            if close is not None:
+                close()
+            tar.unlink(missing_ok=True)
+            raise UpdateRefused(reason)
 
     def _refuse_for_now(self, version: str, current: str | None, reason: str) -> Outcome:
         """Refuse without remembering the bundle as bad (no download, no sha recorded):
@@ -240,7 +284,10 @@ class UpdateWorker:
             return cached
         part = self.dir / f".download-{uuid.uuid4().hex}.part"
         try:
-            got_version, header_sha = self.client.download_bundle(part)
+            try:
+                got_version, header_sha = self.client.download_bundle(part)
+            except BundleError as err:
+                raise UpdateRefused(str(err)) from err
             actual = sha256_file(part)
             if not header_sha or actual != header_sha or (sha and actual != sha):
                 raise UpdateRefused(f"sha256 mismatch: got {actual[:12]}, host says "
@@ -304,6 +351,8 @@ class UpdateWorker:
                 return self.loader(str(tar), key)
             except EdgeError as err:
                 errors.append(str(err))
+            except Exception as err:  # noqa: BLE001 - anything unforeseen refuses (fail closed)
+                errors.append(f"{type(err).__name__}: {err}".splitlines()[0][:300])
         tar.unlink(missing_ok=True)  # never keep a bundle that failed verification
         raise UpdateRefused("; ".join(dict.fromkeys(errors)))
 
