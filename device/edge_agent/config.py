@@ -531,7 +531,8 @@ def _check(cfg: AgentConfig) -> None:
             continue
         n = gpio_number(pin, key)
         if n in used:
-            raise ConfigError(f"config: {key}: GPIO{n} is already {used[n]}; one pin, one job")
+            raise ConfigError(f"config: {key}: {pin!r} is GPIO{n}, already used by {used[n]}; "
+                              "one pin, one job")
         used[n] = key
     if cfg.camera.type == "replay" and not cfg.camera.path:
         raise ConfigError("config: camera.path: required when camera.type is replay")

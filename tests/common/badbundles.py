@@ -144,6 +144,68 @@ def oversize_total_tar(good: Path, work: Path) -> Path:
     return _sparse_tar(work, [MAX_MEMBER_BYTES] * n)
 
 
+def _edit(change: Callable[[dict[str, Any]], Any]) -> Callable[[Path, Path], Path]:
+    """A case that rewrites one manifest field (the bundle stays unsigned and listed)."""
+    def make(good: Path, work: Path) -> Path:
+        out = _copy(good, work)
+        m = json.loads((out / MANIFEST).read_text())
+        change(m)
+        (out / MANIFEST).write_text(json.dumps(m))
+        return out
+    return make
+
+
+def deep_manifest(good: Path, work: Path) -> Path:
+    """A manifest nested 100,000 deep: json's recursive parser would raise RecursionError."""
+    out = _copy(good, work)
+    text = (out / MANIFEST).read_text().rstrip().rstrip("}")
+    depth = 100_000
+    (out / MANIFEST).write_text(text + ', "x": ' + "[" * depth + "]" * depth + "}")
+    return out
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(m: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        for key in parents:
+            m = m[int(key)] if isinstance(m, list) else m[key]
+        m[last] = value
+    return change
+
+
+# Issue 36: manifests that passed verify on b07fc59 and broke later (or crashed it).
+STRICT_CASES: list[BadBundle] = [
+    BadBundle("schema-version-true", "schema_version: true", _edit(_set("schema_version", True)),
+              "unsupported schema_version True"),
+    BadBundle("schema-version-float", "schema_version: 1.0", _edit(_set("schema_version", 1.0)),
+              "unsupported schema_version 1.0"),
+    BadBundle("input-size-string", 'input.size: "64"', _edit(_set("input.size", "32")),
+              "input.size must be an integer"),
+    BadBundle("zero-std", "input.std: [0, 0, 0] (every input inf, every score NaN)",
+              _edit(_set("input.std", [0, 0, 0])), "input.std must be within"),
+    BadBundle("string-std", 'input.std: ["1", 1, 1]', _edit(_set("input.std", ["1", 1, 1])),
+              "input.std must hold 3 finite numbers"),
+    BadBundle("deep-manifest", "a manifest nested 100,000 deep", deep_manifest,
+              "nests deeper than 16 levels"),
+    BadBundle("accuracy-string", 'metrics.accuracy: "high"',
+              _edit(_set("metrics.accuracy", "high")), "'metrics.accuracy' must be a number"),
+    BadBundle("sha-not-hex", "an artifact sha256 that is not 64 hex digits",
+              _edit(_set("artifacts.0.sha256", "not-a-hash")), "must be 64 lower-case hex"),
+    BadBundle("bytes-float", "an artifact size of 12.5 bytes",
+              _edit(_set("artifacts.0.bytes", 12.5)), "must be a non-negative integer"),
+    BadBundle("version-empty", "an empty version", _edit(_set("version", "")),
+              "'version' must be a non-empty string"),
+    BadBundle("version-no-key", "a version with nothing to order by", _edit(_set("version", "--")),
+              "has no digits or letters"),
+    BadBundle("labels-twice", "a class named twice", _edit(_set("labels", ["ok", "ok"])),
+              "names a class twice"),
+    BadBundle("deployable-string", 'deployable: "yes"', _edit(_set("deployable", "yes")),
+              "'deployable' must be true or false"),
+    BadBundle("tolerance-negative", "tolerance.max_abs: -1",
+              _edit(_set("artifacts.0.tolerance.max_abs", -1)), "tolerance.max_abs"),
+]
+
+
 CASES: list[BadBundle] = [
     BadBundle("unlisted-file-dir", "a 512 MiB file the manifest does not list (folder)",
               unlisted_file_dir, "zeros.bin is not listed in the manifest"),
@@ -178,6 +240,7 @@ CASES: list[BadBundle] = [
               oversize_member_tar, f"over the limit of {MAX_MEMBER_BYTES}"),
     BadBundle("oversize-total-tar", "tar headers adding up over the total limit",
               oversize_total_tar, f"over the limit of {MAX_BUNDLE_BYTES}"),
+    *STRICT_CASES,
 ]
 
 __all__ = ["CASES", "BadBundle"]
