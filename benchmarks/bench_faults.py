@@ -26,6 +26,9 @@ Prints a table and writes it to ``benchmarks/results/faults.md``. Columns:
 - unsafe s: the longest time from a kill to the output observed at its safe level (0 when
   it was already safe): the time stamp of the safe-state command's write minus the kill.
 - refused: tries that were refused as they should be (bad configs: exit 1, one line).
+- unsafe accepts: tries accepted and then unsafe (a config that validates and breaks the
+  output, a NaN part passed, an update served that is not the signed, newer version the
+  host named); 0 is the goal (issue 36).
 
 Scenarios are a list (``SCENARIOS``): one function each, returning a ``Row``; add a row
 by adding a function.
@@ -76,6 +79,7 @@ class Row:
     unjournaled: int = 0
     unsafe_s: float | None = None
     refused: int | str = "-"
+    unsafe: int = 0  # accepted and then unsafe (issue 36's rows; 0 is the goal)
     notes: list[str] = field(default_factory=list)
 
 
@@ -574,6 +578,191 @@ def bad_bundles(c: Campaign) -> Row:
     return row
 
 
+# Issue 36: configs that validated on b07fc59 and then broke the run or the output.
+BOUND_CONFIGS: dict[str, dict[str, Any]] = {
+    "pulse 1e300": {"actuator": {"pulse_ms": 1e300}},
+    "delay 1e300": {"actuator": {"delay_ms": 1e300}},
+    "pin -1": {"actuator": {"pin": -1}},
+    "pin 10^30": {"actuator": {"pin": 10**30}},
+    "pin 'abc'": {"actuator": {"pin": "abc"}},
+    "pin '-5'": {"actuator": {"pin": "-5"}},
+    "trigger pin = actuator pin": {"trigger": {"type": "gpio", "pin": "GPIO17"}},
+}
+DUPLICATED = {  # text edits of the dumped YAML: a key given twice
+    "second actuator section": lambda t: t + "actuator:\n  type: none\n",
+    "safe_state twice": lambda t: t.replace("actuator:\n", "actuator:\n  safe_state: 'on'\n"
+                                            "  safe_state: 'off'\n", 1),
+}
+WARNED = {"delay 0": {"actuator": {"delay_ms": 0}},
+          "pulse 5000 ms at 20 items/s": {"actuator": {"pulse_ms": 5000}}}
+
+
+def config_bounds(c: Campaign) -> Row:
+    """Every config of issue 36: validate-config, run and safe-state refuse it alike, in one
+    line; settings that cannot work are warned about. unsafe = one accepted and then
+    leaving the output on, or run and validate-config disagreeing."""
+    row = Row("config bounds (1e300 pulse/delay, bad pins, shared pin, duplicate keys)",
+              refused=0)
+    st = c.station("config-bounds")
+    cases: list[tuple[str, Callable[[], None]]] = []
+    for name, over in BOUND_CONFIGS.items():
+        cases.append((name, lambda over=over: st.write_config(**over)))
+    for name, edit in DUPLICATED.items():
+        def dup(edit: Callable[[str], str] = edit) -> None:
+            st.write_config()
+            st.config.write_text(edit(st.config.read_text()))
+        cases.append((name, dup))
+    for name, make in cases:
+        make()
+        outs = [subprocess.run([str(BIN / "edge-agent"), *args], env=st.env,
+                               capture_output=True, text=True, timeout=120)
+                for args in (["validate-config", str(st.config)],
+                             ["run", "--config", str(st.config), "--max-items", "3"],
+                             ["safe-state", "--config", str(st.config)])]
+        row.tries += 1
+        one = all(o.returncode == 1 and len(o.stderr.strip().splitlines()) == 1
+                  and "Traceback" not in o.stderr for o in outs)
+        same = len({o.stderr.split("error: ", 1)[-1] for o in outs}) == 1
+        if one and same and read_pin_level(st.pins, PIN) is not True:
+            assert isinstance(row.refused, int)
+            row.refused += 1
+        else:
+            row.unsafe += 1
+            row.notes.append(f"{name}: exits {[o.returncode for o in outs]}")
+    for name, over in WARNED.items():
+        st.write_config(**over)
+        v = subprocess.run([str(BIN / "edge-agent"), "validate-config", str(st.config)],
+                           capture_output=True, text=True, timeout=60)
+        row.tries += 1
+        if v.returncode == 0 and "warning:" in v.stdout:
+            row.notes.append(f"{name}: accepted with a warning")
+        else:
+            row.unsafe += 1
+            row.notes.append(f"{name}: no warning")
+    row.unsafe_s = 0.0 if read_pin_level(st.pins, PIN) is not True else float("inf")
+    return row
+
+
+def nonfinite_scores(c: Campaign) -> Row:
+    """A real ONNX model that passes its test vectors and emits NaN on the line's parts
+    (``devicekit.make_bundle(nan_band=True)``): 40 parts through the real agent and the
+    collector. unsafe = a part passed (or synced) without its reason."""
+    from devicekit import make_bundle
+
+    row = Row("non-finite scores (a model emitting NaN on the line)")
+    bundle = make_bundle(c.root / "nan-bundle", version="nan-1", nan_band=True)
+    st = Station(c.root, bundle, "nonfinite")
+    st.write_config()
+    st.start_collector()
+    try:
+        out = subprocess.run([str(BIN / "edge-agent"), "run", "--config", str(st.config),
+                              "--max-items", "40", "--json", "--events"], env=st.env,
+                             capture_output=True, text=True, timeout=300)
+        st.safe_state()
+        st.collect(out.stdout)
+        st.drain()
+        j = Journal(st.jdir)
+        try:
+            recs = [r for r in (j.get(i) for i in j.ids()) if r]
+        finally:
+            j.close()
+        row.tries = len(recs)
+        row.unsafe = sum(1 for r in recs if r["action"] != "reject"
+                         or "non-finite" not in (r.get("error") or ""))
+        synced = [r for r in st.host_records() if r.get("action") == "pass"]
+        row.unsafe += len(synced)
+        st.account(row)
+        row.notes.append(f"{len(recs) - row.unsafe} rejected as unclassifiable (error_policy "
+                         "reject), reason journaled")
+    finally:
+        st.close()
+    row.unsafe_s = 0.0 if read_pin_level(st.pins, PIN) is not True else float("inf")
+    return row
+
+
+def update_attacks(c: Campaign) -> Row:
+    """A hostile update host (tests/device/fakehost.py) against the real agent, one attack a
+    run of a few seconds with update.poll_s 1. unsafe = the agent served anything but its
+    signed, current version, re-applied, or reported an attack more than once."""
+    from devicekit import make_bundle
+    from fakehost import FakeHost
+
+    from edge_common.bundle import generate_keypair, pack_tar, sign_manifest
+
+    row = Row("update-path attacks (lying host, older signed, mismatch, deep, unsigned)",
+              refused=0)
+    priv, pub = generate_keypair()
+    other, _ = generate_keypair()
+    keys = c.root / "update-keys"
+    keys.mkdir()
+    (keys / "edge.pub").write_bytes(pub)
+    current = "2026.06.01-000000-structured-0.50"
+
+    def signed(name: str, version: str, key: bytes | None = priv,
+               deep: bool = False) -> Path:
+        b = make_bundle(c.root / "update-bundles" / name, version=version)
+        if deep:
+            m = (b / "manifest.json").read_text().rstrip().rstrip("}")
+            (b / "manifest.json").write_text(m + ', "x": ' + "[" * 100_000 + "]" * 100_000
+                                             + "}")
+        if key is not None:
+            sign_manifest(b, key)
+        return b
+
+    serving = signed("current", current)
+    attacks = [  # (name, bundle dir, claimed version, expect a report)
+        ("claims newer, serves older signed",
+         signed("older", "2026.01.01-000000-structured-0.50"), "2099.01.01-000000-claimed", 1),
+        ("claim differs from the signed manifest",
+         signed("mislabel", "2026.09.01-000000-structured-0.50"), "2026.12.01-000000-x", 1),
+        ("manifest nested 100,000 deep", signed("deep", "2026.10.01-000000-deep", deep=True),
+         "2026.10.01-000000-deep", 1),
+        ("unsigned newer", signed("unsigned", "2026.11.01-000000-u", key=None),
+         "2026.11.01-000000-u", 1),
+        ("signed by an unknown key", signed("otherkey", "2026.11.02-000000-o", key=other),
+         "2026.11.02-000000-o", 1),
+        ("equal version, respelled", signed("equal", current),
+         "2026-06-01_000000_STRUCTURED-0.50", 0),
+    ]
+    host = FakeHost()
+    st = Station(c.root, serving, "update-attacks")
+    try:
+        for name, bundle, claim, expect in attacks:
+            tar = pack_tar(bundle, c.root / "update-bundles" / f"{bundle.name}.tar")
+            host.serve(tar, claim=claim)
+            before = len(host.reports)
+            st.write_config(bundle={"path": str(serving), "public_key": str(keys / "edge.pub")},
+                            host={"url": host.url}, samples={"rate": 0.0},
+                            update={"enabled": True, "poll_s": 1, "health_window_s": 0,
+                                    "keys_dir": str(keys)})
+            out = subprocess.run([str(BIN / "edge-agent"), "run", "--config", str(st.config),
+                                  "--duration", "4", "--json"], env=st.env,
+                                 capture_output=True, text=True, timeout=120)
+            st.safe_state()
+            row.tries += 1
+            j = Journal(st.jdir)
+            try:
+                versions = {r["model_version"] for r in (j.get(i) for i in j.ids()) if r}
+            finally:
+                j.close()
+            reports = host.reports[before:]
+            ok = (out.returncode == 0 and versions == {current} and len(reports) == expect
+                  and all(r["outcome"] == "refused" for r in reports)
+                  and "Traceback" not in out.stderr)
+            if ok:
+                assert isinstance(row.refused, int)
+                row.refused += 1
+            else:
+                row.unsafe += 1
+                row.notes.append(f"{name}: exit {out.returncode}, served {sorted(versions)}, "
+                                 f"{len(reports)} reports")
+        row.notes.append(f"{host.downloads} downloads for {len(attacks)} attacks")
+    finally:
+        host.close()
+    row.unsafe_s = 0.0 if read_pin_level(st.pins, PIN) is not True else float("inf")
+    return row
+
+
 class Campaign:
     def __init__(self, root: Path, bundle: Path, kills: int, seed: int) -> None:
         self.root = root
@@ -595,6 +784,9 @@ SCENARIOS: list[Callable[[Campaign], Row]] = [
     corrupt_journal,
     bad_configs,
     bad_bundles,
+    config_bounds,
+    nonfinite_scores,
+    update_attacks,
 ]
 
 
@@ -602,7 +794,7 @@ SCENARIOS: list[Callable[[Campaign], Row]] = [
 
 
 HEADER = ("fault", "tries", "lost", "duplicated", "actuated w/o journal", "unsafe s (max)",
-          "refused", "notes")
+          "refused", "unsafe accepts", "notes")
 
 
 def format_table(rows: list[Row]) -> str:
@@ -611,7 +803,7 @@ def format_table(rows: list[Row]) -> str:
         unsafe = "-" if r.unsafe_s is None else f"{r.unsafe_s:.3f}"
         lines.append(
             f"| {r.fault} | {r.tries} | {r.lost} | {r.duplicated} | {r.unjournaled} | "
-            f"{unsafe} | {r.refused} | {'; '.join(r.notes)} |"
+            f"{unsafe} | {r.refused} | {r.unsafe} | {'; '.join(r.notes)} |"
         )
     return "\n".join(lines)
 
@@ -642,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - t0
     table = format_table(rows)
     ok = all(
-        r.lost == 0 and r.duplicated == 0 and r.unjournaled == 0
+        r.lost == 0 and r.duplicated == 0 and r.unjournaled == 0 and r.unsafe == 0
         and (r.unsafe_s is None or r.unsafe_s <= 1.0)
         for r in rows
     )

@@ -28,7 +28,11 @@ def frame(colour: str, h: int = 48, w: int = 64) -> np.ndarray:
     return img
 
 
-def _model_bytes() -> bytes:
+def _model_bytes(nan_band: bool = False) -> bytes:
+    """The tiny colour model. ``nan_band``: its logits turn NaN when the frame's mean red
+    (normalised) lies within ±1.5, as on the synthetic camera's parts, and stay finite on
+    the saturated test-vector frames: a model that passes its test vectors and still
+    emits NaN on the line (``sqrt((r - 1.5)(r + 1.5)) * 0`` added to every logit)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -38,16 +42,33 @@ def _model_bytes() -> bytes:
     w[1] = [3.0, 0.0, 0.0]  # scratch ← red
     w[2:] = [[0.0, 0.0, 0.5]] * 4
     b = np.array([0.0, 0.0, -4.0, -4.0, -4.0, -4.0], np.float32)
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["logits" if not nan_band else "raw"],
+                         transB=1),
+    ]
+    inits = [onnx.numpy_helper.from_array(w, "W"), onnx.numpy_helper.from_array(b, "B")]
+    if nan_band:
+        sel = np.zeros((3, 1), np.float32)
+        sel[0, 0] = 1.0  # the red channel's mean
+        inits += [onnx.numpy_helper.from_array(sel, "SEL"),
+                  onnx.numpy_helper.from_array(np.array([2.25], np.float32), "BAND"),
+                  onnx.numpy_helper.from_array(np.array([0.0], np.float32), "ZERO")]
+        nodes += [
+            helper.make_node("MatMul", ["flat", "SEL"], ["red"]),
+            helper.make_node("Mul", ["red", "red"], ["red2"]),
+            helper.make_node("Sub", ["red2", "BAND"], ["gap"]),   # r² − 1.5²
+            helper.make_node("Sqrt", ["gap"], ["root"]),          # NaN inside the band
+            helper.make_node("Mul", ["root", "ZERO"], ["poison"]),
+            helper.make_node("Add", ["raw", "poison"], ["logits"]),
+        ]
     graph = helper.make_graph(
-        [
-            helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-            helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
-            helper.make_node("Gemm", ["flat", "W", "B"], ["logits"], transB=1),
-        ],
+        nodes,
         "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 6])],
-        [onnx.numpy_helper.from_array(w, "W"), onnx.numpy_helper.from_array(b, "B")],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -55,13 +76,15 @@ def _model_bytes() -> bytes:
     return model.SerializeToString()
 
 
-def make_bundle(root: Path, version: str = "test-1", deployable: bool = True) -> Path:
-    """Write a complete, verifiable bundle into ``root`` (fp32 ONNX + test vectors)."""
+def make_bundle(root: Path, version: str = "test-1", deployable: bool = True,
+                nan_band: bool = False) -> Path:
+    """Write a complete, verifiable bundle into ``root`` (fp32 ONNX + test vectors);
+    ``nan_band``: the model emits NaN on mid-red frames (see ``_model_bytes``)."""
     import onnxruntime as ort
 
     root.mkdir(parents=True, exist_ok=True)
     model_path = root / "model.fp32.onnx"
-    model_path.write_bytes(_model_bytes())
+    model_path.write_bytes(_model_bytes(nan_band))
     frames = [frame("green"), frame("red"), frame("blue"), frame("red", 32, 32)]
     x = np.concatenate([preprocess(f, SPEC) for f in frames])
     sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])

@@ -199,6 +199,23 @@ def test_an_agent_whose_model_emits_nan_rejects_every_part(tmp_path, tiny_bundle
         assert r["probs"] is None  # no NaN in the journal (nor in what syncs to the host)
 
 
+def test_a_model_that_passes_its_test_vectors_and_emits_nan_on_the_line(tmp_path):
+    """The real agent, a real ONNX model: NaN on the synthetic camera's parts, finite on
+    its own test vectors (so it loads). No part passes; each is journaled with why."""
+    b = make_bundle(tmp_path / "nan", nan_band=True)
+    cfg = load_config(write_config(tmp_path / "agent.yaml", b))
+    agent = Agent(cfg)
+    try:
+        summary = agent.run(max_items=12)
+    finally:
+        agent.close()
+    j = Journal(cfg.journal.dir)
+    rows = [j.get(i) for i in j.ids()]
+    j.close()
+    assert len(rows) == 12 and summary["ok"] == 0
+    assert all(r["action"] == "reject" and "non-finite scores" in r["error"] for r in rows)
+
+
 def test_zero_std_bundle_is_refused_at_load(tmp_path):
     b = make_bundle(tmp_path / "b")
     m = json.loads((b / "manifest.json").read_text())
