@@ -63,8 +63,9 @@ def pack_tar(bundle_dir: str | os.PathLike[str], tar_path: str | os.PathLike[str
 
 def _check_member(m: tarfile.TarInfo, max_member_bytes: int = MAX_MEMBER_BYTES) -> None:
     """Header checks, before a byte is written: a short printable name (a NUL would reach
-    ``os.open`` as a ValueError; found by tests/test_fuzz.py), relative path, no ``..``, a regular file
-    or directory (no symlink, hard link, device or FIFO), not over the size limit."""
+    ``os.open`` as a ValueError; found by tests/test_fuzz.py), relative path, no ``..``, a
+    regular file or directory (no symlink, hard link, device or FIFO), not over the size
+    limit."""
     name = m.name
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name) or len(name) > 255:
         raise BundleError(f"unsafe tar member {name[:80]!r}: control character or over 255 "

@@ -241,7 +241,7 @@ def check_manifest(m: dict[str, Any], label: str = "bundle") -> None:
     if m.get("deadline") is not None:
         dl = _object(m["deadline"], "deadline", label)
         b = dl.get("budget_ms")
-        if not (_is_number(b) and 0 < b <= 3.6e6):
+        if not (isinstance(b, (int, float)) and not isinstance(b, bool) and 0 < b <= 3.6e6):
             raise BundleError(f"{label}: manifest field 'deadline.budget_ms' must be a positive "
                               f"number of ms, got {_short(b)}")
 

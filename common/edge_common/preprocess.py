@@ -100,7 +100,7 @@ def resize(frame: np.ndarray, size: int) -> np.ndarray:
     if frame.shape[0] == size and frame.shape[1] == size:
         return frame
     img = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
-    return np.asarray(img.resize((size, size), Image.BILINEAR))
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR))
 
 
 def preprocess(frame: np.ndarray, spec: InputSpec, source_order: str = "RGB") -> np.ndarray:
@@ -109,7 +109,7 @@ def preprocess(frame: np.ndarray, spec: InputSpec, source_order: str = "RGB") ->
         raise ValueError(f"expected a uint8 frame, got {frame.dtype}")
     if source_order != spec.colour_order:
         frame = frame[:, :, ::-1]
-    x = resize(frame, spec.size).astype(np.float32) / np.float32(255.0)
+    x: np.ndarray = resize(frame, spec.size).astype(np.float32) / np.float32(255.0)
     x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     x = x[None]  # NHWC
     if spec.layout == "NCHW":

@@ -172,7 +172,7 @@ def _edge_point(rng: np.random.Generator, shape: str, teeth: int) -> np.ndarray:
 def _value_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
     """Smooth noise in [-1, 1]: a coarse random grid upsampled bilinearly (Pillow)."""
     grid = rng.uniform(0, 255, size=(cells, cells)).astype(np.uint8)
-    img = Image.fromarray(grid, mode="L").resize((w, h), Image.BILINEAR)
+    img = Image.fromarray(grid, mode="L").resize((w, h), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=_F) / 127.5 - 1.0
 
 
@@ -238,7 +238,7 @@ def render(
     ridges = 0.04 * np.sin(2 * math.pi * along / ridge_period + rng.uniform(0, 6.3))
     blotch = 0.06 * _value_noise(rng, res, res, int(rng.integers(3, 7)))
     grain = 0.03 * rng.standard_normal((res, res)).astype(_F)
-    belt = (ridges + blotch + grain)[..., None] + belt_col
+    belt: np.ndarray = (ridges + blotch + grain)[..., None] + belt_col
     for _ in range(int(rng.integers(0, k.distractors + 1))):
         kind = rng.integers(3)
         cy, cx = (float(t) for t in rng.uniform(0, res, 2))
@@ -275,9 +275,9 @@ def render(
     if name == "chip":
         p = _edge_point(drng, shape, teeth)
         rc = drng.uniform(0.16, 0.26) * ds
-        p0, p1 = float(p[0]), float(p[1])
-        wobble = 1 + 0.15 * np.sin(5 * np.arctan2(v - p1, u - p0) + drng.uniform(0, 6.3))
-        sdf = np.maximum(sdf, -(np.hypot(u - p0, v - p1) - rc * wobble))
+        p0f, p1f = float(p[0]), float(p[1])
+        wobble = 1 + 0.15 * np.sin(5 * np.arctan2(v - p1f, u - p0f) + drng.uniform(0, 6.3))
+        sdf = np.maximum(sdf, -(np.hypot(u - p0f, v - p1f) - rc * wobble))
     for hu, hv, hr in holes:
         sdf = np.maximum(sdf, -(np.hypot(u - hu, v - hv) - hr))
     alpha = np.clip(0.5 - sdf / px, 0.0, 1.0)
@@ -295,7 +295,7 @@ def render(
         marks = 0.025 * np.sin(np.hypot(u, v) * rng.uniform(40, 70))  # turning rings
     else:
         marks = 0.02 * np.sin((u * math.cos(0.3) + v) * rng.uniform(40, 70))  # brushing
-    surf = (shade + spec + marks).astype(_F)
+    surf: np.ndarray = (shade + spec + marks).astype(_F)
     for _ in range(int(rng.integers(0, k.distractors // 2 + 1))):  # harmless glints
         q = _inside_points(rng, shape, teeth, holes, 0.05)
         q0, q1 = float(q[0]), float(q[1])

@@ -15,6 +15,7 @@ docs/architecture.md, "edge-agent bench output" (``edgectl bench`` parses it).
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import resource
@@ -184,7 +185,7 @@ def run_profile(models_dir: str, threads: list[int] | None = None, runs: int = 5
                 if Path(name).name != name or not path.is_file():
                     raise EdgeError(f"no such model in the profile folder: {name}")
                 session = open_session(path, fmt, n)
-                lat = measure_latency(lambda s=session, x=x: s.run(x), warmup=warmup, runs=runs)
+                lat = measure_latency(functools.partial(session.run, x), warmup=warmup, runs=runs)
                 row["latency_ms"] = {k: round(lat[k], 5) for k in ("p50", "p95", "p99")}
                 row["n"] = lat["n"]
             except Exception as err:  # noqa: BLE001 - one bad model is its row, not the run

@@ -426,7 +426,7 @@ def _build(cls: type, data: Any, prefix: str, base: Path | None) -> Any:
     for name, f in fields.items():
         key = prefix + name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             sub = data.get(name)
             if isinstance(sub, str) and "type" in {f.name for f in dataclasses.fields(tp)}:
                 sub = {"type": sub}  # shorthand: `trigger: modbus`

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.camera import Frame
 
@@ -26,7 +26,7 @@ class SyntheticCamera:
         self.size = cfg.size
         self.difficulty = cfg.difficulty
         self.index = 0
-        self._render = None
+        self._render: Any = None  # edge_common.synthetic.render, imported at open()
         self._labels: tuple[str, ...] = ()
 
     def open(self) -> None:
