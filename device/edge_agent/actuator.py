@@ -36,6 +36,9 @@ from edge_common.errors import HardwareError
 log = logging.getLogger(__name__)
 
 ON, OFF = 1, 0
+# A pulse that goes active more than this after it was due is counted late (it may hit
+# the part's trailing edge or the next part): the scheduler thread was starved.
+LATE_MS = 10.0
 
 
 class Actuator:
@@ -50,16 +53,26 @@ class Actuator:
         pin_factory: Any = None,
         on_fire: Callable[[int, int], None] | None = None,
         safe_on: bool = False,
-        on_done: Callable[[list[Any]], None] | None = None,
+        on_done: Callable[[list[tuple[Any, str]]], None] | None = None,
+        late_ms: float = LATE_MS,
     ) -> None:
         self.delay_ns = int(delay_ms * 1e6)
         self.pulse_ns = int(pulse_ms * 1e6)
+        self.late_ns = int(late_ms * 1e6)
         self.on_fire = on_fire
-        self.on_done = on_done  # called with the tags of pulses that ended (or were dropped)
+        # Called with (tag, outcome) of every tagged pulse once it is over: ``done`` (the
+        # output went active and back), ``late`` (the same, but it went active more than
+        # ``late_ms`` after it was due), ``dropped`` (it never went active: a stop or a
+        # fault drove the output safe first).
+        self.on_done = on_done
         self.safe_on = bool(safe_on)
         self.device: Any = open_output(pin, active_high, safe_on, pin_factory)
-        self.pulses = 0
+        self.pulses = 0  # pulses whose output actually went active
+        self.scheduled = 0
+        self.late = 0
+        self.dropped = 0
         self.misses = 0
+        self._fired: dict[Any, bool] = {}  # tag -> went active late
         # Set when the scheduler thread died: the output was driven safe, no pulse can fire
         # any more, and ``on_fault`` (the agent) was told, so no part is passed as OK.
         self.failed: str | None = None
@@ -97,7 +110,7 @@ class Actuator:
                 return False
             self._push(start, ON, t_trigger_ns, tag)
             self._push(start + self.pulse_ns, OFF, t_trigger_ns, tag)
-            self.pulses += 1
+            self.scheduled += 1
             self._cv.notify()
         return True
 
@@ -141,34 +154,52 @@ class Actuator:
                     continue
                 heapq.heappop(self._heap)
                 try:
-                    self._apply(kind, trig)
+                    self._apply(kind, t, trig, tag)
                 except Exception:  # noqa: BLE001 - never let the pin stay on
                     log.exception("actuator: pin write failed; forcing safe state")
                     self._safe_locked()
+                    continue
                 if kind == OFF and tag is not None:
-                    self._done([tag])
+                    late = self._fired.pop(tag, False)
+                    self._done([(tag, "late" if late else "done")])
 
-    def _done(self, tags: list[Any]) -> None:
-        if self.on_done is not None and tags:
+    def _done(self, outcomes: list[tuple[Any, str]]) -> None:
+        if self.on_done is not None and outcomes:
             try:
-                self.on_done(tags)
+                self.on_done(outcomes)
             except Exception:  # noqa: BLE001
                 log.exception("actuator: on_done callback failed")
 
-    def _apply(self, kind: int, trig: int) -> None:
+    def _apply(self, kind: int, t_due: int, trig: int, tag: Any) -> None:
         if kind == ON:
+            now = time.monotonic_ns()
             self._active += 1
             if self._active == 1 and self.device is not None:
                 self.device.on()
+            self.pulses += 1
+            late = now - t_due > self.late_ns  # checked when it fires, not when scheduled
+            if late:
+                self.late += 1
+            if tag is not None:
+                self._fired[tag] = late
             if self.on_fire is not None:
-                self.on_fire(trig, time.monotonic_ns())
+                self.on_fire(trig, now)
         else:
             self._active = max(0, self._active - 1)
             if self._active == 0 and self.device is not None:
                 self.device.off()
 
     def _safe_locked(self) -> None:
-        dropped = [e[4] for e in self._heap if e[2] == OFF and e[4] is not None]
+        outcomes = []
+        for e in self._heap:
+            tag = e[4]
+            if e[2] != OFF or tag is None:
+                continue
+            if tag in self._fired:  # it went active; the safe level ends it early
+                outcomes.append((tag, "late" if self._fired.pop(tag) else "done"))
+            else:
+                outcomes.append((tag, "dropped"))
+                self.dropped += 1
         self._heap.clear()
         self._active = 0
         if self.device is not None:
@@ -176,7 +207,7 @@ class Actuator:
                 self.device.value = self.safe_on
             except Exception:  # noqa: BLE001
                 log.exception("actuator: cannot drive the pin to its safe state")
-        self._done(dropped)
+        self._done(outcomes)
 
     def safe(self) -> None:
         """Drop every pending pulse and drive the safe level now (on faults)."""

@@ -85,7 +85,8 @@ _COUNTERS = (
     "reject",
     "review",
     "deadline_misses",
-    "reconciled",  # rejects whose pulse a dead agent left unconfirmed
+    "reconciled",  # rejects whose pulse a dead agent left unconfirmed or a stop dropped
+    "late_pulses",  # pulses that went active later than the actuator's tolerance
     "actuated_before_journal",  # pulses fired while the journal could not be written
     "dropped_decisions",  # unsent decisions dropped by the caps (the host never sees them)
     "dropped_samples",  # unsent sample images dropped by the caps or a full disk
@@ -320,30 +321,48 @@ class Journal(Retention):
         """Mark sample files as uploaded; unknown ids are ignored. Returns count."""
         return self._mark("samples", ids)
 
-    def mark_actuated(self, outcomes: dict[str, str]) -> int:
-        """Close pending actuations: ``{id: 'done' | 'missed'}``. A ``missed`` one (its
-        commit came after the pulse was due: no pulse) counts as a deadline miss."""
+    def mark_actuated(self, outcomes: dict[str, str],
+                      dropped_reason: str = "reject pulse dropped before it fired") -> int:
+        """Close pending actuations: ``{id: 'done' | 'late' | 'missed' | 'dropped'}``.
+
+        ``done``: the output went active and back. ``late``: the same, later than the
+        actuator's tolerance (counter ``late_pulses``). ``missed``: its commit came after
+        the pulse was due, no pulse (a deadline miss). ``dropped``: a stop or a fault drove
+        the output safe before it fired: ``unfired``, ``dropped_reason`` in the record, still
+        a reject, counted in ``reconciled``. Never ``done`` without a pulse."""
         if not outcomes:
             return 0
+        stored = {"done": "done", "late": "late", "missed": "missed", "dropped": "unfired"}
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                n = misses = 0
+                n = 0
+                bumps = {"deadline_misses": 0, "late_pulses": 0, "reconciled": 0}
                 for rec_id, outcome in outcomes.items():
                     cur = self._db.execute(
                         "UPDATE decisions SET actuation = ? WHERE id = ? AND actuation = 'pending'",
-                        (outcome, rec_id),
+                        (stored[outcome], rec_id),
                     )
                     n += cur.rowcount
-                    if outcome == "missed" and cur.rowcount:
-                        misses += 1
+                    if not cur.rowcount:
+                        continue
+                    if outcome == "missed":
+                        bumps["deadline_misses"] += 1
                         self._db.execute(
                             "UPDATE decisions SET deadline_missed = 1, body = json_set(body,"
                             " '$.deadline_missed', json('true')) WHERE id = ?",
                             (rec_id,),
                         )
-                if misses:
-                    self._bump("deadline_misses", misses)
+                    elif outcome == "late":
+                        bumps["late_pulses"] += 1
+                    elif outcome == "dropped":
+                        bumps["reconciled"] += 1
+                        self._db.execute(
+                            "UPDATE decisions SET body = json_set(body, '$.reconciled', ?)"
+                            " WHERE id = ?", (dropped_reason, rec_id))
+                for name, k in bumps.items():
+                    if k:
+                        self._bump(name, k)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()

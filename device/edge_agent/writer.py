@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 BACKLOG_MAX = 10_000  # decisions held in memory while the journal cannot be written
 RETRY_S = 1.0  # how often a faulted journal is tried again
 _STOP = object()
+DROPPED_REASON = "the output was driven safe before the reject pulse fired (stop or fault)"
 
 # (record, image or None, t_trigger_ns, fires a reject pulse)
 Item = tuple[dict[str, Any], Any, int, bool]
@@ -57,7 +58,7 @@ class DecisionWriter:
         self._deliver = deliver
         self.backlog: list[Item] = []
         self.backlog_dropped = 0
-        self._done: collections.deque[str] = collections.deque()
+        self._done: collections.deque[tuple[str, str]] = collections.deque()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=256)
         self._thread: threading.Thread | None = None
 
@@ -75,8 +76,9 @@ class DecisionWriter:
         if self._thread is not None:
             self._thread.join(timeout=timeout)
 
-    def on_pulse_done(self, tags: list[Any]) -> None:
-        self._done.extend(str(t) for t in tags)  # the actuator's thread: no I/O here
+    def on_pulse_done(self, outcomes: list[tuple[Any, str]]) -> None:
+        """(journal id, done | late | dropped) from the actuator's thread: no I/O here."""
+        self._done.extend((str(t), o) for t, o in outcomes)
 
     def _run(self) -> None:
         stop = False
@@ -139,7 +141,7 @@ class DecisionWriter:
         for rec, _, t_trig, rejects in batch:
             if rejects and not self.actuator.schedule(t_trig, tag=rec["id"]):
                 self._on_miss()
-                self._done.append("missed:" + rec["id"])
+                self._done.append((rec["id"], "missed"))
             self._hand_over(rec)
         for rec, _, _, _ in backlog + batch:
             try:
@@ -158,20 +160,15 @@ class DecisionWriter:
     def flush_done(self) -> None:
         outcomes: dict[str, str] = {}
         while self._done:
-            tag = self._done.popleft()
-            if tag.startswith("missed:"):
-                outcomes[tag[7:]] = "missed"
-            else:
-                outcomes[tag] = "done"
+            tag, outcome = self._done.popleft()
+            outcomes[tag] = outcome
         if not outcomes:
             return
         try:
-            self.journal.mark_actuated(outcomes)
+            self.journal.mark_actuated(outcomes, DROPPED_REASON)
         except Exception as err:  # noqa: BLE001 - retried; a restart reconciles them
             self._fault("journal", f"cannot confirm actuations: {err}")
-            self._done.extend(
-                (f"missed:{k}" if v == "missed" else k) for k, v in outcomes.items()
-            )
+            self._done.extend(outcomes.items())
 
     def settle(self, reason: str) -> None:
         """After the actuator stopped: confirm what fired, reconcile what never will."""

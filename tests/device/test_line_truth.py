@@ -1,0 +1,77 @@
+"""The journal says what the line did (issue 37): a pulse is ``done`` only when the output
+went active and back; pulses a stop dropped are reconciled and counted; a pulse that went
+active late is counted late; the run summary counts pulses that fired."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from devicekit import ROOT, write_config
+from gpiozero.pins.mock import MockFactory
+
+from edge_agent.actuator import Actuator
+from edge_agent.journal import Journal
+from edge_agent.pins import read_pin_log
+
+
+def test_a_graceful_stop_with_pulses_pending_journals_none_as_done(tmp_path, tiny_bundle):
+    """delay 500 ms, 5 rejects, stop after the 5th: no pulse ever fired (the pin's own log
+    is empty), so no row says done, all 5 are reconciled, and the summary says 0 pulses."""
+    pins = tmp_path / "pins"
+    cfg = write_config(tmp_path / "agent.yaml", tiny_bundle,
+                       trigger={"type": "interval", "rate_hz": 50, "pin_factory": "mock"},
+                       actuator={"delay_ms": 500, "pin_factory": "file"},
+                       decision={"threshold": 0.0})
+    proc = subprocess.run([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg),
+                           "--max-items", "5", "--json"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, env={**__import__("os").environ,
+                                                      "EDGE_PIN_STATE_DIR": str(pins)})
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    rising = [t for t, level in read_pin_log(pins, "GPIO17") if level]
+    j = Journal(tmp_path / "journal")
+    try:
+        rows = [j.get(i) for i in j.ids()]
+        counts = j.counts()
+        actuation = dict(j._db.execute("SELECT id, actuation FROM decisions").fetchall())
+    finally:
+        j.close()
+    assert rising == [] and summary["pulses"] == 0 and summary["rejects"] == 5
+    assert sorted(actuation.values()) == ["unfired"] * 5
+    assert counts["reconciled"] == 5
+    assert all("before the reject pulse fired" in r["reconciled"] for r in rows)
+
+
+def test_a_pulse_fired_late_is_counted_late_and_one_on_time_is_done():
+    outcomes: list = []
+    factory = MockFactory()
+    act = Actuator(17, delay_ms=20, pulse_ms=5, pin_factory=factory, on_done=outcomes.extend,
+                   late_ms=10)
+    try:
+        act.schedule(time.monotonic_ns(), tag="on-time")
+        time.sleep(0.1)
+        with act._cv:  # starve the scheduler thread past the next pulse's due time
+            act.schedule(time.monotonic_ns(), tag="late")
+            time.sleep(0.06)
+        deadline = time.monotonic() + 5
+        while len(outcomes) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        act.stop()
+    assert outcomes == [("on-time", "done"), ("late", "late")]
+    assert act.pulses == 2 and act.late == 1 and act.dropped == 0
+
+
+def test_a_pulse_cut_short_by_the_safe_state_went_active_so_it_is_not_dropped():
+    outcomes: list = []
+    act = Actuator(17, delay_ms=1, pulse_ms=500, pin_factory=MockFactory(),
+                   on_done=outcomes.extend)
+    act.schedule(time.monotonic_ns(), tag="cut")
+    act.schedule(time.monotonic_ns() + 10**9, tag="never")
+    time.sleep(0.05)
+    act.stop()
+    assert sorted(outcomes) == [("cut", "done"), ("never", "dropped")]
+    assert act.pulses == 1 and act.dropped == 1
