@@ -189,6 +189,16 @@ class Bundle:
         Returns ``{"max_abs_diff", "top1_agreement", "count"}``.
         """
         x, expected = self.test_vectors()
+        spec = self.input_spec
+        want_shape = ((3, spec.size, spec.size) if spec.layout == "NCHW"
+                      else (spec.size, spec.size, 3))
+        if x.ndim != 4 or tuple(x.shape[1:]) != want_shape:
+            # The board feeds the model what preprocess() makes from the input spec; test
+            # vectors of another shape would pass here and every frame fail on the line.
+            raise BundleError(
+                f"bundle {self.version}: test vectors have shape {tuple(x.shape)} but the "
+                f"input spec makes {want_shape} ({spec.layout}, size {spec.size})"
+            )
         if artifact.path not in expected:
             raise BundleError(f"bundle {self.version}: no expected outputs for {artifact.path}")
         want = expected[artifact.path].astype(np.float32)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_common.bundle import Artifact, Bundle, load_bundle
-from edge_common.errors import BundleError, MissingExtraError
+from edge_common.errors import BundleError, MissingExtraError, one_line
 from edge_common.preprocess import preprocess, softmax
 from edge_common.runtime import Session, open_session
 
@@ -87,6 +87,7 @@ class Classifier:
             self = cls(bundle, artifact, session)
             self.check = bundle.check_test_vectors(session, artifact)
             self.others = check_other_artifacts(bundle, artifact, threads)
+            self._smoke_test()
         except BaseException:
             bundle.close()
             raise
@@ -100,6 +101,21 @@ class Classifier:
             self.check.get("max_abs_diff", 0.0),
         )
         return self
+
+    def _smoke_test(self) -> None:
+        """One grey frame through preprocess and the session, as the line will do it: a
+        spec the model cannot take is refused at load, not on every part."""
+        grey = np.full((self.input_spec.size, self.input_spec.size, 3), 128, np.uint8)
+        try:
+            probs = self.classify(grey).probs
+        except Exception as err:  # noqa: BLE001 - the runtime's own errors, one line
+            raise BundleError(
+                f"bundle {self.bundle.name}@{self.version}: {self.artifact.path} cannot "
+                f"classify a frame made by its input spec: {one_line(err)}") from err
+        if probs.shape != (len(self.labels),):
+            raise BundleError(
+                f"bundle {self.bundle.name}@{self.version}: {self.artifact.path} gives "
+                f"{probs.shape[0]} scores for {len(self.labels)} labels")
 
     def classify(self, image: np.ndarray) -> Scores:
         t0 = time.perf_counter_ns()

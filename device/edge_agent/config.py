@@ -241,6 +241,17 @@ class ActuatorConfig:
         "live in files under $EDGE_PIN_STATE_DIR (simulated station, fault benchmarks)",
         choices=PIN_FACTORIES,
     )
+    guard: bool = _f(
+        True,
+        "Drive the output from a separate guard process that times every pulse, so its "
+        "on-time stays ≤ pulse_ms whatever happens to the agent (edge_agent.guard); the "
+        "mock factory always runs in-process (its levels live in one process)",
+    )
+    lease_ms: float = _f(
+        1000.0, "Guard, with safe_state on: no word from the agent this long → the output "
+        "is held at its safe level (every part diverted) until the agent is back",
+        min=50.0, max=10000.0,
+    )
 
 
 @dataclass

@@ -78,7 +78,7 @@ class Agent:
         classifier: Classifier | None = None,
         camera: Any = None,
         trigger: Any = None,
-        actuator: Actuator | None = None,
+        actuator: Any = None,
         notifier: Notifier | None = None,
         on_decision: Callable[[dict[str, Any]], None] | None = None,
         pin_factory: Any = None,
@@ -167,9 +167,18 @@ class Agent:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def _open_actuator(self) -> Actuator:
+    def _open_actuator(self) -> Any:
+        """The reject output: through the guard process (``edge_agent.guard``) when it
+        drives a pin, in-process for the ``mock`` factory or an injected one."""
         ac = self.config.actuator
         pin = ac.pin if ac.type == "gpio" else None
+        if (pin is not None and ac.guard and self._pin_factory_override is None
+                and ac.pin_factory != "mock"):
+            from edge_agent.guard import GuardedActuator
+
+            return GuardedActuator(pin, ac.delay_ms, ac.pulse_ms, ac.active_high,
+                                   ac.pin_factory, safe_on=ac.safe_state == "on",
+                                   lease_ms=ac.lease_ms)
         factory = self._pin_factory(ac.pin_factory) if pin is not None else None
         return Actuator(
             pin, ac.delay_ms, ac.pulse_ms, ac.active_high, factory, safe_on=ac.safe_state == "on"

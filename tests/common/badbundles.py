@@ -174,6 +174,8 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 
 
 # Issue 36: manifests that passed verify on b07fc59 and broke later (or crashed it).
+# (An input.size that disagrees with the test vectors is refused when they are replayed,
+# not by load_bundle: tests/device/test_fail_closed.py.)
 STRICT_CASES: list[BadBundle] = [
     BadBundle("schema-version-true", "schema_version: true", _edit(_set("schema_version", True)),
               "unsupported schema_version True"),

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ from edge_common.preprocess import preprocess
 OLD = "2026.01.01-000000-structured-0.50"
 CURRENT = "2026.06.01-000000-structured-0.50"
 DEVICE = "test-device"
+EDGECTL = Path(sys.executable).parent / "edgectl"  # the console script of this venv
 
 
 # -- the update path trusts only the signed manifest -------------------------------------
@@ -216,6 +218,28 @@ def test_a_model_that_passes_its_test_vectors_and_emits_nan_on_the_line(tmp_path
     assert all(r["action"] == "reject" and "non-finite scores" in r["error"] for r in rows)
 
 
+@pytest.mark.parametrize("size", [64, 1, None])
+def test_an_input_size_the_model_cannot_take_is_refused_at_load(tmp_path, size):
+    """Found by the manifest fuzz target (bench_fuzz, 11 findings): input.size changed (or
+    the input spec emptied, default 64) passed verify and start, then every part failed
+    in onnxruntime. Now the test vectors' shape must be what the spec makes, and one frame
+    made by the spec goes through the model at load."""
+    b = make_bundle(tmp_path / "b")
+    m = json.loads((b / "manifest.json").read_text())
+    if size is None:
+        m["input"] = {}
+    else:
+        m["input"]["size"] = size
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError) as err:
+        Classifier.load(str(b))
+    assert "test vectors have shape" in str(err.value) and "\n" not in str(err.value)
+    proc = subprocess.run([str(EDGECTL), "bundle", "verify", str(b)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 1 and "test vectors have shape" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_zero_std_bundle_is_refused_at_load(tmp_path):
     b = make_bundle(tmp_path / "b")
     m = json.loads((b / "manifest.json").read_text())
@@ -258,9 +282,11 @@ def test_broken_fp32_is_refused_on_a_board_serving_int8(tmp_path):
         Classifier.load(str(b), precision="int8")
     msg = str(err.value)
     assert "model.fp32.onnx" in msg and "\n" not in msg and len(msg) < 400, msg
-    proc = subprocess.run([sys.executable, "-m", "edgectl.cli", "bundle", "verify", str(b)],
+    proc = subprocess.run([str(EDGECTL), "bundle", "verify", str(b)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out
+    assert "model.fp32.onnx" in out and "cannot run its test vectors" in out, out
 
 
 # -- no config that validates can break the output ---------------------------------------

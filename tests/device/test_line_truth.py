@@ -75,3 +75,37 @@ def test_a_pulse_cut_short_by_the_safe_state_went_active_so_it_is_not_dropped():
     act.stop()
     assert sorted(outcomes) == [("cut", "done"), ("never", "dropped")]
     assert act.pulses == 1 and act.dropped == 1
+
+
+def test_sigstop_of_the_agent_mid_pulse_cannot_stretch_the_pulse(tmp_path, tiny_bundle):
+    """The guard process times the pulse: the agent frozen by SIGSTOP right after a pulse
+    went active, the output still goes back to its safe level pulse_ms later."""
+    import os
+    import signal
+
+    pins = tmp_path / "pins"
+    cfg = write_config(tmp_path / "agent.yaml", tiny_bundle,
+                       trigger={"type": "interval", "rate_hz": 20, "pin_factory": "mock"},
+                       actuator={"delay_ms": 60, "pulse_ms": 60, "pin_factory": "file"},
+                       decision={"threshold": 0.0})
+    agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg)],
+                             cwd=ROOT, env={**os.environ, "EDGE_PIN_STATE_DIR": str(pins)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(level for _, level in read_pin_log(pins, "GPIO17")):
+            assert agent.poll() is None, agent.stderr.read()
+            assert time.monotonic() < deadline, "no pulse"
+            time.sleep(0.002)
+        agent.send_signal(signal.SIGSTOP)
+        time.sleep(0.6)  # ten pulse widths: a stretched pulse would still be on
+        log = read_pin_log(pins, "GPIO17")
+        agent.send_signal(signal.SIGCONT)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+        agent.stderr.close()
+    on = [t for t, level in log if level][-1]
+    assert log[-1][1] is False  # the frozen agent's output is at its safe level
+    off = next(t for t, level in log if not level and t > on)
+    assert (off - on) / 1e6 < 60 + 100

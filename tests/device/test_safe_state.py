@@ -95,13 +95,14 @@ def _file_pin_config(tmp_path, bundle, **actuator):
     )
 
 
+@pytest.mark.parametrize("guard", [False, True], ids=["in-process", "guard"])
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGABRT, signal.SIGSEGV])
 def test_killed_agent_output_goes_safe_with_safe_state_and_in_flight_is_reconciled(
-    tmp_path, tiny_bundle, sig
+    tmp_path, tiny_bundle, sig, guard
 ):
     pins = tmp_path / "pins"
     env = {**os.environ, PIN_STATE_ENV: str(pins), "PYTHONUNBUFFERED": "1"}
-    cfg = _file_pin_config(tmp_path, tiny_bundle)
+    cfg = _file_pin_config(tmp_path, tiny_bundle, guard=guard)
     agent = subprocess.Popen(
         [*agent_cmd(), "run", "--config", str(cfg)],
         env=env,
@@ -115,6 +116,7 @@ def test_killed_agent_output_goes_safe_with_safe_state_and_in_flight_is_reconcil
             assert agent.poll() is None, agent.stderr.read()
             assert time.monotonic() < deadline, "no reject pulse started"
             time.sleep(0.02)
+        t_kill = time.monotonic_ns()
         agent.send_signal(sig)
         assert agent.wait(timeout=20) == -sig
     finally:
@@ -122,8 +124,17 @@ def test_killed_agent_output_goes_safe_with_safe_state_and_in_flight_is_reconcil
             agent.kill()
             agent.wait()
         agent.stderr.close()
-    # Nothing of ours ran: the released line keeps its level, as on many real boards.
-    assert read_pin_level(pins, "GPIO17") is True
+    if guard:
+        # The guard saw the agent's pipe close and drove the output safe itself, long
+        # before the 3 s pulse would have ended (no ExecStopPost needed for that).
+        deadline = time.monotonic() + 5
+        while read_pin_level(pins, "GPIO17") is not False and time.monotonic() < deadline:
+            time.sleep(0.01)
+        t_safe, level = read_pin_log(pins, "GPIO17")[-1]
+        assert level is False and (t_safe - t_kill) / 1e9 < 1.0
+    else:
+        # Nothing of ours ran: the released line keeps its level, as on many real boards.
+        assert read_pin_level(pins, "GPIO17") is True
     j = Journal(tmp_path / "journal")
     pending = j.counts()["pending"]
     j.close()
