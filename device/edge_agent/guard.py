@@ -90,7 +90,12 @@ def serve(spec: dict[str, Any], inp: Any = None, out: Any = None) -> int:
         send_thread.join(timeout=2)
         return 1
     act.on_fire = lambda trig, t_on: outbox.put(f"E {trig} {t_on}")
-    act.on_done = lambda outcomes: [outbox.put(f"D {t} {o}") for t, o in outcomes]
+
+    def report(outcomes: list[tuple[Any, str]]) -> None:
+        for tag, outcome in outcomes:
+            outbox.put(f"D {tag} {outcome}")
+
+    act.on_done = report
     act.on_fault = lambda reason: outbox.put("X " + reason.replace("\n", " "))
     lease_ns = int(spec.get("lease_ms", 1000) * 1e6)
     last = [time.monotonic_ns()]
