@@ -763,6 +763,100 @@ def update_attacks(c: Campaign) -> Row:
     return row
 
 
+def sigstop_mid_pulse(c: Campaign) -> Row:
+    """SIGSTOP of the agent at a random moment of a pulse, 20 times (then SIGCONT): the
+    output's on-time, from the pin's own log, must stay within pulse_ms + 100 ms (the
+    guard process times the pulse; issue 37). unsafe s = the worst on-time over the bound
+    (0 when every pulse ended in time); the worst on-time is in the notes."""
+    row = Row("SIGSTOP of the agent mid-pulse (output guard)")
+    st = c.station("sigstop")
+    st.write_config(decision={"threshold": 0.0}, host={"url": None, "token_file": None},
+                    samples={"rate": 0.0})
+    proc = st.start_agent()
+    worst = 0.0
+    try:
+        st.wait_running(proc)
+        for _ in range(20):
+            n = len(read_pin_log(st.pins, PIN))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # a new rising edge
+                log = read_pin_log(st.pins, PIN)
+                if len(log) > n and log[-1][1]:
+                    break
+                time.sleep(0.001)
+            time.sleep(c.rng.uniform(0, PULSE_MS / 1000))  # somewhere in the pulse
+            proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.4)
+            log = read_pin_log(st.pins, PIN)
+            proc.send_signal(signal.SIGCONT)
+            row.tries += 1
+            on = [t for t, level in log if level][-1]
+            off = [t for t, level in log if not level and t > on]
+            held = (off[0] - on) / 1e6 if off else float("inf")
+            worst = max(worst, held)
+            time.sleep(c.rng.uniform(0.05, 0.2))
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        st.collect(out)
+        st.safe_state()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    row.unsafe_s = max(0.0, worst - PULSE_MS - 100.0) / 1000 if worst != float("inf") else worst
+    row.unsafe += int(worst > PULSE_MS + 100)
+    row.notes.append(f"longest on-time {worst:.1f} ms for {PULSE_MS:.0f} ms pulses "
+                     "(bound: pulse_ms + 100 ms)")
+    return row
+
+
+def graceful_stops(c: Campaign) -> Row:
+    """SIGTERM at random moments of a line whose pulses are 500 ms away (so some are always
+    pending at the stop), 10 times, 5 parts/s, every part a reject: every journal row that
+    says its pulse fired (done, late) must find the output active within its window (due
+    time .. + 150 ms, the pin's own log) and every rising edge a row; pulses pending at the
+    stop are 'unfired' and counted in reconciled. unsafe = rows and edges that disagree."""
+    row = Row("graceful stops with pulses pending (delay 500 ms)")
+    st = c.station("graceful")
+    st.write_config(decision={"threshold": 0.0}, actuator={"delay_ms": 500.0},
+                    trigger={"rate_hz": 5}, host={"url": None, "token_file": None},
+                    samples={"rate": 0.0})
+    for _ in range(10):
+        proc = st.start_agent()
+        st.wait_running(proc)
+        time.sleep(c.rng.uniform(0.3, 1.5))
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        st.collect(out)
+        st.safe_state()
+        row.tries += 1
+    j = Journal(st.jdir)
+    try:
+        acts = j._db.execute("SELECT body, actuation FROM decisions").fetchall()
+        counts = j.counts()
+    finally:
+        j.close()
+    window = 150e6
+    due = sorted(json.loads(b)["t_trigger_ns"] + 500e6 for b, a in acts if a in ("done", "late"))
+    log = read_pin_log(st.pins, PIN)
+    on_spans, start = [], None
+    for t, level in log:
+        if level and start is None:
+            start = t
+        elif not level and start is not None:
+            on_spans.append((start, t))
+            start = None
+    no_pulse = sum(1 for d in due if not any(a <= d + window and b >= d for a, b in on_spans))
+    no_row = sum(1 for a, _ in on_spans if not any(d <= a <= d + window for d in due))
+    unfired = sum(1 for _, a in acts if a == "unfired")
+    row.unsafe = no_pulse + no_row
+    row.notes.append(f"{len(due)} pulses journaled as fired, {len(on_spans)} output pulses in "
+                     f"the pin's log ({no_pulse} rows without a pulse, {no_row} pulses without "
+                     f"a row); {unfired} unfired at stops (reconciled {counts['reconciled']})")
+    row.unsafe_s = 0.0 if read_pin_level(st.pins, PIN) is not True else float("inf")
+    return row
+
+
 class Campaign:
     def __init__(self, root: Path, bundle: Path, kills: int, seed: int) -> None:
         self.root = root
@@ -787,6 +881,8 @@ SCENARIOS: list[Callable[[Campaign], Row]] = [
     config_bounds,
     nonfinite_scores,
     update_attacks,
+    sigstop_mid_pulse,
+    graceful_stops,
 ]
 
 
