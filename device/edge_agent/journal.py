@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,7 @@ _COUNTERS = (
     "dropped_decisions",  # unsent decisions dropped by the caps (the host never sees them)
     "dropped_samples",  # unsent sample images dropped by the caps or a full disk
     "quarantined",  # records the host refused (kept, not sent again)
+    "held_recovered",  # decisions a stop kept outside a faulted journal, committed later
 )
 SENT, UNSENT, QUARANTINED = 1, 0, 2
 CORRUPT = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
@@ -134,6 +135,7 @@ class Journal(Retention):
         p = Path(path)
         if p.is_dir() or (not p.suffix and not p.exists()):
             p = p / DB_NAME
+        self._sample_warned = 0.0  # monotonic time of the last "sample not kept" line
         if synchronous not in SYNCHRONOUS:
             raise ConfigError(f"journal.synchronous: must be one of {', '.join(SYNCHRONOUS)}")
         if sample_format not in SAMPLE_FORMATS:
@@ -230,7 +232,7 @@ class Journal(Retention):
 
     def record_many(
         self,
-        items: list[tuple[dict[str, Any], np.ndarray | None]],
+        items: Sequence[tuple[dict[str, Any], np.ndarray | None]],
         actuation: dict[str, str] | None = None,
     ) -> list[str]:
         """Like :meth:`record` for several decisions in one transaction (one fsync).
@@ -303,7 +305,11 @@ class Journal(Retention):
             try:
                 write_bytes_atomic(self.samples_dir / rel, data, mode=DATA_MODE)
             except OSError as err:  # disk full or read-only: samples go first
-                log.warning("journal: sample for %s not kept: %s", rec["id"], err)
+                now = time.monotonic()
+                if now - self._sample_warned > 60:  # one line a minute, every drop counted
+                    self._sample_warned = now
+                    log.warning("journal: sample for %s not kept: %s (counted in "
+                                "dropped_samples)", rec["id"], err)
                 rec["sample"] = None
                 rec["sample_dropped"] = True
                 return rec, None
@@ -436,6 +442,17 @@ class Journal(Retention):
         """Fold the WAL back into the database and truncate it (frees disk space)."""
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def bump(self, name: str, n: int) -> None:
+        """Add ``n`` to a lifetime counter, in its own transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._bump(name, n)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
 
     def _bump(self, name: str, n: int) -> None:
         self._db.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, name))

@@ -47,7 +47,7 @@ from edge_agent.notify import Notifier
 from edge_agent.pins import make_pin_factory
 from edge_agent.stats import Stats
 from edge_agent.trigger import GpioTrigger, make_trigger
-from edge_agent.writer import DecisionWriter, open_journal
+from edge_agent.writer import DecisionWriter, open_journal, recover_held
 from edge_common.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class Agent:
             lambda: self.stats.add_miss(),
             self._committed,
             deliver=lambda rec: self.station.deliver(rec) if self.station else None,
+            device_id=config.device_id,
         )
         self.actuator.on_done = self.writer.on_pulse_done
         self.actuator.on_fault = self._actuator_failed
@@ -215,6 +216,10 @@ class Agent:
         """Load and verify the model, open the camera and the pins (fail fast, clearly)."""
         cfg = self.config
         self.state = "starting"
+        try:
+            recover_held(self.journal, cfg.device_id)
+        except Exception as err:  # noqa: BLE001 - kept for the next start, never a stop
+            self._fault("journal", f"cannot commit the decisions held at the last stop: {err}")
         n = self.journal.reconcile(RECONCILE_DEAD)
         if n:
             log.warning("journal: %d rejects left unconfirmed by the last run reconciled", n)

@@ -12,6 +12,7 @@ Pulse outcomes (done / missed) are confirmed in the journal from this thread.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import queue
@@ -48,8 +49,10 @@ class DecisionWriter:
         on_miss: Callable[[], None],
         on_committed: Callable[[dict[str, Any]], None],
         deliver: Callable[[dict[str, Any]], Any] | None = None,
+        device_id: str = "agent",
     ) -> None:
         self.journal = journal
+        self.device_id = device_id
         self.actuator = actuator
         self._fault = fault
         self._clear_fault = clear_fault
@@ -58,6 +61,7 @@ class DecisionWriter:
         self._deliver = deliver
         self.backlog: list[Item] = []
         self.backlog_dropped = 0
+        self._unbooked_drops = 0  # held decisions dropped, not yet in the journal's counter
         self._done: collections.deque[tuple[str, str]] = collections.deque()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=256)
         self._thread: threading.Thread | None = None
@@ -128,15 +132,25 @@ class DecisionWriter:
                     if rejects:
                         log.warning("unjournaled reject %s (item %s)", rec["id"], rec["item"])
                     self._hand_over(rec)
-                backlog.extend((rec, None, t, rej) for rec, _, t, rej in batch)  # no images
+                for rec, img, t, rej in batch:  # held in memory without their images
+                    if img is not None:
+                        rec["sample"], rec["sample_dropped"] = None, True  # counted at commit
+                    backlog.append((rec, None, t, rej))
                 if len(backlog) > BACKLOG_MAX:
                     drop = len(backlog) - BACKLOG_MAX
+                    if not self.backlog_dropped or (self.backlog_dropped + drop) // 1000 \
+                            > self.backlog_dropped // 1000:
+                        log.error("journal: %d held decisions dropped so far (more than %d "
+                                  "held in memory); counted in dropped_decisions",
+                                  self.backlog_dropped + drop, BACKLOG_MAX)
                     self.backlog_dropped += drop
+                    self._unbooked_drops += drop
                     del backlog[:drop]
                 return False
         if backlog:
             log.warning("journal writable again: %d held decisions committed", len(backlog))
         self.backlog = []
+        self._book_drops()
         self._clear_fault("journal")
         for rec, _, t_trig, rejects in batch:
             if rejects and not self.actuator.schedule(t_trig, tag=rec["id"]):
@@ -149,6 +163,16 @@ class DecisionWriter:
             except Exception:  # noqa: BLE001
                 log.exception("reporting decision %s failed", rec["id"])
         return True
+
+    def _book_drops(self) -> None:
+        """Held decisions dropped while the journal was down go into ``dropped_decisions``
+        once it can be written (the host sees the loss in heartbeats)."""
+        if self._unbooked_drops:
+            try:
+                self.journal.bump("dropped_decisions", self._unbooked_drops)
+                self._unbooked_drops = 0
+            except Exception:  # noqa: BLE001 - tried again after the next commit
+                pass
 
     def _hand_over(self, rec: dict[str, Any]) -> None:
         if self._deliver is not None:
@@ -181,10 +205,79 @@ class DecisionWriter:
         if n:
             log.info("journal: %d rejects whose pulse had not fired at stop reconciled", n)
         if self.backlog:
-            self._fault(
-                "journal",
-                f"{len(self.backlog)} decisions could not be journaled before the stop",
-            )
+            n = len(self.backlog)
+            where = save_held(self.backlog, self.journal.path.parent, self.device_id)
+            if where is not None:
+                log.warning("journal: %d decisions could not be journaled before the stop; "
+                            "kept in %s, committed at the next start", n, where)
+                self._fault("journal", f"{n} decisions held at the stop, kept in {where}")
+                self.backlog = []
+            else:
+                log.error("journal: %d decisions could not be journaled before the stop and "
+                          "no folder could keep them: lost", n)
+                self._fault("journal", f"{n} decisions lost at the stop (nowhere to keep them)")
+
+
+HELD_FILE = "edge-agent-held-{device}.jsonl"
+
+
+def held_dirs(journal_dir: Path) -> list[Path]:
+    """Where decisions held at a stop are kept, best first: the journal's folder, the
+    unit's runtime folder (``RuntimeDirectoryPreserve=yes``: survives a restart, not a
+    power loss), the temp folder. A read-only journal disk falls through to the next."""
+    dirs = [journal_dir]
+    if os.environ.get("RUNTIME_DIRECTORY"):
+        dirs.append(Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0]))
+    dirs.append(Path(tempfile.gettempdir()))
+    return dirs
+
+
+def save_held(backlog: list[Item], journal_dir: Path, device: str) -> Path | None:
+    """Write held decisions (JSON lines, fsynced) to the first folder that takes them."""
+    lines = "".join(json.dumps({"rec": rec, "rejects": bool(rej)}, default=str) + "\n"
+                    for rec, _, _, rej in backlog)
+    for folder in held_dirs(journal_dir):
+        path = folder / HELD_FILE.format(device=device)
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(lines)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def recover_held(journal: Journal, device: str) -> int:
+    """Commit what a stop with a faulted journal kept (``save_held``), count it
+    (``held_recovered``) and remove the file; returns how many decisions."""
+    total = 0
+    for folder in held_dirs(journal.path.parent):
+        path = folder / HELD_FILE.format(device=device)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        items: list[tuple[dict[str, Any], Any]] = []
+        actuation: dict[str, str] = {}
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+                rec = dict(entry["rec"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a power cut
+            items.append((rec, None))
+            if entry.get("rejects"):
+                actuation[str(rec["id"])] = "before_journal"
+        if items:
+            journal.record_many(items, actuation)
+            journal.bump("held_recovered", len(items))
+            log.warning("journal: %d decisions held at the last stop committed from %s",
+                        len(items), path)
+        path.unlink(missing_ok=True)
+        total += len(items)
+    return total
 
 
 def open_journal(config: Any, fault: Callable[[str, str], None]) -> Journal:

@@ -109,3 +109,51 @@ def test_sigstop_of_the_agent_mid_pulse_cannot_stretch_the_pulse(tmp_path, tiny_
     assert log[-1][1] is False  # the frozen agent's output is at its safe level
     off = next(t for t, level in log if not level and t > on)
     assert (off - on) / 1e6 < 60 + 100
+
+
+def test_a_read_only_journal_at_stop_keeps_held_decisions_and_the_next_start_commits_them(
+        tmp_path, tiny_bundle, monkeypatch):
+    """The journal's disk goes read-only mid-run (sqlite says so on every commit): the line
+    goes on, decisions are held in memory; at the stop they go to the next folder that
+    takes them (the journal's own is gone here: the runtime folder), and the next start
+    commits them and counts them. Their images were dropped, and counted."""
+    import sqlite3
+
+    from edge_agent import writer as writer_mod
+    from edge_agent.config import load_config
+    from edge_agent.service import Agent
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setattr(writer_mod, "held_dirs",
+                        lambda journal_dir: [tmp_path / "gone", run_dir])
+    cfg = load_config(write_config(tmp_path / "agent.yaml", tiny_bundle,
+                                   samples={"rate": 1.0}), env={})
+    agent = Agent(cfg)
+    real = agent.journal.record_many
+    calls = {"n": 0}
+
+    def flaky(items, actuation=None):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return real(items, actuation)
+
+    monkeypatch.setattr(agent.journal, "record_many", flaky)
+    try:
+        summary = agent.run(max_items=30)
+    finally:
+        agent.close()
+    held = run_dir / "edge-agent-held-test-device.jsonl"
+    n_held = len(held.read_text().splitlines())
+    assert n_held > 0 and summary["items"] == 30
+
+    again = Agent(load_config(cfg.source, env={}))
+    try:
+        again.open()
+        counts = again.journal.counts()
+    finally:
+        again.close()
+    assert not held.exists()
+    assert counts["total"] == 30 and counts["held_recovered"] == n_held
+    assert counts["dropped_samples"] == n_held  # held without their images: every one counted
