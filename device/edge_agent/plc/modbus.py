@@ -5,9 +5,12 @@ Server register map (device id: any; addresses 0-based; docs/plc.md has the tabl
 - coils (FC1/5/15): 0 Trigger, 1 ResultAck. Both are commands: the agent clears them as
   it takes them (a PLC reads back 0 = taken).
 - discrete inputs (FC2): 0 Ready, 1 Busy, 2 ResultValid, 3 Pass, 4 Fail, 5 Fault.
-- holding registers (FC3/6/16): 0 PartSeq (the PLC's number for the next part; 0 = the
-  agent numbers them), 1 Command (1 = trigger, 2 = result ack; reads back 0). One FC16
-  write of ``[seq, 1]`` triggers a numbered part.
+- holding registers (FC3/6/16): 0 PartSeq (the PLC's number for the part this command
+  triggers; used once, reads back 0; 0 = the agent numbers it), 1 Command (bit 0 trigger,
+  bit 1 result ack, both = ack then trigger; reads back 0), 2 AckSeq (the ResultSeq the
+  ack is for: an ack for another number is refused and counted, so a PLC acting on a
+  stale read cannot ack a result it has not seen; 0 = unchecked). One FC16 write of
+  ``[seq, 3, result_seq]`` to 0..2 acks a result and triggers the next part.
 - input registers (FC4): 0 Heartbeat, 1 Status (the discrete inputs as bits 0..5),
   2 ResultSeq, 3 ClassId, 4 Confidence ×10000, 5 ResultFault, 6 StationFault, 7 InFlight,
   8 ResultCount, 9 LastTriggerSeq, 10 Queued (results waiting behind the one shown).
@@ -34,7 +37,7 @@ from edge_agent.plc.handshake import FAULT_NONE, Result
 log = logging.getLogger(__name__)
 
 COIL_TRIGGER, COIL_ACK = 0, 1
-HR_PART_SEQ, HR_COMMAND = 0, 1
+HR_PART_SEQ, HR_COMMAND, HR_ACK_SEQ = 0, 1, 2
 CMD_TRIGGER, CMD_ACK = 1, 2
 DI_BITS = ("ready", "busy", "result_valid", "pass", "fail", "fault")
 IR_NAMES = (
@@ -63,6 +66,8 @@ class ModbusServer:
         self.dropped = 0
         self.part_seq = 0
         self.last_trigger_seq = 0
+        self.acks_refused = 0  # acks whose AckSeq was not the shown result
+        self.ack_seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -103,14 +108,20 @@ class ModbusServer:
             min(queued, 0xFFFF),
         ]
 
-    def _trigger(self) -> None:
-        seq = self.part_seq
+    def _trigger(self, seq: int = 0) -> None:
         self.last_trigger_seq = self.station.on_trigger(seq or None)
 
-    def _ack(self) -> None:
+    def _ack(self, seq: int = 0) -> None:
+        """Ack the shown result; with ``seq`` only if it is the shown one."""
         with self._lock:
-            if self._outbox:
-                self._outbox.popleft()
+            if not self._outbox:
+                return
+            if seq and self._outbox[0].seq != seq:
+                self.acks_refused += 1
+                log.warning("modbus: ack for part %d refused: the result shown is part %d",
+                            seq, self._outbox[0].seq)
+                return
+            self._outbox.popleft()
 
     async def _action(
         self,
@@ -127,15 +138,32 @@ class ModbusServer:
                 bit = address + k
                 if v and bit in (COIL_TRIGGER, COIL_ACK):
                     values[k] = False  # a command: taken, reads back 0
-                    self._trigger() if bit == COIL_TRIGGER else self._ack()
+                    if bit == COIL_TRIGGER:
+                        self._trigger(self.part_seq)
+                        self.part_seq = 0
+                    else:
+                        self._ack()
         elif fc in (6, 16) and values:
+            # The whole write first (PartSeq, AckSeq), then the command it carries.
+            command = 0
             for k, v in enumerate(values):
                 reg = address + k
                 if reg == HR_PART_SEQ:
                     self.part_seq = int(v)
+                elif reg == HR_ACK_SEQ:
+                    self.ack_seq = int(v)
                 elif reg == HR_COMMAND and v:
-                    values[k] = 0
-                    self._trigger() if v == CMD_TRIGGER else self._ack() if v == CMD_ACK else None
+                    command = int(v)
+                    values[k] = 0  # a command: taken, reads back 0
+            if command & CMD_ACK:
+                self._ack(self.ack_seq)
+                self.ack_seq = 0
+            if command & CMD_TRIGGER:
+                self._trigger(self.part_seq)
+                self.part_seq = 0  # one number, one part (a stale number would repeat)
+            for k in range(len(values)):
+                if command and address + k in (HR_PART_SEQ, HR_ACK_SEQ):
+                    values[k] = 0  # used: reads back 0
         elif fc == 2:
             b = self.bits()
             registers[0] = sum(1 << i for i, k in enumerate(DI_BITS) if b[k])
