@@ -171,7 +171,8 @@ class MqttConfig:
                           max=65535)
     status_every_s: float = _f(5.0, "How often the status is published, s", min=0.1, max=3600.0)
     buffer_max: int = _f(
-        10000, "Decisions held while the broker is away (oldest dropped, counted)", min=1,
+        10000, "Messages held while the broker is away (decisions, results and status; "
+        "beyond that the newest are refused and counted in mqtt.dropped)", min=1,
         max=1_000_000
     )
 
