@@ -73,6 +73,6 @@ def test_wheel_builds_are_byte_identical(tmp_path):
     first = build_wheel(tmp_path / "a", source=snapshot)
     (snapshot / "README.md").touch()  # a newer mtime alone changes nothing
     second = build_wheel(tmp_path / "b", source=snapshot)
-    assert first.name == second.name and first.name.startswith("edgectl-")
+    assert first.name == second.name and first.name.startswith("edge_agent-")
     assert first.read_bytes() == second.read_bytes()
     assert not (snapshot / "build").exists()  # built from a copy of the copy

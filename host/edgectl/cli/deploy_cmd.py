@@ -17,7 +17,7 @@ from edgectl.fleet import ansible as fa
 @click.option("--bundle", "-b", type=click.Path(exists=True, path_type=Path), default=None,
               help="Model bundle (folder or .tar) to install and activate.")
 @click.option("--wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Use this edgectl wheel instead of building dist/edgectl-*.whl.")
+              default=None, help="Use this edge-agent wheel instead of building one.")
 @click.option("--tags", type=click.Choice(["agent", "model"]), default=None,
               help="Only the agent, or only the model bundle (agent already installed).")
 @click.option("--check", is_flag=True, help="Dry run: report what would change.")
@@ -38,7 +38,7 @@ def deploy(inventory: Path | None, limit: str | None, bundle: Path | None, wheel
     """
     inv = inventory or fa.default_inventory()
     if wheel is None and tags != "model":
-        click.echo("building the edgectl wheel ...", err=True)
+        click.echo("building the edge-agent wheel ...", err=True)
         wheel = fa.build_wheel(fa.project_root() / "dist")
         click.echo(f"wheel: {wheel}", err=True)
     result = fa.deploy(inv, bundle=bundle, wheel=wheel, limit=limit, check=check,

@@ -2,7 +2,8 @@
 
 ``edgectl deploy`` and ``edgectl bench`` are thin wrappers over these helpers. The
 playbooks live in the project's ``ansible/`` folder (``deploy.yml``, ``bench.yml``); the
-boards get edgectl as a wheel built here with ``pip wheel --no-deps``, byte-for-byte
+boards get the device distribution, edge-agent (common + device, never host code), as a
+wheel built here with ``pip wheel --no-deps``, byte-for-byte
 reproducible (``SOURCE_DATE_EPOCH``) so an unchanged tree never reinstalls the agent.
 """
 
@@ -24,8 +25,10 @@ from edge_common.errors import ConfigError, EdgeError, MissingExtraError
 
 # Fixed timestamp for the files inside the wheel: same sources → same bytes.
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest date a zip can hold
-# What the wheel is built from (everything else in a checkout is left behind).
-WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "common", "host", "device")
+# What the board's wheel (edge-agent, the checkout's pyproject.toml) is built from; everything
+# else in a checkout, host/ included, is left behind.
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "common", "device")
+WHEEL_GLOB = "edge_agent-*.whl"
 WHEEL_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
 DEFAULT_SERIAL = "25%"
 DEFAULT_MAX_FAIL_PERCENTAGE = 0
@@ -84,7 +87,7 @@ def ansible_tool(name: str = "ansible-playbook") -> Path:
 def build_wheel(
     out_dir: str | os.PathLike[str], source: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Build the edgectl wheel into ``out_dir`` and return its path.
+    """Build the board's wheel (edge-agent: common + device) into ``out_dir``; its path.
 
     Builds from a copy of the sources (a checkout's ``build/`` or ``*.egg-info`` never
     leak in, and the checkout is not written to), with fixed timestamps, so the same
@@ -109,10 +112,10 @@ def build_wheel(
                "--quiet", "--wheel-dir", str(built), str(copy)]
         env = dict(os.environ, SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH, PIP_NO_INPUT="1")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        wheels = sorted(built.glob("edgectl-*.whl")) if built.is_dir() else []
+        wheels = sorted(built.glob(WHEEL_GLOB)) if built.is_dir() else []
         if proc.returncode != 0 or not wheels:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel produced"]
-            raise EdgeError(f"building the edgectl wheel failed: {tail[0]}")
+            raise EdgeError(f"building the edge-agent wheel failed: {tail[0]}")
         dest = out / wheels[0].name
         if not (dest.is_file() and dest.read_bytes() == wheels[0].read_bytes()):
             shutil.copyfile(wheels[0], dest)
