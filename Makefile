@@ -4,15 +4,21 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
-EXTRAS ?= host,tflite,tflite-export,device,dev,plc
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml host/pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+# The extras of the two distributions: the board's edge-agent (pyproject.toml) and the
+# host's edgectl (host/pyproject.toml), both installed editable.
+AGENT_EXTRAS ?= device,tflite,plc
+HOST_EXTRAS ?= host,tflite-export,dev
 
 .PHONY: install demo test test-slow test-board test-arm64 lint bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+# PYTHONWARNINGS: setuptools' notice that an editable install of a package spread over
+# several folders goes through an import hook; it says nothing about the project.
+$(STAMP): pyproject.toml host/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	PYTHONWARNINGS='ignore:Editable installation' $(PIP) install -q -c constraints.txt \
+	  -e '.[$(AGENT_EXTRAS)]' -e './host[$(HOST_EXTRAS)]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)

@@ -44,11 +44,22 @@ class HardwareError(EdgeError, RuntimeError):
     """A camera, pin or accelerator cannot be used (often: an optional extra is missing)."""
 
 
+# The extras of the host's distribution (host/pyproject.toml); every other extra belongs to
+# the board's distribution, edge-agent (pyproject.toml). tests/common/test_packaging.py
+# holds this list to the two files.
+HOST_EXTRAS = frozenset({"host", "tflite-export", "dev"})
+
+
+def distribution_of(extra: str) -> str:
+    """The distribution that declares ``extra``: ``edgectl`` (host) or ``edge-agent``."""
+    return "edgectl" if extra in HOST_EXTRAS else "edge-agent"
+
+
 class MissingExtraError(HardwareError, ImportError):
     """An optional library is not installed; the message names the extra to install."""
 
     def __init__(self, library: str, extra: str, hint: str = "") -> None:
-        msg = f"{library} is not installed: pip install 'edgectl[{extra}]'"
+        msg = f"{library} is not installed: pip install '{distribution_of(extra)}[{extra}]'"
         if hint:
             msg += f" ({hint})"
         super().__init__(msg)

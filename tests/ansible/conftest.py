@@ -1,4 +1,4 @@
-"""Fixtures for the fleet tests: the edgectl wheel, a tiny bundle, the local test host.
+"""Fixtures for the fleet tests: the board's wheel (edge-agent), a tiny bundle, the local test host.
 
 The local test host is ansible/inventory.local.yml (host pi4-local in group pi4, local
 connection); every path it writes is under $EDGECTL_LOCAL_PREFIX, a temp dir here.

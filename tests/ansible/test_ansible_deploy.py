@@ -33,6 +33,17 @@ def test_agent_is_installed_in_its_virtualenv_from_the_wheel(deployed, local_pre
                            "import edge_agent.cli, onnxruntime, gpiozero; print('ok')"],
                           capture_output=True, text=True, check=False)
     assert proc.stdout.strip() == "ok", proc.stderr
+    # The board's distribution only: no host package, no `edgectl` command (issue 30).
+    listed = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list", "--local",
+                             "--format=json"],
+                            capture_output=True, text=True, check=True).stdout
+    names = {d["name"].lower() for d in json.loads(listed)}
+    assert "edge-agent" in names and not names & {"edgectl", "click", "torch"}
+    assert not (venv / "bin" / "edgectl").exists()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the venv's own view
+    proc = subprocess.run([str(venv / "bin" / "python"), "-c", "import edgectl"],
+                          capture_output=True, text=True, check=False, env=env)
+    assert proc.returncode == 1 and "No module named 'edgectl'" in proc.stderr
 
 
 def test_config_is_valid_for_the_agent_and_serves_the_current_bundle(deployed, local_prefix):

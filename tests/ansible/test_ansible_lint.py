@@ -44,4 +44,4 @@ def test_argument_specs_reject_a_bad_variable(run_local, wheel, tmp_path):
 def test_deploy_without_a_wheel_fails_with_a_clear_message(run_local, tmp_path):
     result = run_local("deploy.yml", tmp_path, {"edge_agent_wheel": str(tmp_path / "nope.whl")})
     assert not result.ok
-    assert "no edgectl wheel to install" in result.output
+    assert "no edge-agent wheel to install" in result.output

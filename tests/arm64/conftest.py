@@ -118,7 +118,7 @@ def arm64_venv(in_root, arm64_work: Path) -> str:
     numpy is pinned to the version Debian installed (a pip constraint), so pip can never put
     numpy 2 in the venv where it would shadow Debian's (and break apt's OpenCV/picamera2).
     """
-    wheel = next((arm64_work / "wheel").glob("edgectl-*.whl")).name
+    wheel = next((arm64_work / "wheel").glob("edge_agent-*.whl")).name
     res = in_root(
         "set -e\n"
         f"python3 -m venv --system-site-packages {VENV}\n"

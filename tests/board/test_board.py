@@ -337,3 +337,74 @@ def test_apt_repository_and_no_recommends(board, inventory, wheel):
     assert "bookworm-backports" in policy  # the lists were fetched
     assert board.sh("dpkg -s python3-smbus | grep -c 'ok installed'").stdout.strip() == "1"
     assert board.sh("dpkg -s i2c-tools", check=False).returncode != 0
+
+
+def _old_single_wheel(tmp_path: Path) -> Path:
+    """The wheel deploys installed before the split (issue 30): one `edgectl` distribution
+    with common, host and device code and both commands, built from today's sources."""
+    import shutil
+
+    from edgectl.fleet.ansible import WHEEL_IGNORE, project_root
+
+    src = tmp_path / "old-src"
+    for name in ("common", "host", "device"):
+        shutil.copytree(project_root() / name, src / name, ignore=WHEEL_IGNORE)
+    (src / "host" / "pyproject.toml").unlink()
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=77"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "edgectl"\nversion = "0.0.9"\n[project.scripts]\n'
+        'edgectl = "edgectl.cli:main"\nedge-agent = "edge_agent.cli:main"\n'
+        '[tool.setuptools.packages.find]\nwhere = ["common", "host", "device"]\n')
+    out = tmp_path / "old-wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--wheel-dir", str(out), str(src)],
+                   check=True, capture_output=True)
+    return next(out.glob("edgectl-*.whl"))
+
+
+def test_the_board_has_no_host_code_after_a_deploy_from_a_project_folder(
+        board, inventory, keys, tmp_path):
+    """Issue 30: a board runs the device distribution only. Starting from a board an older
+    deploy gave the single `edgectl` wheel, `edgectl deploy` run as a user would (from their
+    project folder, the key from keys/ beside their inventory, the wheel built in a temporary
+    folder) leaves edge-agent installed and no host package: `pip show edgectl` finds
+    nothing, `import edgectl` fails, the agent runs."""
+    import shutil
+
+    import yaml
+
+    old = _old_single_wheel(tmp_path)
+    subprocess.run([*board.ssh_args(), f"cat > /tmp/{old.name}"], input=old.read_bytes(),
+                   check=True, timeout=60)
+    board.sh(f"{VENV_PY} -m pip uninstall --yes edge-agent && "
+             f"{VENV_PY} -m pip install --no-deps --no-index /tmp/{old.name}")
+    assert board.sh(f"{VENV_PY} -m pip show edgectl").returncode == 0  # the old board
+    project = tmp_path / "line1"
+    (project / "keys").mkdir(parents=True)
+    shutil.copy(keys["public"], project / "keys" / "edge-signing.pub")
+    inv = yaml.safe_load(inventory.read_text())
+    host = inv["all"]["children"]["edge"]["children"]["board"]["hosts"][HOSTNAME]
+    del host["edge_agent_public_key_file"]
+    inv["all"]["vars"] = {  # as ansible/inventory.example.yml has it
+        "edge_agent_public_key_file": "{{ inventory_dir }}/keys/edge-signing.pub"}
+    (project / "inventory.yml").write_text(yaml.safe_dump(inv, sort_keys=False))
+    out = subprocess.run([str(Path(sys.executable).parent / "edgectl"), "deploy",
+                          "--inventory", "inventory.yml"],
+                         capture_output=True, text=True, cwd=project, timeout=1200)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "building the edge-agent wheel" in out.stderr
+    assert sorted(str(p.relative_to(project)) for p in project.rglob("*")) == [
+        "inventory.yml", "keys", "keys/edge-signing.pub"]  # nothing written there
+    shown = board.sh(f"{VENV_PY} -m pip show edgectl", check=False)
+    assert shown.returncode != 0 and "not found: edgectl" in shown.stderr, shown.stdout
+    assert "Name: edge-agent" in board.sh(f"{VENV_PY} -m pip show edge-agent").stdout
+    listed = board.sh(f"{VENV_PY} -m pip list --local --format=freeze").stdout.lower()
+    assert not [ln for ln in listed.splitlines()
+                if ln.split("==")[0] in ("edgectl", "click", "torch")], listed
+    imported = board.sh(f"{VENV_PY} -c 'import edgectl'", check=False)
+    assert imported.returncode == 1 and "No module named 'edgectl'" in imported.stderr
+    assert board.sh("test -e /opt/edge-agent/venv/bin/edgectl", check=False).returncode != 0
+    assert board.sh("cat /etc/edge-agent/bundle-key.pem").stdout == keys["public"].read_text()
+    assert board.sh("systemctl is-active edge-agent").stdout.strip() == "active"
+    status = board.sh(f"{AGENT} status", check=False)
+    assert status.returncode == 0, status.stdout + status.stderr

@@ -11,7 +11,7 @@ def test_leaves_inherit_root_and_builtin():
     assert issubclass(DataNotFoundError, FileNotFoundError)
     err = MissingExtraError("picamera2", "pi")
     assert isinstance(err, ImportError)
-    assert "pip install 'edgectl[pi]'" in str(err)
+    assert "pip install 'edge-agent[pi]'" in str(err)
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):

@@ -176,7 +176,7 @@ def test_camera_that_fails_to_open_is_one_line(tmp_path, tiny_bundle, capsys):
     _one_error_line(rc, capsys.readouterr().err, "replay: no images in")
     cfg = write_config(tmp_path / "agent2.yaml", tiny_bundle, camera={"type": "picamera2"})
     rc = main(["run", "--config", str(cfg), "--max-items", "1"])
-    _one_error_line(rc, capsys.readouterr().err, "edgectl[pi]")
+    _one_error_line(rc, capsys.readouterr().err, "edge-agent[pi]")
 
 
 def test_camera_dropping_out_mid_run_degrades_then_exits_one_line(tmp_path, tiny_bundle):

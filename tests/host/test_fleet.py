@@ -129,5 +129,16 @@ def test_project_root_is_found_from_any_working_directory(tmp_path, monkeypatch)
     monkeypatch.delenv("EDGECTL_PROJECT_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     root = project_root()
-    assert (root / "pyproject.toml").is_file()
+    assert (root / "pyproject.toml").is_file() and (root / "host" / "pyproject.toml").is_file()
     assert (root / "ansible" / "deploy.yml").is_file()
+    assert root == Path(__file__).resolve().parents[2]  # the checkout these modules are in
+
+
+def test_a_project_dir_that_is_no_checkout_is_one_clear_error(tmp_path, monkeypatch):
+    from edge_common.errors import EdgeError
+    from edgectl.fleet.ansible import project_root
+
+    monkeypatch.setenv("EDGECTL_PROJECT_DIR", str(tmp_path))
+    with pytest.raises(EdgeError, match=f"EDGECTL_PROJECT_DIR={tmp_path} is not an edgectl "
+                                        "checkout"):
+        project_root()

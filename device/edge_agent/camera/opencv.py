@@ -1,6 +1,6 @@
 """OpenCV ``VideoCapture``: a USB/V4L2 camera by index or path, or a GStreamer pipeline
 (Jetson CSI cameras through ``nvarguscamerasrc``). OpenCV delivers BGR; frames are RGB.
-Extra: ``pip install 'edgectl[opencv]'`` (GStreamer pipelines need an OpenCV built with
+Extra: ``pip install 'edge-agent[opencv]'`` (GStreamer pipelines need an OpenCV built with
 GStreamer, e.g. JetPack's ``python3-opencv``)."""
 
 from __future__ import annotations

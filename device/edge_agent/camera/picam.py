@@ -1,7 +1,7 @@
 """Raspberry Pi camera modules through picamera2 (libcamera).
 
 picamera2 comes with Raspberry Pi OS: ``sudo apt install python3-picamera2`` and a venv
-made with ``--system-site-packages`` (or ``pip install 'edgectl[pi]'``, which needs the
+made with ``--system-site-packages`` (or ``pip install 'edge-agent[pi]'``, which needs the
 libcamera development files). Frames are requested as ``RGB888``, which libcamera lays
 out as B, G, R bytes; they are flipped to RGB here.
 """

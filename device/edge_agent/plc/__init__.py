@@ -1,7 +1,7 @@
 """Talk to the line's PLC and to MES/SCADA: trigger sources and result sinks beside GPIO.
 
 One interface (:class:`Backend`), one file per backend, each importing its library only
-inside itself (``pip install 'edgectl[plc]'``), so the agent imports on any machine:
+inside itself (``pip install 'edge-agent[plc]'``), so the agent imports on any machine:
 
 - ``modbus.py``: Modbus TCP (pymodbus). ``modbus``: the agent's server (the PLC triggers
   and reads results; register map in docs/plc.md); ``modbus-client``: results written into

@@ -2,7 +2,8 @@
 
 ``edgectl deploy`` and ``edgectl bench`` are thin wrappers over these helpers. The
 playbooks live in the project's ``ansible/`` folder (``deploy.yml``, ``bench.yml``); the
-boards get edgectl as a wheel built here with ``pip wheel --no-deps``, byte-for-byte
+boards get the device distribution, edge-agent (common + device, never host code), as a
+wheel built here with ``pip wheel --no-deps`` into a temporary folder, byte-for-byte
 reproducible (``SOURCE_DATE_EPOCH``) so an unchanged tree never reinstalls the agent.
 """
 
@@ -15,6 +16,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +27,10 @@ from edge_common.errors import ConfigError, EdgeError, MissingExtraError
 
 # Fixed timestamp for the files inside the wheel: same sources → same bytes.
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest date a zip can hold
-# What the wheel is built from (everything else in a checkout is left behind).
-WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "common", "host", "device")
+# What the board's wheel (edge-agent, the checkout's pyproject.toml) is built from; everything
+# else in a checkout, host/ included, is left behind.
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "common", "device")
+WHEEL_GLOB = "edge_agent-*.whl"
 WHEEL_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
 DEFAULT_SERIAL = "25%"
 DEFAULT_MAX_FAIL_PERCENTAGE = 0
@@ -39,17 +44,59 @@ _RECAP = re.compile(
 )
 
 
+def _is_checkout(root: Path) -> bool:
+    return (root / "pyproject.toml").is_file() and (root / "ansible" / "deploy.yml").is_file()
+
+
+def installed_from() -> Path | None:
+    """The local folder pip installed this edgectl from (``pip install ./host``, not
+    editable), as PEP 610's ``direct_url.json`` records it; None for any other install."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("edgectl")
+    except metadata.PackageNotFoundError:
+        return None
+    here = Path(__file__).resolve()
+    if Path(str(dist.locate_file("edgectl/fleet/ansible.py"))).resolve() != here:
+        return None  # another edgectl than the one running
+    try:
+        info = json.loads(dist.read_text("direct_url.json") or "")
+    except ValueError:
+        return None
+    if not isinstance(info, dict) or "dir_info" not in info:
+        return None
+    url = str(info.get("url", ""))
+    if not url.startswith("file:"):
+        return None
+    return Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+
+
 def project_root() -> Path:
-    """The edgectl checkout this module runs from (holds pyproject.toml and ansible/)."""
+    """The edgectl checkout whose ``ansible/`` and board sources deploy and bench use.
+
+    ``$EDGECTL_PROJECT_DIR``; else the checkout this module is imported from (an editable
+    install or PYTHONPATH); else the checkout pip installed it from (not editable: the
+    folder ``installed_from`` names, or its parent); else the working directory. Never
+    where this module's files lie in site-packages, and nothing is written there.
+    """
     env = os.environ.get("EDGECTL_PROJECT_DIR")
-    candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[3], Path.cwd()]
+    if env:
+        if _is_checkout(Path(env)):
+            return Path(env)
+        raise EdgeError(f"EDGECTL_PROJECT_DIR={env} is not an edgectl checkout "
+                        "(no pyproject.toml and ansible/deploy.yml there)")
+    candidates = [Path(__file__).resolve().parents[3]]
+    source = installed_from()
+    if source is not None:
+        candidates += [source, source.parent]
+    candidates.append(Path.cwd())
     for root in candidates:
-        if (root / "pyproject.toml").is_file() and (root / "ansible" / "deploy.yml").is_file():
+        if _is_checkout(root):
             return root
     raise EdgeError(
-        "cannot find the edgectl project (pyproject.toml and ansible/deploy.yml); "
-        "run from a checkout or set EDGECTL_PROJECT_DIR"
+        "cannot find the edgectl project (pyproject.toml and ansible/deploy.yml): edgectl is "
+        "not installed from a checkout; run it from one or set EDGECTL_PROJECT_DIR"
     )
 
 
@@ -84,7 +131,7 @@ def ansible_tool(name: str = "ansible-playbook") -> Path:
 def build_wheel(
     out_dir: str | os.PathLike[str], source: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Build the edgectl wheel into ``out_dir`` and return its path.
+    """Build the board's wheel (edge-agent: common + device) into ``out_dir``; its path.
 
     Builds from a copy of the sources (a checkout's ``build/`` or ``*.egg-info`` never
     leak in, and the checkout is not written to), with fixed timestamps, so the same
@@ -109,10 +156,10 @@ def build_wheel(
                "--quiet", "--wheel-dir", str(built), str(copy)]
         env = dict(os.environ, SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH, PIP_NO_INPUT="1")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        wheels = sorted(built.glob("edgectl-*.whl")) if built.is_dir() else []
+        wheels = sorted(built.glob(WHEEL_GLOB)) if built.is_dir() else []
         if proc.returncode != 0 or not wheels:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel produced"]
-            raise EdgeError(f"building the edgectl wheel failed: {tail[0]}")
+            raise EdgeError(f"building the edge-agent wheel failed: {tail[0]}")
         dest = out / wheels[0].name
         if not (dest.is_file() and dest.read_bytes() == wheels[0].read_bytes()):
             shutil.copyfile(wheels[0], dest)
@@ -216,6 +263,7 @@ def deploy(
     *,
     bundle: str | os.PathLike[str] | None = None,
     wheel: str | os.PathLike[str] | None = None,
+    key: str | os.PathLike[str] | None = None,
     limit: str | None = None,
     check: bool = False,
     serial: str = DEFAULT_SERIAL,
@@ -224,7 +272,9 @@ def deploy(
     tags: str | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> PlaybookResult:
-    """Run ``ansible/deploy.yml``: build the wheel unless given, roll out in batches.
+    """Run ``ansible/deploy.yml``: build the board's wheel unless given (in a temporary
+    folder, gone afterwards), roll out in batches. ``key``: the Ed25519 public key (PEM)
+    the boards verify bundles with, instead of the inventory's ``edge_agent_public_key_file``.
 
     Raises ``EdgeError`` naming the failed hosts when the playbook fails.
     """
@@ -233,21 +283,31 @@ def deploy(
         raise ConfigError(f"inventory not found: {inv}")
     if bundle is not None and not Path(bundle).exists():
         raise ConfigError(f"bundle not found: {bundle}")
-    if wheel is None and tags != "model":  # a model-only rollout installs no code
-        wheel = build_wheel(project_root() / "dist")
-    elif wheel is not None and not Path(wheel).is_file():
+    if wheel is not None and not Path(wheel).is_file():
         raise ConfigError(f"wheel not found: {wheel}")
     extra: dict[str, Any] = {
         "deploy_serial": serial,
         "deploy_max_fail_percentage": max_fail_percentage,
     }
-    if wheel is not None:
-        extra["edge_agent_wheel"] = str(Path(wheel).resolve())
+    if key is not None:
+        from edge_common.signing import load_public_key
+
+        try:
+            load_public_key(key)  # never ship a private key, or a file that is no key
+        except EdgeError as err:
+            raise ConfigError(f"--key {key}: {err}") from err
+        extra["edge_agent_public_key_file"] = str(Path(key).resolve())
     if bundle is not None:
         extra["edge_model_bundle"] = str(Path(bundle).resolve())
-    cmd = playbook_command(ansible_dir() / "deploy.yml", inv, limit=limit, extra_vars=extra,
-                           raw_extra_vars=raw_extra_vars, check=check, tags=tags)
-    result = run_playbook(cmd, echo=echo)
+    playbook = ansible_dir() / "deploy.yml"
+    with tempfile.TemporaryDirectory(prefix="edgectl-deploy-") as tmp:
+        if wheel is None and tags != "model":  # a model-only rollout installs no code
+            wheel = build_wheel(tmp)
+        if wheel is not None:
+            extra["edge_agent_wheel"] = str(Path(wheel).resolve())
+        cmd = playbook_command(playbook, inv, limit=limit, extra_vars=extra,
+                               raw_extra_vars=raw_extra_vars, check=check, tags=tags)
+        result = run_playbook(cmd, echo=echo)
     if not result.ok:
         hosts = ", ".join(result.failed_hosts()) or "see the output above"
         raise EdgeError(f"deploy failed (ansible-playbook exit {result.returncode}): {hosts}")
