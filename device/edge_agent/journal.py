@@ -375,6 +375,31 @@ class Journal(Retention):
                 raise
         return n
 
+    def mark_plc_late(self, ids: list[str]) -> int:
+        """Rows whose verdict reached the PLC after its deadline (``writer.mark_late``): the
+        PLC got Fail with fault 1, so the row says ``plc.late``, ``action: reject`` and is a
+        deadline miss (counted once)."""
+        n = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for rec_id in ids:
+                    cur = self._db.execute(
+                        "UPDATE decisions SET body = json_set(body, '$.plc.late', json('true'),"
+                        " '$.plc.result', 'fail', '$.plc.fault', 1, '$.action', 'reject',"
+                        " '$.deadline_missed', json('true')) WHERE id = ?", (rec_id,))
+                    n += cur.rowcount
+                    missed = self._db.execute(
+                        "UPDATE decisions SET deadline_missed = 1 WHERE id = ? AND"
+                        " deadline_missed = 0", (rec_id,)).rowcount
+                    if missed:
+                        self._bump("deadline_misses", 1)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return n
+
     def pending_actuations(self) -> list[str]:
         """Ids of rejects committed but whose pulse was never confirmed, oldest first."""
         with self._lock:

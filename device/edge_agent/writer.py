@@ -131,7 +131,7 @@ class DecisionWriter:
                         self._on_miss()
                     if rejects:
                         log.warning("unjournaled reject %s (item %s)", rec["id"], rec["item"])
-                    self._hand_over(rec)
+                    self._hand_over(rec)  # a late one is marked in rec: committed so later
                 for rec, img, t, rej in batch:  # held in memory without their images
                     if img is not None:
                         rec["sample"], rec["sample_dropped"] = None, True  # counted at commit
@@ -152,11 +152,18 @@ class DecisionWriter:
         self.backlog = []
         self._book_drops()
         self._clear_fault("journal")
+        late = []
         for rec, _, t_trig, rejects in batch:
             if rejects and not self.actuator.schedule(t_trig, tag=rec["id"]):
                 self._on_miss()
                 self._done.append((rec["id"], "missed"))
-            self._hand_over(rec)
+            if self._hand_over(rec) is False and "plc" in rec:
+                late.append(rec["id"])
+        if late:
+            try:  # what the PLC got is what the journal says (before anything reports it)
+                self.journal.mark_plc_late(late)
+            except Exception as err:  # noqa: BLE001
+                self._fault("journal", f"cannot record late verdicts: {err}")
         for rec, _, _, _ in backlog + batch:
             try:
                 self._on_committed(rec)
@@ -174,12 +181,20 @@ class DecisionWriter:
             except Exception:  # noqa: BLE001 - tried again after the next commit
                 pass
 
-    def _hand_over(self, rec: dict[str, Any]) -> None:
-        if self._deliver is not None:
-            try:
-                self._deliver(rec)
-            except Exception:  # noqa: BLE001
-                log.exception("plc: delivering decision %s failed", rec["id"])
+    def _hand_over(self, rec: dict[str, Any]) -> bool | None:
+        """Give the verdict to the PLC handshake. False: it came after the part's deadline,
+        so the PLC got a Fail (fault 1): the record is made to say so (``plc.late``,
+        ``plc.result``, ``action: reject``, a deadline miss) before it is reported."""
+        if self._deliver is None:
+            return None
+        try:
+            ok = self._deliver(rec)
+        except Exception:  # noqa: BLE001
+            log.exception("plc: delivering decision %s failed", rec["id"])
+            return None
+        if ok is False and "plc" in rec:
+            mark_late(rec)
+        return ok if isinstance(ok, bool) else None
 
     def flush_done(self) -> None:
         outcomes: dict[str, str] = {}
@@ -216,6 +231,15 @@ class DecisionWriter:
                 log.error("journal: %d decisions could not be journaled before the stop and "
                           "no folder could keep them: lost", n)
                 self._fault("journal", f"{n} decisions lost at the stop (nowhere to keep them)")
+
+
+def mark_late(rec: dict[str, Any]) -> None:
+    """The record of a part whose verdict reached the PLC after its deadline: the PLC
+    rejected it (Fail, fault 1), so that is what the line did (``Journal.mark_plc_late``
+    writes the same into a committed row)."""
+    rec["plc"] = {**rec["plc"], "late": True, "result": "fail", "fault": 1}
+    rec["action"] = "reject"
+    rec["deadline_missed"] = True
 
 
 HELD_FILE = "edge-agent-held-{device}.jsonl"

@@ -157,3 +157,54 @@ def test_a_read_only_journal_at_stop_keeps_held_decisions_and_the_next_start_com
     assert not held.exists()
     assert counts["total"] == 30 and counts["held_recovered"] == n_held
     assert counts["dropped_samples"] == n_held  # held without their images: every one counted
+
+
+def test_a_verdict_that_reaches_the_plc_late_is_journaled_and_reported_as_the_fail_it_was(
+        tmp_path, tiny_bundle, monkeypatch):
+    """The race of issue 37: the deadline passes between the decision (station.check said
+    in time) and its delivery after the commit. The PLC gets Fail with fault 1; the journal
+    row and the reported record (what MQTT publishes) must say so, not 'ok, in time'."""
+    from plckit import AgentThread, free_port
+    from pymodbus.client import ModbusTcpClient
+
+    from edge_agent.config import load_config
+    from edge_agent.plc.station import Station
+    from edge_agent.service import Agent
+
+    real_check = Station.check
+    monkeypatch.setattr(Station, "check",
+                        lambda self, t: {**real_check(self, t), "late": False})
+    port = free_port()
+    cfg = load_config(write_config(tmp_path / "agent.yaml", tiny_bundle, trigger="modbus",
+                                   actuator={"type": "none"},
+                                   plc={"modbus": {"port": port}, "result_deadline_ms": 1}),
+                      env={})
+    reported: list[dict] = []
+    agent = Agent(cfg, on_decision=reported.append)
+    run = AgentThread(agent).start()
+    client = ModbusTcpClient("127.0.0.1", port=port)
+    assert client.connect()
+    try:
+        client.write_registers(0, [41, 1])
+        deadline = time.monotonic() + 10
+        while not reported and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ir = client.read_input_registers(0, count=11).registers
+    finally:
+        client.close()
+        run.stop()
+        agent.close()
+    assert ir[2] == 41 and ir[5] == 1  # the PLC: part 41, fault 1 (timeout)
+    assert ir[1] & (1 << 4)            # Fail
+    j = Journal(tmp_path / "journal")
+    try:
+        row = j.get(j.ids()[0])
+        counts = j.counts()
+    finally:
+        j.close()
+    for rec in (row, reported[0]):
+        assert rec["plc"]["seq"] == 41 and rec["plc"]["late"] is True
+        assert rec["plc"]["result"] == "fail" and rec["plc"]["fault"] == 1
+        assert rec["action"] == "reject" and rec["deadline_missed"] is True
+    assert counts["deadline_misses"] == 1
+    assert agent.station.hs.counts["late"] == 1 and agent.station.hs.counts["unknown"] == 0

@@ -71,6 +71,7 @@ class Handshake:
         self.fault_code = FAULT_NONE
         self.fault_reason: str | None = None
         self._next_seq = 1
+        self._timed_out: collections.deque[int] = collections.deque(maxlen=1024)
         self.counts = {
             "triggered": 0, "results": 0, "passed": 0, "failed": 0, "timeouts": 0,
             "late": 0, "unknown": 0, "faulted": 0,
@@ -140,7 +141,8 @@ class Handshake:
         its Fail) or for a part not in flight: it is then dropped and counted."""
         part = self._find(seq)
         if part is None:
-            known = any(p.seq == seq for p in self.parts)
+            # A part failed at its deadline may already have left the FIFO: still late.
+            known = any(p.seq == seq for p in self.parts) or seq in self._timed_out
             self.counts["late" if known else "unknown"] += 1
             return False
         if now_ns > part.deadline_ns:
@@ -183,4 +185,6 @@ class Handshake:
 
     def _fail(self, part: Part, code: int, now_ns: int) -> Result:
         self.counts["timeouts" if code == FAULT_TIMEOUT else "faulted"] += 1
+        if code == FAULT_TIMEOUT:
+            self._timed_out.append(part.seq)
         return Result(part.seq, False, NO_CLASS, 0.0, code, part.t_trigger_ns, now_ns)
