@@ -290,8 +290,9 @@ class UpdateWorker:
                 raise UpdateRefused(str(err)) from err
             actual = sha256_file(part)
             if not header_sha or actual != header_sha or (sha and actual != sha):
-                raise UpdateRefused(f"sha256 mismatch: got {actual[:12]}, host says "
-                                    f"{(header_sha or sha)[:12]}")
+                raise UpdateRefused(f"sha256 mismatch: the download is {actual[:12]}, its "
+                                    f"header says {(header_sha or 'nothing')[:12]}, the "
+                                    f"desired answer {(sha or 'nothing')[:12]}")
             if got_version and got_version != version:
                 raise UpdateRefused(f"host sent version {got_version}, expected {version}")
             final = self.dir / f"{actual}.tar"
