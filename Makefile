@@ -42,8 +42,11 @@ test-board: $(STAMP)
 test-arm64: $(STAMP)
 	EDGECTL_ARM64_RESULTS=benchmarks/results $(PY) -m pytest -q -m arm64 tests/arm64
 
+# ruff; mypy under pyproject's [tool.mypy]; the import contracts of [tool.importlinter].
 lint: $(STAMP)
 	$(VENV)/bin/ruff check common host device tests benchmarks
+	$(VENV)/bin/mypy common host device
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf runs .pytest_cache

@@ -38,7 +38,7 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from edge_common.fileio import write_json_atomic  # noqa: E402
-from edgectl.fleet.ansible import bench_local  # noqa: E402
+from edgectl.fleet.ansible import bench_local, profile_runner  # noqa: E402
 from edgectl.pipeline import latency_table as lt  # noqa: E402
 from edgectl.pipeline import netadapt, pruning  # noqa: E402
 from edgectl.pipeline.build import BuildConfig, run_build  # noqa: E402
@@ -68,7 +68,7 @@ def _cfg(args: argparse.Namespace, out: Path, **kw: Any) -> BuildConfig:
 
 
 def _p95(model: Any, img: int) -> float:
-    return lt.measure_model(model, img, "onnx", lt.runner_for("local", None), 1)[0]
+    return lt.measure_model(model, img, "onnx", profile_runner("local", None), 1)[0]
 
 
 def uniform(args: argparse.Namespace, work: Path, dense: Any, dense_ms: float,
@@ -114,7 +114,8 @@ def searches(args: argparse.Namespace, work: Path, budgets: list[float]) -> list
         dl = DeadlineConfig(budget_ms=b, max_accuracy_drop=100.0, state=work / "search-state",
                             plan=netadapt.Plan(budget_ms=b, max_steps=args.search_steps))
         cfg = _cfg(args, work / f"search-{b:.4f}", prune="structured")
-        oracle = oracle or TableOracle(dl, args.img_size, echo=log)
+        oracle = oracle or TableOracle(dl, args.img_size, profile_runner(dl.target, None, log),
+                                       echo=log)
         oracle.dl = dl
         t0 = time.perf_counter()
         try:

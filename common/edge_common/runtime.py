@@ -75,7 +75,7 @@ def _tflite_interpreter_class() -> Any:
     except ImportError:
         pass
     try:
-        import tensorflow as tf  # type: ignore[import-not-found]
+        import tensorflow as tf
 
         return tf.lite.Interpreter
     except ImportError as err:

@@ -77,8 +77,8 @@ def _section(out: list[str], name: str, cls: Any) -> None:
 def _row(f: dataclasses.Field[Any], tp: Any) -> str:
     meta = f.metadata
     default: Any = f.default if f.default is not dataclasses.MISSING else ""
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        default = f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
     doc = meta.get("doc", "")
     if "choices" in meta:
         doc += " (" + " \\| ".join(f"`{c}`" for c in meta["choices"]) + ")"

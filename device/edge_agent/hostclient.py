@@ -124,7 +124,7 @@ class HostClient:
             "POST",
             "/decisions",
             json={
-                "device_id": self.device_id,  # type: ignore[no-any-return]
+                "device_id": self.device_id,
                 "records": records,
             },
         ).json()
@@ -133,12 +133,12 @@ class HostClient:
         return self.request(
             "PUT",
             f"/samples/{sample_id}",
-            data=data,  # type: ignore[no-any-return]
+            data=data,
             headers={"Content-Type": content_type},
         ).json()
 
     def heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/heartbeat", json=body).json()  # type: ignore[no-any-return]
+        return self.request("POST", "/heartbeat", json=body).json()
 
     def desired(self) -> dict[str, Any]:
         """The model this device should run: ``{version, sha256, allow_downgrade}`` checked
@@ -175,4 +175,4 @@ class HostClient:
             return resp.headers.get("X-Bundle-Version", ""), resp.headers.get("X-Bundle-SHA256", "")
 
     def report_update(self, report: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/updates", json=report).json()  # type: ignore[no-any-return]
+        return self.request("POST", "/updates", json=report).json()

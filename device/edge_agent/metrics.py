@@ -103,7 +103,7 @@ class MetricsServer:
                                          "installed: pip install prometheus-client")
             return
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(AgentCollector(self.agent))  # type: ignore[arg-type]
+        registry.register(AgentCollector(self.agent))
         try:
             self._server, _ = start_http_server(self.port, addr=self.bind, registry=registry)
         except OSError as err:

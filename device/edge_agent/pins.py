@@ -77,7 +77,7 @@ def file_pin_factory(state_dir: str | os.PathLike[str] | None = None) -> Any:
     root = Path(where)
     root.mkdir(parents=True, exist_ok=True)
 
-    class FilePin(MockPin):  # type: ignore[misc, valid-type]
+    class FilePin(MockPin):
         def __init__(self, factory: Any, info: Any) -> None:
             self._file = root / info.name
             self._released = False

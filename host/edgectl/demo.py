@@ -139,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                 except subprocess.TimeoutExpired:
                     p.kill()
 
-    signal.signal(signal.SIGTERM, lambda *a: (cleanup(), sys.exit(143)))
+    def on_term(*_: Any) -> None:
+        cleanup()
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         # 1. build --------------------------------------------------------------------
         _say(

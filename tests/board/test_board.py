@@ -234,10 +234,11 @@ def test_deadline_search_measures_on_the_board_and_its_bundle_deploys(
     measurement come from the agent's bench on the board over Ansible (its hostname and
     CPU in the manifest); the board has no LiteRT (listed, never chosen); a few steps, a
     signed bundle with every artifact (LiteRT's too) that then deploys there."""
+    from edgectl.fleet.ansible import profile_runner
     from edgectl.pipeline import latency_table as lt
     from edgectl.pipeline.model import build_model
 
-    runner = lt.runner_for(HOSTNAME, inventory)
+    runner = profile_runner(HOSTNAME, inventory)
     times, report = lt.measure_combos(build_model(6).eval(), 32,
                                       [("onnx", "fp32"), ("onnx", "int8")], runner, [1],
                                       rounds=3)

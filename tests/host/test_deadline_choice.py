@@ -12,6 +12,7 @@ import pytest
 
 from edge_common.errors import EdgeError
 from edgectl.cli import main
+from edgectl.fleet.ansible import profile_runner
 from edgectl.pipeline import latency_table as lt
 from edgectl.pipeline.deadline import CHOICE_TIE, KINDS, choose_target
 from edgectl.pipeline.front import front_rows
@@ -21,7 +22,7 @@ from edgectl.pipeline.model import build_model
 def test_every_combination_is_measured_here_and_the_fastest_is_chosen():
     """Real exports (ONNX, LiteRT; FP32 and INT8 by the build's quantizer) timed by the
     agent's bench on this machine."""
-    rows = choose_target(build_model(6).eval(), 32, lt.runner_for("local", None),
+    rows = choose_target(build_model(6).eval(), 32, profile_runner("local", None),
                          list(KINDS), [1], rounds=1)["rows"]
     assert [(r["runtime"], r["precision"]) for r in rows] == list(KINDS)
     assert all(r["dense_ms"] > 0 and r["error"] is None for r in rows), rows

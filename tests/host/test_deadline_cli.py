@@ -22,10 +22,11 @@ ARGS = ["--img-size", "32", "--train-size", "96", "--test-size", "48", "--batch-
 @pytest.fixture(scope="module")
 def dense_ms(tmp_path_factory):
     """p95 of the stock width-1.0 model at 32×32 here, measured the way the search does."""
+    from edgectl.fleet.ansible import profile_runner
     from edgectl.pipeline import latency_table as lt
     from edgectl.pipeline.model import build_model
 
-    runner = lt.runner_for("local", None)
+    runner = profile_runner("local", None)
     ms, report = lt.measure_model(build_model(6).eval(), 32, "onnx", runner, 1)
     assert report["machine"]["cpu"]
     return ms

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torchvision.models import mobilenet_v2
 
+from edgectl.fleet.ansible import profile_runner
 from edgectl.pipeline import latency_table as lt
 from edgectl.pipeline import pruning
 from edgectl.pipeline.checkpoint import channel_plan
@@ -48,7 +49,7 @@ def test_block_shapes_are_what_stage_prune_builds(dense, keep):
 
 
 def test_a_table_timed_by_the_agent_bench_is_cached_and_calibrated(dense, tmp_path):
-    runner = lt.runner_for("local", None)
+    runner = profile_runner("local", None)
     path = lt.table_path(tmp_path, "local", "onnx", "fp32", 1, IMG, dense)
     table = lt.LatencyTable(path, dense, IMG, "onnx", "fp32", 1, runner)
     dense_keep, half = (1.0,) * 15, (0.5,) * 15
@@ -82,7 +83,7 @@ def test_table_files_differ_by_what_they_measure(dense, tmp_path):
     assert a != lt.table_path(tmp_path, "local", "onnx", "fp32", 1, 64, dense)
     assert a != lt.table_path(tmp_path, "local", "onnx", "int8", 1, IMG, dense)
     with pytest.raises(Exception, match="precision fp32.int8"):
-        lt.LatencyTable(a, dense, IMG, "onnx", "fp16", 1, lt.runner_for("local", None))
+        lt.LatencyTable(a, dense, IMG, "onnx", "fp16", 1, profile_runner("local", None))
 
 
 def test_an_int8_table_times_quantized_blocks(dense, tmp_path):
@@ -96,7 +97,7 @@ def test_an_int8_table_times_quantized_blocks(dense, tmp_path):
                         spec.in_channels)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and not list(tmp_path.glob("*.fp32*"))
-    runner = lt.runner_for("local", None)
+    runner = profile_runner("local", None)
     table = lt.LatencyTable(tmp_path / "t.json", dense, IMG, "onnx", "int8", 1, runner)
     assert table.ensure([(1.0,) * 15]) == len(table.specs((1.0,) * 15))
     ms, report = lt.measure_model(dense, IMG, "onnx", runner, 1, "int8")

@@ -97,9 +97,9 @@ def bench(device: str | None, bundle: Path | None, inventory: Path | None, threa
             via = "local"
         else:
             inv = inventory or fa.default_inventory()
-            echo = None if as_json else (lambda line: click.echo(line, err=True))
+            say = None if as_json else (lambda line: click.echo(line, err=True))
             reports = fa.bench_ansible(device, inv, bundle, thread_list, runs,
-                                       raw_extra_vars=extra_vars, echo=echo, reference=ref)
+                                       raw_extra_vars=extra_vars, echo=say, reference=ref)
             via = "ansible"
     out = []
     for host, report in reports.items():

@@ -26,10 +26,11 @@ def data() -> None:
 @json_option
 def show(as_json: bool, **kwargs: Any) -> None:
     """Print what a data spec holds: labels, reject labels and images per class."""
-    from edgectl.pipeline.data import class_counts, load_datasets
+    from edgectl.pipeline.data import FrameDataset, class_counts, load_datasets
 
     cfg = data_config_from(kwargs)
     ds = load_datasets(cfg, augment=False)
+    assert isinstance(ds.train, FrameDataset)  # as loaded: only a search narrows it to a Subset
     train = class_counts(ds.train, ds.labels)
     test = class_counts(ds.test, ds.labels)
     if as_json:

@@ -15,7 +15,7 @@ from edgectl.cli.options import echo_json
 def run_deadline_build(cfg: Any, o: dict[str, Any], as_json: bool) -> None:
     from edge_common.fileio import write_json_atomic
     from edgectl.cli.deadline_opts import thread_list
-    from edgectl.pipeline import latency_table as lt
+    from edgectl.fleet.ansible import profile_runner
     from edgectl.pipeline import netadapt
     from edgectl.pipeline.build import format_table, run_build
     from edgectl.pipeline.deadline import (
@@ -44,10 +44,11 @@ def run_deadline_build(cfg: Any, o: dict[str, Any], as_json: bool) -> None:
     # through tqdm.write: lines print above the search's bar instead of through it
     echo = (lambda m: None) if as_json else (lambda m: tqdm.write(m, file=sys.stderr))
     dense = _architecture(cfg)
+    runner = profile_runner(dl.target, o["inventory"], echo)  # how the search times on it
     choose = len(kinds) * len(threads) > 1
     if o["dry_run"]:
-        info = plan_summary(dl, make_oracle(dl, cfg.data.img_size, o["inventory"],
-                                            echo).bind(dense), cfg)
+        info = plan_summary(dl, make_oracle(dl, cfg.data.img_size, runner, echo).bind(dense),
+                            cfg)
         if choose:
             info["choice_measurements"] = 3 * len(kinds) * len(threads)
             info["text"] = (f"first: the dense model timed in {len(kinds) * len(threads)} "
@@ -62,13 +63,11 @@ def run_deadline_build(cfg: Any, o: dict[str, Any], as_json: bool) -> None:
     if choose:
         echo(f"choosing the runtime: the dense model on {dl.target} in "
              f"{len(kinds) * len(threads)} combinations, median of 3")
-        choice = choose_target(dense, cfg.data.img_size,
-                               lt.runner_for(dl.target, o["inventory"], echo), kinds, threads,
-                               echo=echo)
+        choice = choose_target(dense, cfg.data.img_size, runner, kinds, threads, echo=echo)
         dl.runtime, dl.precision, dl.threads = (choice["runtime"], choice["precision"],
                                                 choice["threads"])
         dl.extra["choice"] = choice["rows"]
-    oracle = make_oracle(dl, cfg.data.img_size, inventory=o["inventory"], echo=echo)
+    oracle = make_oracle(dl, cfg.data.img_size, runner, echo=echo)
     oracle.bind(dense)
     est = plan_summary(dl, oracle, cfg)["expected_steps"]
     bar = tqdm(total=est or None, desc="search", unit="step", file=sys.stderr,

@@ -22,6 +22,7 @@ def checks(units: int) -> tuple[tuple[str, tuple[float, ...]], ...]:
 def profile_layers(device: str, inventory: Path | None, runtime: str, precision: str,
                    threads: list[int], img_size: int, from_model: Path | None, depth: int,
                    echo: Any) -> dict[str, Any]:
+    from edgectl.fleet.ansible import profile_runner
     from edgectl.pipeline import netadapt, pruning
     from edgectl.pipeline.deadline import DeadlineConfig, TableOracle
 
@@ -34,7 +35,8 @@ def profile_layers(device: str, inventory: Path | None, runtime: str, precision:
                             precision=precision)
         dl.validate()
         plan = dl.search_plan()
-        oracle = TableOracle(dl, img_size, inventory, echo).bind(dense)
+        oracle = TableOracle(dl, img_size, profile_runner(device, inventory, echo),
+                             echo).bind(dense)
         table = oracle.table
         # the entries a search's first steps ask for, and the checks', in one trip
         dense_keep = (1.0,) * netadapt.UNITS
@@ -42,7 +44,7 @@ def profile_layers(device: str, inventory: Path | None, runtime: str, precision:
             dense_keep, widths, plan, depth)
         measured = oracle.prefetch(keeps)
         oracle.calibrate()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, keep in checks(netadapt.UNITS):
             est = oracle.estimate(keep)
             model = (dense if name == "dense" else

@@ -42,9 +42,9 @@ def create_app(store: Store, settings: Settings) -> FastAPI:
                   description="Boards sync decisions, samples and heartbeats; pull their model.",
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
                   openapi_url="/openapi.json" if docs else None)
-    app.add_middleware(BodyLimit, limit=settings.max_json_bytes,  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, limit=settings.max_json_bytes,
                        exempt_suffixes=(f"{API}/bundles",))
-    app.add_middleware(metrics.RequestMetrics)  # type: ignore[arg-type]  # outermost
+    app.add_middleware(metrics.RequestMetrics)  # outermost
     settings.samples_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     settings.bundles_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     app.state.store = store

@@ -49,24 +49,24 @@ class AdminClient:
         return resp.json()
 
     def add_device(self, name: str, group: str | None = None) -> dict[str, Any]:
-        return self._call("POST", "/devices", json={"name": name, "group": group})  # type: ignore[no-any-return]
+        return self._call("POST", "/devices", json={"name": name, "group": group})
 
     def rotate_token(self, name: str) -> dict[str, Any]:
-        return self._call("POST", f"/devices/{name}/token")  # type: ignore[no-any-return]
+        return self._call("POST", f"/devices/{name}/token")
 
     def devices(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/devices")  # type: ignore[no-any-return]
+        return self._call("GET", "/devices")
 
     def status(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/fleet/status")  # type: ignore[no-any-return]
+        return self._call("GET", "/fleet/status")
 
     def decisions(self, device: str, after_seq: int = -1,
                   limit: int = 1000) -> list[dict[str, Any]]:
-        return self._call("GET", f"/devices/{device}/decisions",  # type: ignore[no-any-return]
+        return self._call("GET", f"/devices/{device}/decisions",
                           params={"after_seq": after_seq, "limit": limit})
 
     def updates(self, device: str) -> list[dict[str, Any]]:
-        return self._call("GET", f"/devices/{device}/updates")  # type: ignore[no-any-return]
+        return self._call("GET", f"/devices/{device}/updates")
 
     def upload_bundle(self, path: str | Path) -> dict[str, Any]:
         """Upload a bundle ``.tar`` or directory (packed to a temp ``.tar`` first)."""
@@ -76,12 +76,12 @@ class AdminClient:
                 tar = pack_tar(path, Path(tmp) / "bundle.tar")
                 return self.upload_bundle(tar)
         with open(path, "rb") as fh:
-            return self._call("POST", "/bundles", data=fh,  # type: ignore[no-any-return]
+            return self._call("POST", "/bundles", data=fh,
                               headers={"Content-Type": "application/x-tar"})
 
     def set_desired(self, kind: str, target: str, version: str,
                     allow_downgrade: bool = False) -> dict[str, Any]:
-        return self._call("PUT", f"/desired/{kind}/{target}",  # type: ignore[no-any-return]
+        return self._call("PUT", f"/desired/{kind}/{target}",
                           json={"version": version, "allow_downgrade": allow_downgrade})
 
     def review_labels_zip(self) -> bytes:

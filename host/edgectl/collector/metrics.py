@@ -101,7 +101,7 @@ class FleetCollector(Collector):
                 seen.add_metric([name], float(last))
             if hb.get("model_version"):
                 info.add_metric([name, str(hb["model_version"])], 1.0)
-            counts = hb.get("counts") if isinstance(hb.get("counts"), dict) else {}
+            counts: dict[str, Any] = hb["counts"] if isinstance(hb.get("counts"), dict) else {}
             for kind in KINDS:
                 if _num(counts.get(kind)) is not None:
                     decisions.add_metric([name, kind], float(counts[kind]))
@@ -131,19 +131,20 @@ def _histogram(h: Any) -> tuple[list[tuple[str, float]], float] | None:
     if not isinstance(h, dict):
         return None
     le, counts, n, total = h.get("le"), h.get("counts"), _num(h.get("count")), _num(h.get("sum"))
-    if not (isinstance(le, list) and isinstance(counts, list) and len(le) == len(counts)
-            and n is not None and total is not None):
+    if not (isinstance(le, list) and isinstance(counts, list) and len(le) == len(counts)):
         return None
-    bounds = [_num(b) for b in le]
-    values = [_num(c) for c in counts]
-    if any(v is None for v in bounds + values):
+    if n is None or total is None:
         return None
-    pairs = sorted(zip(bounds, values, strict=True))  # type: ignore[arg-type]
+    bounds = [b for b in map(_num, le) if b is not None]
+    values = [c for c in map(_num, counts) if c is not None]
+    if len(bounds) != len(le) or len(values) != len(counts):
+        return None  # a bound or a count that is not a number
+    pairs = sorted(zip(bounds, values, strict=True))
     if any(b[1] > a[1] for a, b in zip(pairs[1:], pairs, strict=False)) or \
             (pairs and pairs[-1][1] > n):
         return None  # not cumulative
     out = [(f"{b / 1000.0:g}", c) for b, c in pairs] + [("+Inf", n)]
-    return out, total / 1000.0  # type: ignore[return-value]
+    return out, total / 1000.0
 
 
 def registry_for(store: Store, stale_after_s: float) -> CollectorRegistry:

@@ -184,8 +184,8 @@ class LocalCollector:
                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
                  db: str | None = None, **limits: float) -> None:
         self.data_dir = Path(data_dir)
-        self.settings = Settings.for_data_dir(self.data_dir, https=tls_cert is not None,
-                                              **limits)
+        self.settings = Settings.for_data_dir(self.data_dir, admin_token_file=None,
+                                              https=tls_cert is not None, **limits)
         self.admin_token = (self.data_dir / "admin.token").read_text().strip()
         self.store = Store(db or self.data_dir / "collector.db")
         self.sock = sock or reserve_port()

@@ -56,7 +56,7 @@ def fleet_row(device: dict[str, Any], desired: dict[str, Any] | None,
               now: float, stale_after_s: float) -> dict[str, Any]:
     """One device's row of ``edgectl fleet status``."""
     hb = device.get("heartbeat") or {}
-    counts = hb.get("counts") if isinstance(hb.get("counts"), dict) else {}
+    counts: dict[str, Any] = hb["counts"] if isinstance(hb.get("counts"), dict) else {}
     row: dict[str, Any] = {
         "device": device["name"],
         "group": device.get("group"),

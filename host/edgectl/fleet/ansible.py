@@ -420,6 +420,27 @@ def bench_ansible(
     return reports
 
 
+def profile_runner(target: str, inventory: Path | None,
+                   echo: Callable[[str], None] | None = None
+                   ) -> Callable[[Path, list[int]], dict[str, Any]]:
+    """The deadline search's way to time a profile folder (``latency_table.Runner``): the
+    agent's bench here (``local``) or on an inventory host over Ansible (one host: a
+    group would mix boards in one table). The caller that composes the search (cli/,
+    a benchmark) passes it in, so pipeline/ never imports fleet/."""
+    if target == "local":
+        return lambda folder, threads: bench_local(folder, threads, profile=True)
+    inv = inventory or default_inventory()
+
+    def remote(folder: Path, threads: list[int]) -> dict[str, Any]:
+        reports = bench_ansible(target, inv, folder, threads, echo=echo, profile=True)
+        if len(reports) != 1:
+            raise ConfigError(f"--target-device {target} names {len(reports)} hosts; a "
+                              "latency table is for one board: name one host")
+        return next(iter(reports.values()))
+
+    return remote
+
+
 def _last_failure(output: str) -> str:
     """The message of the last failed task in an ansible-playbook output, if any."""
     msgs = re.findall(r'"msg":\s*"((?:[^"\\]|\\.)*)"', output)

@@ -17,6 +17,7 @@ code version, so a changed setting or commit retrains.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import sys
@@ -316,7 +317,7 @@ def quantize_stage(cfg: BuildConfig, model: Any, datasets: Any, x: Any, y: Any,
         fp32 = cfg.out / "artifacts" / ex.artifact_name(fmt, "fp32")
         path = fp32.with_name(ex.artifact_name(fmt, "int8"))
         parity = ex.checked_artifact(
-            model, fmt, path, lambda tmp, fmt=fmt, src=fp32: quantize(fmt, src, tmp, calib),
+            model, fmt, path, functools.partial(quantize, fmt, fp32, calib_inputs=calib),
             x, y, cfg.threads)
         echo(f"  {path.name}: parity max abs diff {parity['max_abs_diff']:.3f}, "
              f"top-1 agreement {parity['top1_agreement']:.1%}")

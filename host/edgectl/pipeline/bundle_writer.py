@@ -142,7 +142,7 @@ def write_bundle(
         keep = _pick_vectors(outputs, tols, vectors)
         arrays = {"x": x[keep]}
         arrays.update({f"expected/{rel}": y[keep] for rel, y in outputs.items()})
-        np.savez(tmp / B.TEST_VECTORS, **arrays)  # type: ignore[arg-type]
+        np.savez(tmp / B.TEST_VECTORS, **arrays)
         manifest: dict[str, Any] = {
             "schema_version": B.SCHEMA_VERSION,
             "name": name,
@@ -169,7 +169,7 @@ def write_bundle(
             manifest["deadline"] = _jsonable(deadline)
         B.write_manifest(tmp, manifest)
         public = None
-        if private_key_pem is not None:
+        if private_key_pem is not None and key is not None:  # both or neither (line 115)
             from cryptography.hazmat.primitives import serialization
 
             B.sign_manifest(tmp, private_key_pem)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision import transforms
 
 from edge_common import synthetic
@@ -138,9 +138,10 @@ class DataConfig:
 
 @dataclass
 class Datasets:
-    """What a training or evaluation run needs."""
+    """What a training or evaluation run needs. ``train`` is a ``Subset`` of the frames
+    while a search holds images out (``deadline``) or the study fine-tunes on a chunk."""
 
-    train: FrameDataset
+    train: Samples
     test: FrameDataset
     labels: tuple[str, ...]
     reject_labels: tuple[str, ...]
@@ -148,7 +149,7 @@ class Datasets:
     description: str
 
 
-class FrameDataset(Dataset):  # type: ignore[type-arg]
+class FrameDataset(Dataset[tuple[torch.Tensor, int]]):
     """Frames (``uint8 H×W×3`` RGB) and labels, turned into tensors by ``transform``."""
 
     def __init__(
@@ -174,6 +175,9 @@ class FrameDataset(Dataset):  # type: ignore[type-arg]
         if self._targets is None:
             self._targets = _labels_of(self.frames)
         return self._targets
+
+
+Samples = FrameDataset | Subset[tuple[torch.Tensor, int]]  # what training and predict read
 
 
 def test_transform(spec: InputSpec) -> Callable[[Image.Image], torch.Tensor]:
@@ -225,17 +229,17 @@ def reject_labels_for(labels: Sequence[str]) -> tuple[str, ...]:
 
 class _Subset(Sequence[Frame]):
     def __init__(self, base: Sequence[Frame], index: Sequence[int]) -> None:
-        self.base, self.index = base, list(index)
+        self.base, self.indices = base, list(index)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.indices)
 
-    def __getitem__(self, i: int) -> Frame:  # type: ignore[override]
-        return self.base[self.index[i]]
+    def __getitem__(self, i: int) -> Frame:  # type: ignore[override]  # no slices
+        return self.base[self.indices[i]]
 
     def labels(self) -> list[int]:
         base = _labels_of(self.base)
-        return [base[i] for i in self.index]
+        return [base[i] for i in self.indices]
 
 
 def _labels_of(frames: Sequence[Frame]) -> list[int]:
@@ -279,7 +283,7 @@ class _ArrayFrames(Sequence[Frame]):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, i: int) -> Frame:  # type: ignore[override]
+    def __getitem__(self, i: int) -> Frame:  # type: ignore[override]  # no slices
         return self.data[i], int(self.targets[i])
 
     def labels(self) -> list[int]:
@@ -293,9 +297,9 @@ def _cifar10(cfg: DataConfig) -> _Source:
     if not cfg.download and not root.is_dir():
         raise DataNotFoundError(f"CIFAR-10 folder not found: {root} (pass --download to fetch it)")
     sets = []
-    for train in (True, False):
+    for is_train in (True, False):
         try:
-            sets.append(CIFAR10(str(root), train=train, download=cfg.download))
+            sets.append(CIFAR10(str(root), train=is_train, download=cfg.download))
         except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
             raise DataNotFoundError(
                 f"CIFAR-10 not found or corrupted in {root / CIFAR10.base_folder} ({err}); "
@@ -322,7 +326,7 @@ class _FileFrames(Sequence[Frame]):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> Frame:  # type: ignore[override]
+    def __getitem__(self, i: int) -> Frame:  # type: ignore[override]  # no slices
         path, label = self.items[i]
         return read_image(path), label
 

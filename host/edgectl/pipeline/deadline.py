@@ -20,13 +20,16 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import nn
 
 from edge_common.errors import ConfigError, EdgeError
 from edgectl.pipeline import netadapt
 from edgectl.pipeline.build_results import BaselineResult, PruneResult
+
+if TYPE_CHECKING:
+    from edgectl.pipeline.latency_table import Runner
 
 Echo = Callable[[str], None]
 
@@ -297,7 +300,7 @@ def choose_target(dense: nn.Module, img_size: int, runner: Any,
     from edgectl.pipeline import latency_table as lt
 
     times, _report = lt.measure_combos(dense, img_size, kinds, runner, threads, rounds)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for rt, prec in kinds:
         for t in threads:
             got = times[(rt, prec, int(t))]
@@ -325,18 +328,18 @@ def choose_target(dense: nn.Module, img_size: int, runner: Any,
 
 class TableOracle:
     """The :class:`Oracle` of one target: its latency table (``pipeline.latency_table``)
-    for estimates, the agent's bench there for end-to-end measurements. ``bind(dense)``
+    for estimates, the agent's bench there for end-to-end measurements, both through
+    ``runner`` (``fleet.ansible.profile_runner``, passed in by the caller). ``bind(dense)``
     before use: the table is of that architecture; its overhead is calibrated from one
     end-to-end measurement of ``dense`` (weights do not change latency)."""
 
-    def __init__(self, dl: DeadlineConfig, img_size: int, inventory: Path | None = None,
+    def __init__(self, dl: DeadlineConfig, img_size: int, runner: Runner,
                  echo: Echo = lambda _m: None, cache: Path | None = None) -> None:
-        from edgectl.pipeline import latency_table as lt
         from edgectl.pipeline.build import cache_dir
 
         self.dl, self.img_size, self.echo = dl, int(img_size), echo
         self.cache = cache or cache_dir()
-        self.runner = lt.runner_for(dl.target, inventory, echo)
+        self.runner = runner
         self.table: Any = None
         self.measurements = 0
 
@@ -400,6 +403,6 @@ class TableOracle:
         self._bound().observe(keep, measured_ms)
 
 
-def make_oracle(dl: DeadlineConfig, img_size: int, inventory: Path | None = None,
+def make_oracle(dl: DeadlineConfig, img_size: int, runner: Runner,
                 echo: Echo = lambda _m: None) -> TableOracle:
-    return TableOracle(dl, img_size, inventory, echo)
+    return TableOracle(dl, img_size, runner, echo)

@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from edge_common.timing import measure_latency
 from edgectl.pipeline import metrics
-from edgectl.pipeline.data import Datasets
+from edgectl.pipeline.data import Datasets, Samples
 from edgectl.pipeline.training import predict
 
 BATCH_LATENCY = 32
@@ -34,8 +33,8 @@ def confusion_matrix(pred: Sequence[int], true: Sequence[int], num_classes: int)
     return m
 
 
-def _first_batch(dataset: Dataset, n: int) -> torch.Tensor:
-    xs = [dataset[i % len(dataset)][0] for i in range(n)]  # type: ignore[arg-type]
+def _first_batch(dataset: Samples, n: int) -> torch.Tensor:
+    xs = [dataset[i % len(dataset)][0] for i in range(n)]
     return torch.stack(xs)
 
 
@@ -63,7 +62,7 @@ def measure_torch_latency(
 
 def evaluate(
     model: nn.Module,
-    test_dataset: Dataset | Datasets,
+    test_dataset: Samples | Datasets,
     labels: Sequence[str] | None = None,
     img_size: int | None = None,
     threads: int = 1,
@@ -115,7 +114,7 @@ def evaluate(
         result["size_bytes"] = buf.tell()
     if macs:
         result["macs"] = metrics.count_macs(model, img_size)
-    if latency and len(test_dataset):  # type: ignore[arg-type]
+    if latency and len(test_dataset):
         x1 = _first_batch(test_dataset, 1)
         lat = measure_torch_latency(model, x1, threads, runs=latency_runs)
         xb = _first_batch(test_dataset, BATCH_LATENCY)

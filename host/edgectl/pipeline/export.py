@@ -116,14 +116,14 @@ def export_onnx(model: nn.Module, path: str | Path, img_size: int, opset: int = 
     p = Path(path)
     model = model.cpu().eval()
     example = _example(img_size, channels)
-    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
     with atomic_path(p) as tmp, quiet():
         raw = tmp.with_suffix(".raw.onnx")  # torch.onnx wants the suffix
         try:
             try:
                 torch.onnx.export(
                     model, (example,), str(raw), dynamo=False, opset_version=opset,
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, **names,
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 )
             except Exception as err:  # noqa: BLE001 - the legacy exporter may be gone or fail
                 log.warning("TorchScript ONNX exporter failed (%s); using the dynamo exporter",
@@ -131,7 +131,7 @@ def export_onnx(model: nn.Module, path: str | Path, img_size: int, opset: int = 
                 torch.onnx.export(
                     model, (example,), str(raw), dynamo=True, opset_version=max(opset, 18),
                     dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False,
-                    verbose=False, **names,
+                    verbose=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 )
             proto = _optimize_onnx(onnx.load(str(raw)))
         finally:
@@ -232,7 +232,7 @@ def run_artifact(path: str | Path, fmt: str | None, inputs: Any, threads: int = 
 
 
 def compare(
-    reference: np.ndarray, got: np.ndarray, labels: Sequence[int] | None = None
+    reference: np.ndarray, got: np.ndarray, labels: Sequence[int] | np.ndarray | None = None
 ) -> dict[str, Any]:
     """Max/mean abs diff, top-1 agreement (and accuracies when labels are given)."""
     if reference.shape != got.shape:
@@ -260,7 +260,7 @@ def check_parity(
     artifact_path: str | Path,
     fmt: str,
     inputs: Any,
-    labels: Sequence[int] | None = None,
+    labels: Sequence[int] | np.ndarray | None = None,
     *,
     precision: str | None = None,
     max_abs: float | None = None,

@@ -38,7 +38,7 @@ from typing import Any
 
 from torch import nn
 
-from edge_common.errors import ConfigError, EdgeError
+from edge_common.errors import ConfigError, EdgeError, ModelError
 from edge_common.fileio import write_json_atomic
 from edge_common.hashing import settings_key
 from edge_common.runtime import RUNTIME_NAMES as RUNTIME_KEYS
@@ -119,15 +119,20 @@ def block_module(dense: nn.Module, keep: Sequence[float], spec: BlockSpec,
     """That block alone, with its pruned shapes (random weights), in eval mode."""
     from edgectl.pipeline.model import ARCH
 
-    classes = dense.classifier[-1].out_features
-    model = rebuild(ARCH, classes, 1.0, pruned_plan(dense, keep, round_to)).eval()
+    head = pruning.classifier_of(dense)  # MobileNetV2's classifier[-1]
+    if head is None:
+        raise ModelError("latency table: the model has no Linear classifier")
+    model = rebuild(ARCH, head.out_features, 1.0, pruned_plan(dense, keep, round_to)).eval()
     if spec.index < HEAD:
-        return model.features[spec.index]
-    return nn.Sequential(model.features[HEAD], nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
-                         model.classifier).eval()
+        return model.get_submodule(f"features.{spec.index}")
+    return nn.Sequential(model.get_submodule(f"features.{HEAD}"), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(1), model.get_submodule("classifier")).eval()
 
 
-Runner = Callable[[Path, list[int]], dict[str, Any]]   # (folder, threads) -> bench report
+# (folder, threads) -> the agent's bench report on the target. Passed in by whoever composes
+# the search (``edgectl.fleet.ansible.profile_runner``: here or on a board over Ansible);
+# pipeline/ does not reach fleet/ itself.
+Runner = Callable[[Path, list[int]], dict[str, Any]]
 MAX_POINTS = 64                              # end-to-end points a table keeps for its fit
 FIT_SPREAD = 0.25      # the scale is fitted once the points' sums span this much of the largest
 DENSE_POINT = ",".join(["1"] * pruning.UNITS)
@@ -263,14 +268,14 @@ class LatencyTable:
             report = self.runner(folder, [self.threads])
         self._check_facts(report)
         for row in report["results"]:
-            key = names.get(row.get("file"))
-            if key is None or row.get("threads") != self.threads:
+            entry = names.get(row.get("file"))
+            if entry is None or row.get("threads") != self.threads:
                 continue
             if "error" in row:
                 raise EdgeError(f"latency table: the target could not time {row['file']}: "
                                 f"{row['error']}")
             lat = row["latency_ms"]
-            self.doc["entries"][key] = {"p50": float(lat["p50"]), "p95": float(lat["p95"])}
+            self.doc["entries"][entry] = {"p50": float(lat["p50"]), "p95": float(lat["p95"])}
         lost = [k for k in todo if k not in self.doc["entries"]]
         if lost:
             raise EdgeError(f"latency table: the target's report lacks {len(lost)} block(s)")
@@ -310,26 +315,6 @@ def table_path(cache: Path, target: str, runtime: str, precision: str, threads: 
                         "threads": int(threads), "arch": arch})
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in target)[:40]
     return cache / "latency-tables" / f"{safe}-{runtime}-{precision}-t{threads}-{key}.json"
-
-
-def runner_for(target: str, inventory: Path | None,
-               echo: Callable[[str], None] | None = None) -> Runner:
-    """Time a profile folder with the agent's bench: here (``local``) or on an inventory
-    host over Ansible (one host: a group would mix boards in one table)."""
-    from edgectl.fleet import ansible as fa
-
-    if target == "local":
-        return lambda folder, threads: fa.bench_local(folder, threads, profile=True)
-    inv = inventory or fa.default_inventory()
-
-    def remote(folder: Path, threads: list[int]) -> dict[str, Any]:
-        reports = fa.bench_ansible(target, inv, folder, threads, echo=echo, profile=True)
-        if len(reports) != 1:
-            raise ConfigError(f"--target-device {target} names {len(reports)} hosts; a "
-                              "latency table is for one board: name one host")
-        return next(iter(reports.values()))
-
-    return remote
 
 
 def export_as(model: nn.Module, fmt: str, precision: str, path: Path, size: int,
@@ -398,8 +383,10 @@ def measure_combos(model: nn.Module, img_size: int, kinds: Sequence[tuple[str, s
                 p95 = (r.get("latency_ms") or {}).get("p95") if "error" not in r else None
                 if not isinstance(p95, (int, float)) or not math.isfinite(p95) or p95 <= 0:
                     out[combo] = str(r.get("error") or f"not a time: {p95}")
-                elif not isinstance(out.get(combo), str):
-                    out.setdefault(combo, []).append(float(p95))  # type: ignore[union-attr]
+                else:
+                    got = out.setdefault(combo, [])
+                    if not isinstance(got, str):    # an error text stays
+                        got.append(float(p95))
     for runtime, precision in kinds:
         for t in threads:
             c = (runtime, precision, t)

@@ -16,6 +16,7 @@ against it, never compounded on what remains:
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -37,7 +38,8 @@ PRUNABLE = (nn.Conv2d, nn.Linear)
 TOLERANCE = 0.01
 MAX_CHANNEL_RATIO = 0.95
 
-Masks = dict[nn.Module, torch.Tensor]
+Prunable = nn.Conv2d | nn.Linear
+Masks = dict[Prunable, torch.Tensor]
 # fine_tune(model, after_step) -> accuracy or None; ``after_step`` keeps pruned weights at zero.
 FineTune = Callable[[nn.Module, Callable[[], None] | None], float | None]
 
@@ -54,7 +56,7 @@ def classifier_of(model: nn.Module) -> nn.Linear | None:
     return last
 
 
-def prunable_layers(model: nn.Module, exclude_classifier: bool = True) -> list[nn.Module]:
+def prunable_layers(model: nn.Module, exclude_classifier: bool = True) -> list[Prunable]:
     """Conv2d and Linear layers whose ``weight`` unstructured pruning may zero."""
     head = classifier_of(model) if exclude_classifier else None
     return [m for m in model.modules() if isinstance(m, PRUNABLE) and m is not head]
@@ -104,7 +106,7 @@ def unstructured_step(model: nn.Module, target: float, exclude_classifier: bool 
     )
     masks: Masks = {}
     for m in layers:
-        masks[m] = m.weight_mask.detach().clone().bool()
+        masks[m] = m.get_buffer("weight_mask").detach().clone().bool()
         tprune.remove(m, "weight")
     return masks
 
@@ -465,24 +467,24 @@ NO_SPEED_RATIO = 0.9  # pruned/dense latency at or above this: no speed worth th
 def speed_note(method: str, ratio_ort: float | None) -> str:
     """Say plainly what the measured latency (pruned / dense, ONNX Runtime FP32) means for
     this kind of pruning; unstructured sparsity that brings no speed names the alternative."""
-    measured = ratio_ort is not None and not math.isnan(ratio_ort)
+    ratio = None if ratio_ort is None or math.isnan(ratio_ort) else ratio_ort  # None: unmeasured
     if method == "unstructured":
-        if measured and ratio_ort < NO_SPEED_RATIO:  # type: ignore[operator]
-            return (f"the unstructured model runs at {ratio_ort:.2f}x the dense latency in "
+        if ratio is not None and ratio < NO_SPEED_RATIO:
+            return (f"the unstructured model runs at {ratio:.2f}x the dense latency in "
                     "ONNX Runtime FP32")
-        at = f" (measured: {ratio_ort:.2f}x the dense latency in ONNX Runtime FP32)" if measured \
-            else ""
+        at = f" (measured: {ratio:.2f}x the dense latency in ONNX Runtime FP32)" \
+            if ratio is not None else ""
         return (
             f"unstructured sparsity brings no speed here{at}: zeros do not make dense kernels "
             "faster, ONNX Runtime and PyTorch still multiply every weight; the gain is "
             "compressed size. For speed, remove channels: --prune structured"
         )
-    if not measured:
+    if ratio is None:
         return "channels were removed physically; latency not measured"
-    verdict = "faster" if ratio_ort < 0.95 else "not measurably faster"  # type: ignore[operator]
+    verdict = "faster" if ratio < 0.95 else "not measurably faster"
     return (
         f"channels were removed physically (smaller layers, fewer MACs): the pruned model runs "
-        f"at {ratio_ort:.2f}x the dense latency in ONNX Runtime FP32, {verdict}"
+        f"at {ratio:.2f}x the dense latency in ONNX Runtime FP32, {verdict}"
     )
 
 
@@ -524,8 +526,8 @@ def measure_speed(
         prev_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            fns = {
-                "onnxruntime_fp32": {n: (lambda s=s: s.run(xn)) for n, s in sessions.items()},
+            fns: dict[str, dict[str, Callable[[], Any]]] = {
+                "onnxruntime_fp32": {n: functools.partial(s.run, xn) for n, s in sessions.items()},
                 "pytorch_eager": {n: _eager(m, x) for n, m in models.items()},
             }
             for runtime, by_model in fns.items():

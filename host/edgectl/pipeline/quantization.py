@@ -14,6 +14,7 @@ test images, so the test accuracy of the INT8 model stays honest.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -76,7 +77,7 @@ def quantize_onnx(
     input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
     batches = list(_batches(calib_inputs))
 
-    class _Reader(CalibrationDataReader):  # type: ignore[misc]
+    class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self._it = iter(batches)
 
@@ -95,7 +96,8 @@ def quantize_onnx(
         except Exception as err:  # noqa: BLE001 - fall back to the plain model
             log.warning("quant_pre_process failed (%s); quantizing the model as exported", err)
             pre = src
-        extra = {"CalibTensorRangeSymmetric": False, "CalibMovingAverage": False}
+        extra: dict[str, bool | float] = {"CalibTensorRangeSymmetric": False,
+                                          "CalibMovingAverage": False}
         if method == "percentile":
             extra["CalibPercentile"] = 99.999
         with atomic_path(out) as tmp:
@@ -176,11 +178,13 @@ def _calibrate_min_max(src: Path, data: dict[str, list[dict[str, np.ndarray]]]) 
 
 
 def quantize(
-    fmt: str, fp32_path: str | Path, out_path: str | Path, calib_inputs: np.ndarray
+    fmt: str, fp32_path: str | Path, out_path: str | Path, calib_inputs: np.ndarray,
+    method: str = "minmax",
 ) -> Path:
-    """Dispatch on ``fmt``: :func:`quantize_onnx` or :func:`quantize_tflite`."""
+    """Dispatch on ``fmt``: :func:`quantize_onnx` (calibrated by ``method``) or
+    :func:`quantize_tflite`."""
     if fmt == "onnx":
-        return quantize_onnx(fp32_path, out_path, calib_inputs)
+        return quantize_onnx(fp32_path, out_path, calib_inputs, method=method)
     if fmt == "tflite":
         return quantize_tflite(fp32_path, out_path, calib_inputs)
     raise ModelError(f"unknown format {fmt!r} (expected onnx or tflite)")
@@ -231,9 +235,7 @@ def quantize_all(
         int8_path = out / ex.artifact_name(fmt, "int8")
         int8 = ex.checked_artifact(
             model, fmt, int8_path,
-            lambda tmp, fmt=fmt, src=fp32_path: (
-                quantize_onnx(src, tmp, calib, method=method) if fmt == "onnx"
-                else quantize_tflite(src, tmp, calib)),
+            functools.partial(quantize, fmt, fp32_path, calib_inputs=calib, method=method),
             x, y, threads)
         int8["accuracy_drop"] = fp32["accuracy"] - int8["accuracy"]
         int8["size_ratio"] = int8["bytes"] / fp32["bytes"]

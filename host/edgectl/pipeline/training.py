@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from edgectl.pipeline import compute
-from edgectl.pipeline.data import Datasets
+from edgectl.pipeline.data import Datasets, Samples
 
 AfterStep = Callable[[nn.Module], None]
 
@@ -35,7 +35,7 @@ DEFAULT_LR = 2e-3
 FINE_TUNE_LR = 1e-3  # half the training peak: recovers structured pruning far faster than 2e-4
 
 
-def _loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
+def _loader(dataset: Samples, batch_size: int, shuffle: bool, seed: int = 0,
             workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """Batches of ``dataset``; ``workers``/``pin_memory`` from ``compute.plan`` (0 on the CPU:
     frames are cached in memory and the transforms cheap, so worker processes would only
@@ -50,7 +50,7 @@ def _loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
         drop_last=shuffle and len(dataset) > batch_size,
-    )  # type: ignore[arg-type]
+    )
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -64,7 +64,7 @@ def _to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, dataset: Dataset, batch_size: int = 128
+    model: nn.Module, dataset: Samples, batch_size: int = 128
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted and true labels over ``dataset`` (model in eval mode, on its own device;
     the labels come back on the CPU)."""
@@ -81,7 +81,7 @@ def predict(
     return torch.cat(preds), torch.cat(targets)
 
 
-def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 128) -> float:
+def accuracy(model: nn.Module, dataset: Samples, batch_size: int = 128) -> float:
     """Top-1 accuracy (fraction 0–1) of ``model`` on ``dataset``."""
     pred, true = predict(model, dataset, batch_size)
     return float((pred == true).float().mean()) if len(true) else 0.0
@@ -201,7 +201,7 @@ def fit(
     total = time.perf_counter() - t_start
     history["seconds"] = total
     history["images_per_s"] = seen_total / total if total else 0.0
-    model.to("cpu", memory_format=torch.contiguous_format).eval()
+    model.to("cpu").to(memory_format=torch.contiguous_format).eval()
     return history
 
 
@@ -252,7 +252,7 @@ def fine_tune(
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, dataset: Dataset, batches: int = 32,
+def recalibrate_bn(model: nn.Module, dataset: Samples, batches: int = 32,
                    batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0) -> int:
     """Adaptive batch normalization (EagleEye, Li et al., ECCV 2020): forget every batch-norm
     layer's running statistics and estimate them again from ``batches`` training batches

@@ -4,6 +4,7 @@ FP32/INT8 pair and measure it (accuracy, size, MACs, latency on three runtimes).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import tempfile
@@ -240,7 +241,6 @@ def _latencies(
     from edge_common.runtime import open_session
     from edge_common.timing import best_of_rounds
 
-    kw = {"warmup": cfg.latency_warmup, "runs": cfg.latency_runs, "min_time_s": cfg.latency_min_s}
     x = np.random.default_rng(0).standard_normal((1, 3, img, img)).astype(np.float32)
     xt = torch.from_numpy(x)
     fns: dict[str, dict[str, Callable[[], Any]]] = {}
@@ -248,9 +248,9 @@ def _latencies(
         s32 = open_session(fp32, threads=cfg.threads)
         s8 = open_session(int8, threads=cfg.threads)
         fns[name] = {
-            "latency_torch_ms": lambda m=model: m(xt),
-            "latency_ort_fp32_ms": lambda s=s32: s.run(x),
-            "latency_ort_int8_ms": lambda s=s8: s.run(x),
+            "latency_torch_ms": functools.partial(model, xt),
+            "latency_ort_fp32_ms": functools.partial(s32.run, x),
+            "latency_ort_int8_ms": functools.partial(s8.run, x),
         }
     out: dict[str, dict[str, float]] = {name: {} for name in models}
     threads = torch.get_num_threads()
@@ -258,7 +258,9 @@ def _latencies(
     try:
         with torch.inference_mode():
             for col, _ in RUNTIMES:  # the baseline alone gets the same best-of-two as a cell
-                best = best_of_rounds({name: fns[name][col] for name in models}, rounds=2, **kw)
+                best = best_of_rounds({name: fns[name][col] for name in models}, rounds=2,
+                                      warmup=cfg.latency_warmup, runs=cfg.latency_runs,
+                                      min_time_s=cfg.latency_min_s)
                 for name, p50 in best.items():
                     out[name][col] = p50
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +213,7 @@ _STD_SHOWN = ("accuracy", "accuracy_int8", "actual_sparsity", *(c for c, _ in RU
 
 def markdown_table(table: pd.DataFrame) -> str:
     """The results table as GitHub markdown, numbers formatted for people."""
-    cols = [
+    cols: list[tuple[str, str, Callable[[Any], str]]] = [
         ("method", "method", str),
         ("regime", "regime", str),
         ("target_sparsity", "target", "{:.2f}".format),

@@ -13,7 +13,7 @@ texts, and the store serialises those records itself.
 from __future__ import annotations
 
 import json
-from json.decoder import WHITESPACE
+from json.decoder import WHITESPACE  # type: ignore[attr-defined]  # CPython's, not in typeshed
 from typing import Any
 
 from fastapi import HTTPException
@@ -22,7 +22,9 @@ from pydantic import ValidationError
 
 from edgectl.collector.api.schemas import DecisionBatch
 
-_scan = json.JSONDecoder().scan_once   # (text, index) -> (value, end); StopIteration
+# (text, index) -> (value, end); StopIteration. Set in JSONDecoder.__init__; typeshed
+# leaves the attribute out.
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _ws = WHITESPACE.match
 
 

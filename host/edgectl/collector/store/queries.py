@@ -228,10 +228,11 @@ class Store(Views):
         that broke (the server restarted) is dropped, not pooled again: that request fails
         (the board retries it; every write is idempotent) and the next one reconnects."""
         conn = self.engine.raw_connection()
+        driver = conn.driver_connection  # psycopg's connection; None only once invalidated
         try:
-            return fn(conn.driver_connection, *args)
+            return fn(driver, *args)
         except Exception:
-            if conn.driver_connection.closed or conn.driver_connection.broken:
+            if driver is None or driver.closed or driver.broken:
                 conn.invalidate()
             raise
         finally:

@@ -42,8 +42,11 @@ class Views:
     sqlite: bool
     _insert: Any
 
-    def _read(self) -> AbstractContextManager[sa.Connection]: ...  # pragma: no cover
-    def _write(self) -> AbstractContextManager[sa.Connection]: ...  # pragma: no cover
+    def _read(self) -> AbstractContextManager[sa.Connection]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _write(self) -> AbstractContextManager[sa.Connection]:  # pragma: no cover
+        raise NotImplementedError
 
     def _json_field(self, *path: str) -> Any:
         """The text (SQLite: the value) at ``path`` in a decision's body."""

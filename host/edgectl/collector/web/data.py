@@ -41,7 +41,7 @@ def fleet(store: Store, stale_after_s: float, now: float | None = None) -> dict[
         n = sum(counts.values())
         rejects = sum(counts.get(k, 0) for k in REJECT_KINDS)
         hb = devices[r["device"]].get("heartbeat") or {}
-        faults = hb.get("faults") if isinstance(hb.get("faults"), dict) else {}
+        faults: dict[str, Any] = hb["faults"] if isinstance(hb.get("faults"), dict) else {}
         r["link"] = link_state(r["age_s"], stale_after_s)
         r["items_per_min"] = round(n * 60.0 / RATE_WINDOW_S, 1)
         r["reject_rate"] = None if n == 0 else rejects / n
