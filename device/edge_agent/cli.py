@@ -160,14 +160,24 @@ def fault_lines(faults: dict[str, str], counts: dict[str, int]) -> list[str]:
     return lines
 
 
+def _denied(path: str) -> bool:
+    """True when ``path`` exists but is not ours to read (its folder may hide it too)."""
+    try:
+        with open(path, "rb"):
+            return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False  # missing or broken: load_config says so
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from edge_agent.config import load_config
     from edge_agent.service import status_path
 
     if args.file:
         path = Path(args.file)
-    elif (args.config == DEFAULT_CONFIG and os.path.exists(DEFAULT_CONFIG)
-          and not os.access(DEFAULT_CONFIG, os.R_OK)):
+    elif args.config == DEFAULT_CONFIG and _denied(DEFAULT_CONFIG):
         path = Path(DEFAULT_STATUS)
     else:
         path = status_path(load_config(args.config))
