@@ -49,6 +49,9 @@ def test_first_install_switches_current_and_records_it(tmp_path, bundles):
     assert res["changed"] and res["installed"] and res["switched"]
     assert os.readlink(models / "current") == "versions/test-1"
     assert set(json.loads((models / "served.json").read_text())) == {"test-1"}
+    installed = models / "versions" / "test-1"
+    assert {oct(p.stat().st_mode & 0o777) for p in installed.iterdir()} == {"0o640"}
+    assert oct(installed.stat().st_mode & 0o777) == "0o750"
     again = _result(_install(bundles["test-1"], models))  # the same bundle: nothing to do
     assert not again["changed"] and again["pruned"] == []
     assert _installed(models) == ["test-1"]

@@ -201,10 +201,16 @@ def install(staged: Path, models: Path, public_key: str | None, check: bool,
             rows = _replay(bundle) if check else []
             tmp = versions / f".tmp-{version}"
             shutil.copytree(bundle.root, tmp)
+            # The agent's to read, nobody else's (0640 files, 0750 folders).
+            for folder, dirs, files in os.walk(tmp):
+                for name in dirs:
+                    os.chmod(os.path.join(folder, name), 0o750)
+                for name in files:
+                    os.chmod(os.path.join(folder, name), 0o640)
+                for name in [*dirs, *files] if owner is not None else []:
+                    os.lchown(os.path.join(folder, name), *owner)
+            os.chmod(tmp, 0o750)
             if owner is not None:
-                for folder, dirs, files in os.walk(tmp):
-                    for name in [*dirs, *files]:
-                        os.lchown(os.path.join(folder, name), *owner)
                 os.lchown(tmp, *owner)
             fsync_tree(tmp)          # the files' data and names are on disk ...
             os.rename(tmp, target)   # ... before the complete folder takes its name
