@@ -14,8 +14,8 @@
 #   testhost.sh build        make (or reuse) the cached root tarball
 #   testhost.sh up DIR       unpack a fresh copy under DIR, boot it, wait for ssh;
 #                            writes DIR/env (BOARD_ADDR, HOST_ADDR, SSH_KEY, ADMIN_USER, ...)
-#   testhost.sh kill DIR     SIGKILL the machine (systemd-nspawn and everything in it): a
-#                            power cut as far as the board's processes can tell
+#   testhost.sh kill DIR     SIGKILL the machine (its PID 1, so every process in it, and
+#                            systemd-nspawn): a power cut as far as the board can tell
 #   testhost.sh boot DIR     boot DIR/root again as it was left (after `kill`), wait for ssh
 #   testhost.sh down DIR     stop the machine, remove netns, veth, NAT rules and DIR/root
 #
@@ -199,11 +199,19 @@ cmd_kill() {
   local dir=${1:?usage: testhost.sh kill DIR}
   local pid
   pid=$(cat "$dir/nspawn.pid")
-  # nspawn's child (the board's PID 1) dies with it (parent-death signal), and with
-  # PID 1 every process of the board's PID namespace.
-  kill -KILL "$pid"
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  # The board's PID 1 is nspawn's child and outlives nspawn: SIGKILL it first (every
+  # process of the board's PID namespace dies with it), then nspawn. Already gone
+  # (killed by the caller at its chosen moment): only waited for.
+  local init
+  init=$(pgrep -P "$pid" | head -n1 || true)
+  [ -z "$init" ] || kill -KILL "$init" 2>/dev/null || true
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || { [ -n "$init" ] && kill -0 "$init" 2>/dev/null; } || break
+    sleep 0.1
+  done
   ! kill -0 "$pid" 2>/dev/null || die "systemd-nspawn $pid survived SIGKILL"
+  [ -z "$init" ] || ! kill -0 "$init" 2>/dev/null || die "the board's PID 1 ($init) survived SIGKILL"
   rm -f "$dir/nspawn.pid"
 }
 
