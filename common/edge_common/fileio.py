@@ -50,3 +50,29 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes,
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, mode: int | None = None) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a folder's entries durable (names created, renamed or removed in it): a rename
+    is only on disk once its folder is fsynced (ext4, power loss)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | os.PathLike[str]) -> None:
+    """fsync every file and folder under ``root`` and ``root`` itself, deepest first: after
+    this a rename of ``root`` cannot leave a folder of empty files after a power cut."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(folder)

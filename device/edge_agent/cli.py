@@ -24,6 +24,11 @@ log = logging.getLogger("edge_agent")
 
 # Where the edge_agent Ansible role writes the config on a board (`edge-agent status`).
 DEFAULT_CONFIG = "/etc/edge-agent/agent.yaml"
+# Where the agent writes its status with that role's layout (journal.dir/status.json). The
+# config holds the host token and only the service group reads it; the role's operators
+# group reads this file: `edge-agent status` with no arguments falls back to it when the
+# default config exists but is not readable by the one asking.
+DEFAULT_STATUS = "/var/lib/edge-agent/journal/status.json"
 
 
 def _setup_logging(level: str) -> None:
@@ -159,15 +164,34 @@ def fault_lines(faults: dict[str, str], counts: dict[str, int]) -> list[str]:
     return lines
 
 
+def _denied(path: str) -> bool:
+    """True when ``path`` exists but is not ours to read (its folder may hide it too)."""
+    try:
+        with open(path, "rb"):
+            return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False  # missing or broken: load_config says so
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from edge_agent.config import load_config
     from edge_agent.service import status_path
 
-    path = Path(args.file) if args.file else status_path(load_config(args.config))
+    if args.file:
+        path = Path(args.file)
+    elif args.config == DEFAULT_CONFIG and _denied(DEFAULT_CONFIG):
+        path = Path(DEFAULT_STATUS)
+    else:
+        path = status_path(load_config(args.config))
     try:
         st = json.loads(path.read_text())
     except FileNotFoundError as err:
         raise EdgeError(f"status: no status file at {path} (has the agent run?)") from err
+    except PermissionError as err:
+        raise EdgeError(f"status: cannot read {path}: permission denied (the Ansible role "
+                        "lets its operators group read it: docs/runbook.md)") from err
     except ValueError as err:
         raise EdgeError(f"status: {path} is not valid JSON: {err}") from err
     age = time.time() - float(st.get("updated", 0))

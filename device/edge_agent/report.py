@@ -56,8 +56,9 @@ def snapshot(agent: Any) -> dict[str, Any]:
 def status_line(agent: Any) -> str:
     lat = agent.stats.latency_ms().get("total", {})
     degraded = " camera DEGRADED" if getattr(agent.camera, "degraded", False) else ""
+    model = agent.classifier.version if agent.classifier else None
     return (
-        f"{agent.stats.items} items, {agent.stats.fps():.1f} fps, "
+        f"model {model}: {agent.stats.items} items, {agent.stats.fps():.1f} fps, "
         f"{agent.counts['reject']} rejects, {agent.counts['review']} reviews, "
         f"{agent.stats.deadline_misses} misses, trigger→decision p50 "
         f"{lat.get('p50', 0):.1f} p99 {lat.get('p99', 0):.1f} ms{degraded}"

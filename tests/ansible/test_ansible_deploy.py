@@ -118,8 +118,9 @@ def test_install_script_refuses_tampered_bundle_and_reused_version(
     mark, _, result = proc.stdout.strip().partition(" ")
     assert mark == "EDGECTL-INSTALL-RESULT"
     assert json.loads(result) == {
-        "changed": False, "version": "test-1", "name": "tiny-colour",
-        "path": str(models / "versions" / "test-1"), "test_vectors": [],
+        "changed": False, "installed": False, "switched": False, "version": "test-1",
+        "name": "tiny-colour", "path": str(models / "versions" / "test-1"),
+        "test_vectors": [], "pruned": [],
     }
 
 

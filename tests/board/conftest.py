@@ -1,9 +1,12 @@
 """The board suite's real test host: a Debian bookworm root booted with systemd-nspawn.
 
-tests/board/testhost.sh makes (and caches) the root, boots it in its own network
-namespace (board 10.203.0.2, host side 10.203.0.1, NAT to the registries) with sshd and
-root's SSH key; one booted host serves the whole session and is torn down at the end,
-also on failure. The inventory written here points Ansible at it over SSH.
+tests/board/testhost.sh makes (and caches) the root, a freshly flashed image (empty apt
+lists, no python3-apt, an admin user `pi` with passwordless sudo), boots it in its own
+network namespace (board 10.203.0.2, host side 10.203.0.1, NAT to the registries) with
+sshd and one SSH key for pi and root; one booted host serves the whole session and is
+torn down at the end, also on failure. The inventory written here points Ansible at it
+over SSH as pi, becoming root with sudo, as a deploy to a real board does; the tests
+look around the board as root.
 Run with `make test-board` (needs root, debootstrap, systemd-container, iproute2, iptables).
 """
 
@@ -37,20 +40,34 @@ class Board:
     addr: str
     host_addr: str
     key: Path
+    admin: str  # the admin user a flashing tool creates (passwordless sudo)
 
-    def ssh_args(self) -> list[str]:
+    def ssh_args(self, user: str = "root") -> list[str]:
         return ["ssh", "-q", "-i", str(self.key), "-o", "BatchMode=yes",
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                f"root@{self.addr}"]
+                f"{user}@{self.addr}"]
 
-    def sh(self, command: str, check: bool = True, timeout: float = 120):
-        """Run a shell command on the board as root; the CompletedProcess."""
-        out = subprocess.run([*self.ssh_args(), command], capture_output=True, text=True,
+    def sh(self, command: str, check: bool = True, timeout: float = 120, user: str = "root"):
+        """Run a shell command on the board over SSH (as root unless ``user``)."""
+        out = subprocess.run([*self.ssh_args(user), command], capture_output=True, text=True,
                              timeout=timeout)
         if check and out.returncode != 0:
             raise AssertionError(f"on the board: {command!r} exit {out.returncode}: "
                                  f"{out.stdout[-2000:]}{out.stderr[-2000:]}")
         return out
+
+    def init_pid(self) -> int:
+        """The board's PID 1 (systemd-nspawn's child): SIGKILL it and the board is off."""
+        nspawn = int((self.dir / "nspawn.pid").read_text())
+        return int(Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()[0])
+
+    def kill(self) -> None:
+        """SIGKILL the whole machine (systemd-nspawn and every process in it)."""
+        subprocess.run([str(TESTHOST), "kill", str(self.dir)], check=True, timeout=60)
+
+    def boot(self) -> None:
+        """Boot the root as the kill left it; returns once ssh answers."""
+        subprocess.run([str(TESTHOST), "boot", str(self.dir)], check=True, timeout=300)
 
 
 def _need(tool: str) -> None:
@@ -70,7 +87,8 @@ def board(tmp_path_factory) -> Board:
     try:
         subprocess.run([str(TESTHOST), "up", str(work)], check=True, timeout=1800)
         env = dict(line.split("=", 1) for line in (work / "env").read_text().split())
-        yield Board(work, env["BOARD_ADDR"], env["HOST_ADDR"], Path(env["SSH_KEY"]))
+        yield Board(work, env["BOARD_ADDR"], env["HOST_ADDR"], Path(env["SSH_KEY"]),
+                    env["ADMIN_USER"])
     finally:
         subprocess.run([str(TESTHOST), "down", str(work)], check=False, timeout=300)
 
@@ -193,11 +211,12 @@ def collector(board, tmp_path_factory) -> Collector:
 
 @pytest.fixture(scope="session")
 def inventory(board, collector, keys, tmp_path_factory) -> Path:
-    """An inventory for the test host, like a real board's: SSH as root, the pi4-like
-    settings a line board uses but with the synthetic camera and gpiozero's mock pins."""
+    """An inventory for the test host, like a real board's: SSH as its admin user (the play
+    becomes root with sudo), the pi4-like settings a line board uses but with the synthetic
+    camera and gpiozero's mock pins."""
     host = {
         "ansible_host": board.addr,
-        "ansible_user": "root",
+        "ansible_user": board.admin,
         "ansible_ssh_private_key_file": str(board.key),
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
         "ansible_python_interpreter": "/usr/bin/python3",
@@ -235,3 +254,19 @@ def timings() -> dict[str, float]:
         out = ROOT / "runs" / "board" / "timings.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({k: round(v, 1) for k, v in data.items()}, indent=2) + "\n")
+
+
+@pytest.fixture
+def agent_installed(board, inventory, wheel, make_tar, keys) -> None:
+    """The agent deployed and serving, whichever tests ran before: the first deploy (board-1)
+    when no earlier test has made it, so any test can run alone (`-k`)."""
+    ready = board.sh(f"test -x {AGENT} && id -u edge && "
+                     "test -e /var/lib/edge-agent/models/current/manifest.json", check=False)
+    if ready.returncode == 0:
+        return
+    from edgectl.fleet.ansible import deploy
+
+    lines: list[str] = []
+    result = deploy(inventory, wheel=wheel, bundle=make_tar("board-1", keys["private"]),
+                    echo=lines.append)
+    assert result.recap[HOSTNAME]["failed"] == 0, "\n".join(lines[-60:])

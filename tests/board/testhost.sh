@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # A real Debian bookworm "board" for the board suite (tests/board, docs/fleet.md):
 # a debootstrap root booted with systemd-nspawn (systemd as PID 1), in its own network
-# namespace behind a veth pair with NAT, sshd on the board address, root's SSH key.
+# namespace behind a veth pair with NAT, sshd on the board address.
+#
+# The root is what a freshly flashed image holds, nothing arranged for the tests: a
+# minimal Debian with systemd, sshd, python3 and sudo, EMPTY apt lists (images ship
+# without them), no python3-apt, none of the packages the edge_agent role installs, and
+# an admin user `pi` with passwordless sudo as Raspberry Pi OS's imager makes it
+# (/etc/sudoers.d/010_pi-nopasswd). `up` puts one new SSH key in pi's and root's
+# authorized_keys (the imager's "allow public-key authentication" step; root's is the
+# suite's own way in to look around, never the deploy's).
 #
 #   testhost.sh build        make (or reuse) the cached root tarball
 #   testhost.sh up DIR       unpack a fresh copy under DIR, boot it, wait for ssh;
-#                            writes DIR/env (BOARD_ADDR, HOST_ADDR, SSH_KEY, ...)
+#                            writes DIR/env (BOARD_ADDR, HOST_ADDR, SSH_KEY, ADMIN_USER, ...)
+#   testhost.sh kill DIR     SIGKILL the machine (its PID 1, so every process in it, and
+#                            systemd-nspawn): a power cut as far as the board can tell
+#   testhost.sh boot DIR     boot DIR/root again as it was left (after `kill`), wait for ssh
 #   testhost.sh down DIR     stop the machine, remove netns, veth, NAT rules and DIR/root
 #
 # Settings (environment): EDGECTL_TESTHOST_CACHE (cache folder, default
@@ -21,10 +32,14 @@ HOST_ADDR=$NET.1
 BOARD_ADDR=$NET.2
 VETH_HOST=ve-$NAME
 VETH_BOARD=vb-$NAME
-TARBALL=$CACHE/bookworm-root.tar
-# Bump when the package list or the root's setup below changes: the cache is rebuilt.
-ROOT_VERSION=2
-PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,python3-pip,python3-numpy,sudo,ca-certificates,iproute2,libpam-systemd,python3-apt
+# Bump when the package list or the root's setup below changes: the cache is rebuilt
+# (one tarball per version, so checkouts of other versions keep theirs).
+ROOT_VERSION=3
+TARBALL=$CACHE/bookworm-root-v$ROOT_VERSION.tar
+ADMIN_USER=pi
+# What a flashed image has; never python3-apt, python3-venv, python3-numpy or anything
+# else the role installs (tests/board/test_board.py checks that they are missing).
+PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,sudo,ca-certificates,iproute2,libpam-systemd
 
 log() { echo "testhost: $*" >&2; }
 die() { echo "testhost: error: $*" >&2; exit 1; }
@@ -48,7 +63,7 @@ security_mirror() {
 }
 
 cmd_build() {
-  if [ -f "$TARBALL" ] && [ "$(cat "$CACHE/root-version" 2>/dev/null)" = "$ROOT_VERSION" ]; then
+  if [ -f "$TARBALL" ]; then
     log "cached root: $TARBALL"
     return 0
   fi
@@ -87,11 +102,19 @@ cmd_build() {
   rm -f "$r"/etc/ssh/ssh_host_*
   chroot "$r" ssh-keygen -A >/dev/null
   echo "nameserver $(awk '/^nameserver/ {print $2; exit}' /etc/resolv.conf)" >"$r/etc/resolv.conf"
-  rm -rf "$r"/var/cache/apt/archives/*.deb
+  # The admin user a flashing tool creates: passwordless sudo, no password login.
+  chroot "$r" useradd --create-home --shell /bin/bash --groups sudo,adm "$ADMIN_USER"
+  echo "$ADMIN_USER ALL=(ALL) NOPASSWD: ALL" >"$r/etc/sudoers.d/010_pi-nopasswd"
+  chmod 440 "$r/etc/sudoers.d/010_pi-nopasswd"
+  install -d -m 700 -o "$(stat -c %u "$r/home/$ADMIN_USER")" -g "$(stat -c %g "$r/home/$ADMIN_USER")" \
+    "$r/home/$ADMIN_USER/.ssh"
+  # As images ship: no package lists (debootstrap leaves the ones it used), no caches.
+  find "$r/var/lib/apt/lists" -mindepth 1 -maxdepth 1 ! -name partial ! -name lock -exec rm -rf {} +
+  rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/cache/apt/*.bin \
+    "$r/var/lib/apt/periodic/update-success-stamp"
   log "packing $TARBALL"
   tar -C "$r" --numeric-owner -cf "$TARBALL.tmp" .
   mv "$TARBALL.tmp" "$TARBALL"
-  echo "$ROOT_VERSION" >"$CACHE/root-version"
   rm -rf "$work"
   trap - EXIT
 }
@@ -120,11 +143,29 @@ cmd_up() {
   iptables -t nat -A POSTROUTING -s "$NET.0/24" ! -o "$VETH_HOST" -j MASQUERADE -m comment --comment "edgectl-testhost-$NAME"
   iptables -A FORWARD -i "$VETH_HOST" -j ACCEPT -m comment --comment "edgectl-testhost-$NAME"
   iptables -A FORWARD -o "$VETH_HOST" -j ACCEPT -m comment --comment "edgectl-testhost-$NAME"
-  # SSH key for root on the board.
+  # One SSH key for the admin user and root on the board.
   rm -f "$dir/id_ed25519" "$dir/id_ed25519.pub"
   ssh-keygen -q -t ed25519 -N "" -C "edgectl-testhost" -f "$dir/id_ed25519"
   install -m 600 "$dir/id_ed25519.pub" "$dir/root/root/.ssh/authorized_keys"
+  local home=$dir/root/home/$ADMIN_USER
+  install -m 600 -o "$(stat -c %u "$home")" -g "$(stat -c %g "$home")" "$dir/id_ed25519.pub" \
+    "$home/.ssh/authorized_keys"
   echo "ListenAddress $BOARD_ADDR" >>"$dir/root/etc/ssh/sshd_config.d/edgectl-testhost.conf"
+  cat >"$dir/env" <<ENV
+BOARD_NAME=$NAME
+BOARD_ADDR=$BOARD_ADDR
+HOST_ADDR=$HOST_ADDR
+SSH_KEY=$dir/id_ed25519
+ADMIN_USER=$ADMIN_USER
+BOARD_ROOT=$dir/root
+ENV
+  cmd_boot "$dir"
+}
+
+cmd_boot() {
+  local dir=${1:?usage: testhost.sh boot DIR}
+  dir=$(cd "$dir" && pwd)
+  [ -d "$dir/root" ] && [ -e "/run/netns/$NAME" ] || die "no unpacked root or netns: run up first"
   # PID 1 here is not systemd and the cgroups are hybrid (v1 + v2 at .../unified):
   # nspawn cannot mirror that hybrid layout (no net_cls link), so the board gets a
   # private cgroup2 (unified) hierarchy: SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1.
@@ -135,15 +176,8 @@ cmd_up() {
       --machine="$NAME" --directory="$dir/root" \
       --network-namespace-path="/run/netns/$NAME" \
       --capability=all --console=passive \
-      </dev/null >"$dir/nspawn.log" 2>&1 &
+      </dev/null >>"$dir/nspawn.log" 2>&1 &
   echo $! >"$dir/nspawn.pid"
-  cat >"$dir/env" <<ENV
-BOARD_NAME=$NAME
-BOARD_ADDR=$BOARD_ADDR
-HOST_ADDR=$HOST_ADDR
-SSH_KEY=$dir/id_ed25519
-BOARD_ROOT=$dir/root
-ENV
   local i
   for i in $(seq 1 120); do
     if ! kill -0 "$(cat "$dir/nspawn.pid")" 2>/dev/null; then
@@ -159,6 +193,26 @@ ENV
   done
   tail -n 40 "$dir/nspawn.log" >&2
   die "ssh on $BOARD_ADDR did not answer within 120 s"
+}
+
+cmd_kill() {
+  local dir=${1:?usage: testhost.sh kill DIR}
+  local pid
+  pid=$(cat "$dir/nspawn.pid")
+  # The board's PID 1 is nspawn's child and outlives nspawn: SIGKILL it first (every
+  # process of the board's PID namespace dies with it), then nspawn. Already gone
+  # (killed by the caller at its chosen moment): only waited for.
+  local init
+  init=$(pgrep -P "$pid" | head -n1 || true)
+  [ -z "$init" ] || kill -KILL "$init" 2>/dev/null || true
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || { [ -n "$init" ] && kill -0 "$init" 2>/dev/null; } || break
+    sleep 0.1
+  done
+  ! kill -0 "$pid" 2>/dev/null || die "systemd-nspawn $pid survived SIGKILL"
+  [ -z "$init" ] || ! kill -0 "$init" 2>/dev/null || die "the board's PID 1 ($init) survived SIGKILL"
+  rm -f "$dir/nspawn.pid"
 }
 
 cmd_down() {
@@ -189,6 +243,8 @@ cmd_down() {
 case "${1:-}" in
   build) cmd_build ;;
   up) shift; cmd_up "$@" ;;
+  boot) shift; cmd_boot "$@" ;;
+  kill) shift; cmd_kill "$@" ;;
   down) shift; cmd_down "$@" ;;
-  *) echo "usage: $0 build | up DIR | down DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 build | up DIR | boot DIR | kill DIR | down DIR" >&2; exit 2 ;;
 esac

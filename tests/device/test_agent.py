@@ -56,9 +56,12 @@ def test_swap_snapshot_and_workers(tmp_path, sim_config):
     }
     assert snap["device_id"] == "test-device" and snap["model_version"] == "test-1"
     assert set(snap["latency_ms"]["total"]) == {"p50", "p95", "p99"}
+    # systemd's STATUS= line (`systemctl status edge-agent`) names the model it serves.
+    assert agent.status_line().startswith("model test-1: ")
     done = agent.swap_classifier(new)
     assert done.wait(10)
     t.join(timeout=30)
+    assert agent.status_line().startswith("model test-2: ")
     assert worker.stopped.is_set()
     assert result["items"] == 60 and result["model_version"] == "test-2"
     # Every item used one model; the switch happened once, between items.
