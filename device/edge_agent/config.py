@@ -422,6 +422,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config: {key}: must be {_type_name(tp)}, got {value!r}")
 
 
+def _key(key: Any) -> str:
+    """A key as the error line shows it: plain when printable, else quoted (a key holding
+    a line break must not break the one-line error; found by tests/test_fuzz.py)."""
+    return key if isinstance(key, str) and key.isprintable() and key.strip() else repr(key)
+
+
 def _build(cls: type, data: Any, prefix: str, base: Path | None) -> Any:
     if data is None:
         data = {}
@@ -433,7 +439,7 @@ def _build(cls: type, data: Any, prefix: str, base: Path | None) -> Any:
     unknown = [k for k in data if k not in fields]
     if unknown:
         known = ", ".join(fields)
-        raise ConfigError(f"config: {prefix}{unknown[0]}: unknown key (known: {known})")
+        raise ConfigError(f"config: {prefix}{_key(unknown[0])}: unknown key (known: {known})")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         key = prefix + name

@@ -41,12 +41,12 @@ def test_synthetic_camera_has_ground_truth():
 
 
 def test_missing_libraries_name_the_extra():
-    with pytest.raises(MissingExtraError, match=r"edgectl\[pi\]"):
+    with pytest.raises(MissingExtraError, match=r"edge-agent\[pi\]"):
         make_camera(CameraConfig(type="picamera2")).open()
     try:
         import cv2  # noqa: F401
     except ImportError:
-        with pytest.raises(MissingExtraError, match=r"edgectl\[opencv\]"):
+        with pytest.raises(MissingExtraError, match=r"edge-agent\[opencv\]"):
             make_camera(CameraConfig(type="opencv")).open()
 
 

@@ -130,5 +130,5 @@ def test_a_missing_library_names_the_extra(monkeypatch, name, module):
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     cfg = from_dict({"actuator": {"type": "none"}}, env={})
     backend = make_backend(name, cfg)
-    with pytest.raises(MissingExtraError, match=r"edgectl\[plc\]"):
+    with pytest.raises(MissingExtraError, match=r"edge-agent\[plc\]"):
         backend.start(object())
