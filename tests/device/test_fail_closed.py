@@ -430,3 +430,14 @@ def test_a_frame_round_trip_still_classifies(tmp_path, tiny_bundle):
         assert LABELS == c.labels
     finally:
         c.close()
+
+
+def test_a_key_with_a_line_break_is_refused_in_one_line(tmp_path):
+    """The config fuzz target's finding (run 2): an unknown key holding a carriage return
+    printed the error over two lines."""
+    p = tmp_path / "a.yaml"
+    p.write_text('plc:\n  modbus:\n    "\\r": null\n')
+    proc = subprocess.run([sys.executable, "-m", "edge_agent", "validate-config", str(p)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "plc.modbus.'\\r': unknown key" in proc.stderr
