@@ -1,5 +1,7 @@
 # The two commands of the README: `make demo` and `make test`.
 # Both create or reuse .venv and install what they need; nothing relies on a hand install.
+# As root they first install the Debian packages they need (the lists below, one
+# apt-get); as another user they name what is missing and stop before anything runs.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +9,31 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 EXTRAS ?= host,tflite,tflite-export,device,dev,plc
 
-.PHONY: install demo test test-slow test-board test-arm64 lint bench clean
+.PHONY: install demo test test-slow test-board test-arm64 lint bench clean \
+	venv-packages system-packages board-packages
+
+# Debian/Ubuntu packages, one list per need (tests/system-packages.sh installs or names them;
+# .ci/run goes through these targets too):
+# - VENV_DEBS: what `python3 -m venv` needs on Debian (its python3 has no ensurepip without it),
+# - TEST_DEBS: what the test suite runs for real: systemd (systemd-analyze verifies the agent's
+#   unit), mosquitto (the MQTT tests' broker, tests/device/plckit.py), postgresql (a throwaway
+#   cluster of the tests' own, tests/pgkit.py; the package's main cluster is not used),
+#   chromium (the fleet pages' browser test, tests/web, driven by PyPI's Playwright),
+# - BOARD_DEBS: the real-host suites: a debootstrap'd Debian booted with systemd-nspawn
+#   (tests/board) and the arm64 userland under qemu-user (tests/arm64).
+VENV_DEBS := python3 python3-venv
+TEST_DEBS := $(VENV_DEBS) systemd mosquitto postgresql chromium
+BOARD_DEBS := debootstrap systemd-container iproute2 iptables openssh-client \
+	qemu-user-static binfmt-support mmdebstrap
+
+venv-packages:
+	@sh tests/system-packages.sh $(VENV_DEBS)
+
+system-packages:
+	@sh tests/system-packages.sh $(TEST_DEBS)
+
+board-packages:
+	@sh tests/system-packages.sh $(BOARD_DEBS)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,25 +41,25 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)
+install: venv-packages $(STAMP)
 
-demo: $(STAMP)
+demo: venv-packages $(STAMP)
 	$(PY) -m edgectl.demo
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+test: system-packages $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-slow: $(STAMP)
+test-slow: system-packages $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 # The deploy path against a real Debian host (tests/board/testhost.sh; needs root,
 # debootstrap, systemd-container, iproute2, iptables, openssh-client).
-test-board: $(STAMP)
+test-board: board-packages $(STAMP)
 	$(PY) -m pytest -q -m board --timeout 1800 tests/board
 
 # arm64 userland under qemu-user (root; tests/arm64/arm64root.sh). Records the smoke figures
 # in benchmarks/results/arm64.md. Root tarball cache: EDGECTL_ARM64_CACHE.
-test-arm64: $(STAMP)
+test-arm64: board-packages $(STAMP)
 	EDGECTL_ARM64_RESULTS=benchmarks/results $(PY) -m pytest -q -m arm64 tests/arm64
 
 lint: $(STAMP)
