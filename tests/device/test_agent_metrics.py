@@ -58,7 +58,12 @@ def test_scrape_a_running_agent(sim_config):
         inf = s[("edge_agent_latency_seconds_bucket", (("le", "+Inf"), ("stage", "total")))]
         assert inf >= 50
         assert s[("edge_agent_latency_seconds_count", (("stage", "total"),))] == inf
-        assert s[("edge_agent_latency_seconds_bucket", (("le", "5"), ("stage", "total")))] == inf
+        # cumulative buckets: each holds at least the ones below it, +Inf holds all
+        total = sorted((float(dict(k[1])["le"]), v) for k, v in s.items()
+                       if k[0] == "edge_agent_latency_seconds_bucket"
+                       and dict(k[1])["stage"] == "total")
+        assert len(total) > 2 and total[-1] == (float("inf"), inf)
+        assert [v for _, v in total] == sorted(v for _, v in total)
         assert ("edge_agent_latency_seconds_count", (("stage", "inference"),)) in s
         model = [k for k in s if k[0] == "edge_agent_info"]
         assert model and dict(model[0][1])["state"] == "running"
