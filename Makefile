@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 EXTRAS ?= host,tflite,tflite-export,device,dev,plc
 
-.PHONY: install demo test test-slow test-board test-arm64 lint bench clean \
+.PHONY: install demo test test-slow test-board test-arm64 test-fresh lint bench clean \
 	venv-packages system-packages board-packages
 
 # Debian/Ubuntu packages, one list per need (tests/system-packages.sh installs or names them;
@@ -20,7 +20,7 @@ EXTRAS ?= host,tflite,tflite-export,device,dev,plc
 #   cluster of the tests' own, tests/pgkit.py; the package's main cluster is not used),
 #   chromium (the fleet pages' browser test, tests/web, driven by PyPI's Playwright),
 # - BOARD_DEBS: the real-host suites: a debootstrap'd Debian booted with systemd-nspawn
-#   (tests/board) and the arm64 userland under qemu-user (tests/arm64).
+#   (tests/board, tests/fresh) and the arm64 userland under qemu-user (tests/arm64).
 VENV_DEBS := python3 python3-venv
 TEST_DEBS := $(VENV_DEBS) systemd mosquitto postgresql chromium
 BOARD_DEBS := debootstrap systemd-container iproute2 iptables openssh-client \
@@ -56,6 +56,11 @@ test-slow: system-packages $(STAMP)
 # debootstrap, systemd-container, iproute2, iptables, openssh-client).
 test-board: board-packages $(STAMP)
 	$(PY) -m pytest -q -m board --timeout 1800 tests/board
+
+# The README's set-up on a fresh Debian machine (tests/fresh/freshhost.sh: a minbase root
+# under systemd-nspawn; root): `make test` there, on the tests that need each system package.
+test-fresh: board-packages $(STAMP)
+	$(PY) -m pytest -q -m board --timeout 3600 tests/fresh
 
 # arm64 userland under qemu-user (root; tests/arm64/arm64root.sh). Records the smoke figures
 # in benchmarks/results/arm64.md. Root tarball cache: EDGECTL_ARM64_CACHE.

@@ -4,8 +4,9 @@
 # systemd-nspawn as PID 1) and make, and nothing else: no python3, none of the Makefile's
 # packages, empty apt lists. Its own network namespace behind a veth pair with NAT, so
 # its apt and pip reach the mirrors and PyPI; the machine's local wheel folders are bound
-# read-only at their own paths and its pip configuration copied in, so pip finds the
-# torch build this machine keeps on disk as it does here (nothing else is installed).
+# read-only at their own paths and its pip configuration (files and PIP_* variables)
+# carried in, so pip finds the torch and CUDA wheels this machine keeps on disk as it does
+# here (nothing is installed ahead of the README's commands).
 #
 #   freshhost.sh build              make (or reuse) the cached root tarball
 #   freshhost.sh up DIR SRC         unpack a fresh copy under DIR, copy the folder SRC (a
@@ -107,9 +108,12 @@ cmd_exec() {
   local pid
   pid=$(leader "$dir") || die "the machine in $dir is not running"
   [ -n "$pid" ] || die "the machine in $dir is not running"
+  # A login's environment, plus this machine's pip settings (PIP_*: its wheel folders).
+  local pipenv=()
+  mapfile -t pipenv < <(env | grep '^PIP_' || true)
   nsenter --target "$pid" --mount --uts --ipc --net --pid --root --wd=/root -- \
     /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${pipenv[@]}" "$@"
 }
 
 cmd_up() {
@@ -122,9 +126,14 @@ cmd_up() {
   log "unpacking a fresh root in $dir/root"
   tar -C "$dir/root" --numeric-owner -xf "$TARBALL"
   cp -a "$src" "$dir/root/root/edgectl"
-  # This machine's pip configuration (its local wheel folders, its torch cap).
+  # This machine's pip configuration, global and root's own (its local wheel folders and
+  # indexes, its torch cap): pip there finds the files on disk as pip here does.
   [ -f /etc/pip.conf ] && cp /etc/pip.conf "$dir/root/etc/pip.conf"
   [ -d /etc/xdg/pip ] && mkdir -p "$dir/root/etc/xdg" && cp -a /etc/xdg/pip "$dir/root/etc/xdg/"
+  if [ -f "$HOME/.config/pip/pip.conf" ]; then
+    mkdir -p "$dir/root/root/.config/pip"
+    cp "$HOME/.config/pip/pip.conf" "$dir/root/root/.config/pip/pip.conf"
+  fi
   local binds=() d
   for d in "${WHEEL_DIRS[@]}"; do
     [ -d "$d" ] && binds+=("--bind-ro=$d")
