@@ -18,11 +18,12 @@ EXTRAS ?= host,tflite,tflite-export,device,dev,plc
 # - TEST_DEBS: what the test suite runs for real: systemd (systemd-analyze verifies the agent's
 #   unit), mosquitto (the MQTT tests' broker, tests/device/plckit.py), postgresql (a throwaway
 #   cluster of the tests' own, tests/pgkit.py; the package's main cluster is not used),
-#   chromium (the fleet pages' browser test, tests/web, driven by PyPI's Playwright),
+#   chromium (the fleet pages' browser test, tests/web, driven by PyPI's Playwright), libatomic1
+#   (the node binary of Playwright's driver links it; a fresh minbase Debian lacks it),
 # - BOARD_DEBS: the real-host suites: a debootstrap'd Debian booted with systemd-nspawn
 #   (tests/board, tests/fresh) and the arm64 userland under qemu-user (tests/arm64).
 VENV_DEBS := python3 python3-venv
-TEST_DEBS := $(VENV_DEBS) systemd mosquitto postgresql chromium
+TEST_DEBS := $(VENV_DEBS) systemd mosquitto postgresql chromium libatomic1
 BOARD_DEBS := debootstrap systemd-container iproute2 iptables openssh-client \
 	qemu-user-static binfmt-support mmdebstrap
 
