@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -36,9 +35,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "device"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from devicekit import make_bundle, write_config  # noqa: E402
 from plckit import AgentThread, Mosquitto, PartCamera, free_port  # noqa: E402
+from syskit import find  # noqa: E402
 
 from edge_agent.config import load_config  # noqa: E402
 from edge_agent.machine import cpu_model  # noqa: E402
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         rows["gpio"] = percentiles(bench_gpio(work, bundle, args.parts))
         rows["modbus"] = percentiles(bench_modbus(work, bundle, args.parts))
         rows["opcua"] = percentiles(bench_opcua(work, bundle, args.parts))
-        if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists():
+        if find("mosquitto"):
             broker = Mosquitto(work / "broker").start()
             try:
                 rows["mqtt"] = percentiles(bench_gpio(work, bundle, args.parts, broker.port))

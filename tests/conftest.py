@@ -28,13 +28,14 @@ def cli_runner():
 @pytest.fixture(scope="session")
 def pg_cluster():
     """A PostgreSQL cluster of its own for the whole session (tests/pgkit.py): Debian's
-    ``postgresql`` package must be installed (.ci/run installs it); a missing server is a
-    failure, not a skip."""
+    ``postgresql`` package must be installed (`make test` installs it); a missing server is
+    a failure in one line, not a skip."""
     from pgkit import PgCluster, pg_bindir
+    from syskit import missing_line
 
     bindir = pg_bindir()
-    if bindir is None:
-        pytest.fail("PostgreSQL is not installed (apt-get install postgresql; or set PG_BINDIR)")
+    if bindir is None or not (bindir / "initdb").is_file():
+        pytest.fail(missing_line("initdb", "PG_BINDIR"), pytrace=False)
     cluster = PgCluster(bindir).start()
     yield cluster
     cluster.stop()

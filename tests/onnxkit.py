@@ -30,3 +30,30 @@ def tiny_onnx(path: Path, seed: int = 0) -> Path:
     model.ir_version = 8
     onnx.save(model, path)
     return path
+
+
+def onnx_macs(path: Path) -> int:
+    """Multiply-accumulates of one inference of the ONNX model at ``path`` (Conv, Gemm and
+    MatMul, from the weights' and outputs' shapes): a latency stand-in that does not move
+    with the machine's load (the search tests' deterministic oracle, for a model file)."""
+    import math
+
+    import onnx
+    from onnx import shape_inference
+
+    graph = shape_inference.infer_shapes(onnx.load(str(path))).graph
+    shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
+              for v in (*graph.value_info, *graph.output)}
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    macs = 0
+    for node in graph.node:
+        w = weights.get(node.input[1]) if len(node.input) > 1 else None
+        if w is None:
+            continue
+        if node.op_type == "Conv":        # O × I/g × kh × kw per output pixel
+            macs += math.prod(w) * math.prod(shapes[node.output[0]][2:])
+        elif node.op_type in ("Gemm", "MatMul"):
+            macs += math.prod(w)
+    if macs == 0:
+        raise ValueError(f"{path}: no Conv, Gemm or MatMul with constant weights")
+    return macs

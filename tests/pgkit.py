@@ -6,7 +6,6 @@ the ``postgresql`` package may have set up itself."""
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import socket
@@ -18,13 +17,15 @@ from pathlib import Path
 
 
 def pg_bindir() -> Path | None:
-    """The newest ``/usr/lib/postgresql/*/bin`` with ``initdb``, or ``$PG_BINDIR``."""
+    """``$PG_BINDIR``, or the folder of the newest ``initdb`` (Debian's
+    ``/usr/lib/postgresql/*/bin``: tests/syskit.py), or None."""
+    from syskit import find
+
     env = os.environ.get("PG_BINDIR")
     if env:
         return Path(env)
-    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                  key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
-    return Path(dirs[-1]).parent if dirs else None
+    initdb = find("initdb")
+    return Path(initdb).parent if initdb else None
 
 
 def _free_port() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -12,10 +11,9 @@ import time
 from pathlib import Path
 
 from devicekit import frame
+from syskit import program
 
 from edge_agent.camera import Frame
-
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 def free_port() -> int:
@@ -112,7 +110,7 @@ class Mosquitto:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Mosquitto:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)])
+        self.proc = subprocess.Popen([program("mosquitto"), "-c", str(self.conf)])
         end = time.monotonic() + 10
         while time.monotonic() < end:
             with socket.socket() as s:

@@ -43,22 +43,33 @@ def test_scrape_a_running_agent(sim_config):
     server = metrics.attach(agent)
     run = AgentThread(agent).start()
     try:
-        deadline = time.monotonic() + 20
-        while (server.url is None or agent.stats.items < 50) and time.monotonic() < deadline:
+        # scraped until the counters show 50 decisions: how soon depends on the machine's
+        # load (49 after 20 s, once, beside stress-ng), what the page says does not
+        deadline = time.monotonic() + 300
+        while True:
+            if server.url is not None and agent.stats.items >= 50:
+                with urllib.request.urlopen(server.url, timeout=10) as r:
+                    text = r.read().decode()
+                s = samples(text)
+                got = {k: s.get(("edge_agent_decisions_total", (("decision", k),)), 0)
+                       for k in ("ok", "reject", "review")}
+                if sum(got.values()) >= 50:
+                    break
+            assert time.monotonic() < deadline, "the agent made no 50 decisions in 300 s"
             time.sleep(0.05)
-        assert server.url and server.url.startswith("http://127.0.0.1:")
-        with urllib.request.urlopen(server.url, timeout=10) as r:
-            text = r.read().decode()
-        s = samples(text)
+        assert server.url.startswith("http://127.0.0.1:")
         journal = agent.journal.counts()
-        got = {k: s.get(("edge_agent_decisions_total", (("decision", k),)), 0)
-               for k in ("ok", "reject", "review")}
-        assert sum(got.values()) >= 50 and sum(got.values()) <= journal["total"]
+        assert sum(got.values()) <= journal["total"]
         assert s[("edge_agent_deadline_misses_total", ())] >= 0
         inf = s[("edge_agent_latency_seconds_bucket", (("le", "+Inf"), ("stage", "total")))]
         assert inf >= 50
         assert s[("edge_agent_latency_seconds_count", (("stage", "total"),))] == inf
-        assert s[("edge_agent_latency_seconds_bucket", (("le", "5"), ("stage", "total")))] == inf
+        # cumulative buckets: each holds at least the ones below it, +Inf holds all
+        total = sorted((float(dict(k[1])["le"]), v) for k, v in s.items()
+                       if k[0] == "edge_agent_latency_seconds_bucket"
+                       and dict(k[1])["stage"] == "total")
+        assert len(total) > 2 and total[-1] == (float("inf"), inf)
+        assert [v for _, v in total] == sorted(v for _, v in total)
         assert ("edge_agent_latency_seconds_count", (("stage", "inference"),)) in s
         model = [k for k in s if k[0] == "edge_agent_info"]
         assert model and dict(model[0][1])["state"] == "running"

@@ -226,9 +226,11 @@ def _slow_commit_agent(tmp_path, bundle, commit_s: float, delay_ms: float):
 
 
 def test_a_pulse_fires_only_after_its_decision_is_committed(tmp_path, tiny_bundle):
-    agent, fired, committed = _slow_commit_agent(tmp_path, tiny_bundle, 0.05, 150)
+    # the pulse 600 ms after its trigger: a 50 ms commit and the tiny model's decision
+    # stay in time with a wide margin on a loaded machine (the order is what is tested)
+    agent, fired, committed = _slow_commit_agent(tmp_path, tiny_bundle, 0.05, 600)
     try:
-        t = threading.Thread(target=lambda: agent.run(duration=1.2))
+        t = threading.Thread(target=lambda: agent.run(duration=2.5))
         t.start()
         t.join(timeout=20)
         assert len(fired) >= 3

@@ -1,6 +1,11 @@
 """`edgectl build --target-latency-ms` on this machine (``--target-device local``, the
 agent's own bench in a subprocess, real ONNX Runtime): the plan, the search, its table
-cache, the front and the bundle, and a rerun that resumes instead of starting over."""
+cache, the front and the bundle, and a rerun that resumes instead of starting over.
+
+The bench runs every model file for real, but the figures the search decides on are the
+file's MAC count (``mac_clock``), the deterministic oracle of the search tests: whether a
+budget is met must not depend on what else the machine is doing (a real p95 under load
+missed a budget set from an idle measurement). Real latencies are measured in benchmarks/."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+from onnxkit import onnx_macs
 
 from edgectl.cli import main
 
@@ -19,9 +25,36 @@ ARGS = ["--img-size", "32", "--train-size", "96", "--test-size", "48", "--batch-
         "--short-images", "32", "--accuracy-drop", "100", "--search-steps", "6"]
 
 
+def mac_ms(path: Path) -> float:
+    return onnx_macs(path) / 1e5
+
+
 @pytest.fixture(scope="module")
-def dense_ms(tmp_path_factory):
-    """p95 of the stock width-1.0 model at 32×32 here, measured the way the search does."""
+def mac_clock():
+    """``local`` as a target whose clock is the model's MACs: the agent's bench runs each
+    file (its real report: machine, runtime, every row), then each row's latency is
+    replaced by ``MACs / 1e5`` ms of that file."""
+    from edgectl.fleet import ansible as fa
+
+    real = fa.bench_local
+
+    def bench(folder, threads, *args, **kw):
+        report = real(folder, threads, *args, **kw)
+        for row in report["results"]:
+            if "error" not in row:
+                ms = mac_ms(Path(folder) / Path(row["file"]).name)
+                row["latency_ms"] = {**row["latency_ms"], "p50": ms, "p95": ms, "p99": ms}
+        return report
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fa, "bench_local", bench)
+        yield
+
+
+@pytest.fixture(scope="module")
+def dense_ms(mac_clock):
+    """p95 of the stock width-1.0 model at 32×32 on that target, measured the way the
+    search does."""
     from edgectl.fleet.ansible import profile_runner
     from edgectl.pipeline import latency_table as lt
     from edgectl.pipeline.model import build_model
@@ -45,7 +78,9 @@ def test_hand_picked_pruning_with_a_budget_is_a_usage_error(cli_runner, tmp_path
     assert not (tmp_path / "o").exists()
 
 
-def test_search_meets_a_measured_budget_then_a_rerun_resumes(cli_runner, tmp_path, dense_ms):
+# ~5 min on a quiet 2-core machine, past the suite's 600 s beside stress-ng on a shared one
+@pytest.mark.timeout(1800)
+def test_search_meets_the_budget_then_a_rerun_resumes(cli_runner, tmp_path, dense_ms):
     budget = round(dense_ms * 0.75, 4)
     out = tmp_path / "out"
 
@@ -69,6 +104,9 @@ def test_search_meets_a_measured_budget_then_a_rerun_resumes(cli_runner, tmp_pat
     assert d["budget_ms"] == budget and d["device"] == "local" and d["cpu"]
     assert d["runtime"] == "onnxruntime" and d["runtime_version"]
     assert 0 < d["measured_ms"] <= budget and d["measured_ms"] == report["final_ms"]
+    # the figure recorded is the shipped model's own (not a step's, not the dense one's)
+    onnx = [a for a in manifest["artifacts"] if a["format"] == "onnx"]
+    assert d["measured_ms"] == pytest.approx(mac_ms(out / "bundle" / onnx[0]["path"]))
     # every row of the front says where its latency comes from
     rows = json.loads((out / "front.json").read_text())
     assert rows == doc["front"]

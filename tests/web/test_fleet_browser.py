@@ -22,11 +22,11 @@ import pytest
 import requests
 from devicekit import make_bundle
 from stationkit import run_station
+from syskit import program
 
 from edge_common.bundle_tar import pack_tar
 from edgectl.collector.server import LocalCollector
 
-CHROMIUM = os.environ.get("EDGECTL_CHROMIUM", "/usr/bin/chromium")
 API = "/api/v1"
 HISTORY_H = 6
 
@@ -66,8 +66,7 @@ ADMIN: list[str] = []
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: apt-get install chromium (.ci/run installs it)")
+    program("chromium", "EDGECTL_CHROMIUM")    # before minutes of set-up, not after
     tmp = tmp_path_factory.mktemp("fleet")
     c = LocalCollector(tmp / "collector").start()
     ADMIN[:] = [c.admin_token]
@@ -93,7 +92,8 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        b = pw.chromium.launch(executable_path=program("chromium", "EDGECTL_CHROMIUM"),
+                               args=["--no-sandbox"])
         yield b
         b.close()
 
