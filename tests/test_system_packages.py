@@ -57,7 +57,8 @@ def tree():
     try:
         os.chmod(d, 0o755)
         (d / "tests").mkdir(mode=0o755)
-        for name in ("Makefile", "pyproject.toml", "constraints.txt",
+        (d / "host").mkdir(mode=0o755)
+        for name in ("Makefile", "pyproject.toml", "host/pyproject.toml", "constraints.txt",
                      "tests/system-packages.sh"):
             shutil.copy(ROOT / name, d / name)
         yield d

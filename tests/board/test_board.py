@@ -451,7 +451,7 @@ def test_deadline_search_measures_on_the_board_and_its_bundle_deploys(
          "--runtime", "auto", "--precision", "auto",
          "--data", f"folder:{data}", "--img-size", "32", "--epochs", "3",
          "--finetune-epochs", "0", "--formats", "onnx,tflite", "--quantize", "int8",
-         "--calib-size", "32", "--max-accuracy-drop", "100",
+         "--calib-size", "128", "--max-accuracy-drop", "100",
          "--min-accuracy", "0", "--short-images", "32", "--search-steps", "8",
          "--accuracy-drop", "100", "--key", str(keys["private"]), "--name", "deadline",
          "--out", str(out), "--json"],

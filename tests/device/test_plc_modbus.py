@@ -107,7 +107,8 @@ def test_a_missed_result_deadline_is_a_fail_with_fault_code_1(tmp_path, tiny_bun
         client.close()
         run.stop()
     (rec,) = [agent.journal.get(i) for i in agent.journal.ids()]
-    assert rec["plc"] == {"seq": 7, "late": True} and rec["deadline_missed"]
+    assert rec["plc"]["seq"] == 7 and rec["plc"]["late"] is True and rec["deadline_missed"]
+    assert rec["plc"].get("result", "fail") == "fail"  # what the PLC got: the timeout's Fail
     assert agent.station.hs.counts["timeouts"] == 1
     agent.close()
 
