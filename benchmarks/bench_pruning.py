@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from edgectl.pipeline import pruning  # noqa: E402
+from edgectl.pipeline import pruning, speed  # noqa: E402
 from edgectl.pipeline.metrics import count_params  # noqa: E402
 from edgectl.pipeline.model import build_model  # noqa: E402
 
@@ -59,7 +59,7 @@ def run(sparsity: float, img: int, runs: int, rounds: int) -> dict:
             round_to=round_to, global_pruning=global_,
         )
         prune_s = time.perf_counter() - t0
-        sp = pruning.measure_speed(dense, pruned, img, method, threads=1, runs=runs,
+        sp = speed.measure_speed(dense, pruned, img, method, threads=1, runs=runs,
                                    min_time_s=1.0, rounds=rounds)
         rows.append({
             "variant": name, "method": method, "round_to": round_to, "global": global_,

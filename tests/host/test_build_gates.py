@@ -14,7 +14,7 @@ from edge_common import bundle as B
 from edge_common.errors import BundleError
 from edge_common.preprocess import InputSpec
 from edgectl.pipeline.build import ArtifactResult, Gate, int8_drop_gate
-from edgectl.pipeline.pruning import NO_SPEED_RATIO, speed_note
+from edgectl.pipeline.speed import NO_SPEED_RATIO, speed_note
 
 
 def _art(fmt: str, precision: str, acc: float, vs_fp32: float | None = None) -> ArtifactResult:

@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.models import mobilenet_v2
 
 from edge_common.errors import ConfigError, ModelError
-from edgectl.pipeline import pruning
+from edgectl.pipeline import pruning, speed
 from edgectl.pipeline.metrics import count_params
 from edgectl.pipeline.schedules import linear_schedule, polynomial_schedule, schedule
 
@@ -220,14 +220,14 @@ def test_pruned_model_saves_loads_and_exports_identically(model: nn.Module, tmp_
 def test_speed_report_shape_and_unstructured_note(model: nn.Module) -> None:
     dense = copy.deepcopy(model)
     pruned, _ = pruning.prune_model(model, "unstructured", "oneshot", 0.7, img_size=IMG)
-    sp = pruning.measure_speed(dense, pruned, IMG, "unstructured", runs=3, min_time_s=0.0,
+    sp = speed.measure_speed(dense, pruned, IMG, "unstructured", runs=3, min_time_s=0.0,
                                rounds=1)
     for runtime in ("onnxruntime_fp32", "pytorch_eager"):
         assert sp[runtime]["dense_ms"] > 0 and sp[runtime]["pruned_ms"] > 0
         assert sp[runtime]["ratio"] == pytest.approx(
             sp[runtime]["pruned_ms"] / sp[runtime]["dense_ms"])
     # The note follows the measured ratio (3 runs on a shared machine can land either side).
-    if sp["onnxruntime_fp32"]["ratio"] >= pruning.NO_SPEED_RATIO:
+    if sp["onnxruntime_fp32"]["ratio"] >= speed.NO_SPEED_RATIO:
         assert "zeros do not make dense kernels faster" in sp["note"]
         assert "--prune structured" in sp["note"]
     else:

@@ -77,6 +77,7 @@ def prune(
     from edgectl.pipeline.checkpoint import load_checkpoint, resolve, save_checkpoint
     from edgectl.pipeline.data import load_datasets
     from edgectl.pipeline.evaluation import evaluate
+    from edgectl.pipeline.speed import measure_speed
     from edgectl.pipeline.training import fine_tune_hook
 
     pruning.check_request(method, regime, sparsity, step)  # before any loading
@@ -112,7 +113,7 @@ def prune(
     ckpt = save_checkpoint(pruned, new_meta, Path(out))
     after = evaluate(pruned, ds, threads=threads, checkpoint_path=ckpt,
                      latency=True, latency_runs=latency_runs)
-    speed = pruning.measure_speed(dense, pruned, img, method, threads=threads, runs=latency_runs,
+    speed = measure_speed(dense, pruned, img, method, threads=threads, runs=latency_runs,
                                   min_time_s=min(0.5, 0.01 * latency_runs))
     new_meta["metrics"] = after
     save_checkpoint(pruned, new_meta, ckpt)

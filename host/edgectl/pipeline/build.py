@@ -257,6 +257,7 @@ def prune_stage(cfg: BuildConfig, datasets: Any, base: BaselineResult, echo: Ech
     from edgectl.pipeline import pruning
     from edgectl.pipeline.checkpoint import code_version, save_checkpoint
     from edgectl.pipeline.evaluation import evaluate
+    from edgectl.pipeline.speed import measure_speed
     from edgectl.pipeline.training import fine_tune_hook
 
     tune = fine_tune_hook(datasets, cfg.finetune_epochs, batch_size=cfg.batch_size,
@@ -283,7 +284,7 @@ def prune_stage(cfg: BuildConfig, datasets: Any, base: BaselineResult, echo: Ech
     if report is not None:
         sparsity = float(pruning.current_sparsity(model, cfg.prune,
                                                   int(report["original_params"])))
-        speed = pruning.measure_speed(base.model, model, datasets.input_spec.size, cfg.prune,
+        speed = measure_speed(base.model, model, datasets.input_spec.size, cfg.prune,
                                       threads=cfg.threads, runs=cfg.latency_runs,
                                       min_time_s=min(0.5, 0.01 * cfg.latency_runs))
     return PruneResult(model, report, ckpt, metrics, sparsity, speed)
@@ -374,7 +375,7 @@ def accuracy_gate(cfg: BuildConfig, gate: Gate, what: str, accuracy: float) -> b
 
 def speed_notes(pruned: PruneResult) -> list[str]:
     """What the measured pruned/dense latency means: for unstructured sparsity that brings
-    no speed (ratio >= ``pruning.NO_SPEED_RATIO``) it names ``--prune structured``."""
+    no speed (ratio >= ``speed.NO_SPEED_RATIO``) it names ``--prune structured``."""
     if pruned.speed is None:
         return []
     return [f"speed: {pruned.speed['note']}"]

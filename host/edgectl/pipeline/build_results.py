@@ -42,7 +42,7 @@ class PruneResult:
     checkpoint: Path
     metrics: dict[str, Any]
     sparsity: float
-    speed: dict[str, Any] | None = None  # pruning.measure_speed: dense vs pruned, one run
+    speed: dict[str, Any] | None = None  # speed.measure_speed: dense vs pruned, one run
 
 
 @dataclass
