@@ -1,10 +1,8 @@
-"""The agent's YAML config: plain dataclasses, validated on load by a small walker.
-
-Why not pydantic: it is not on board images by default, pulls a compiled core, and we
-need only four things it does — types, choices, ranges, unknown keys rejected with the
-key path in the message — which fit in the ~100 lines below, plus a reference page
-generated from the same schema (``config_doc.reference_markdown``, kept in
-``docs/agent-config.md``).
+"""The agent's YAML config: its schema as plain dataclasses (every key, its type, default,
+range and meaning), the rules that span several keys, environment overrides, warnings,
+and ``load_config``. The walker that checks a mapping against the schema is
+``edge_agent.schema``; the reference page is generated from the same schema
+(``config_doc.reference_markdown``, kept in ``docs/agent-config.md``).
 
 Every error names the key path: ``config: camera.type: must be one of picamera2, opencv,
 replay, synthetic``. Relative paths are resolved against the config file's folder.
@@ -16,18 +14,17 @@ Environment overrides (for the systemd drop-in or a quick laptop run): ``EDGE_BU
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import re
 import socket
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from edge_agent.pins import gpio_number
+from edge_agent.schema import StrictLoader, build
+from edge_agent.schema import field_doc as _f  # short: every field of the schema uses it
 from edge_common.errors import ConfigError
 
 PIN_FACTORIES = ("mock", "file", "lgpio", "rpigpio", "pigpio", "native")
@@ -36,12 +33,6 @@ PIN_FACTORIES = ("mock", "file", "lgpio", "rpigpio", "pigpio", "native")
 # reject (and a bounded pulse is what keeps the output from staying on).
 MAX_DELAY_MS = 60_000.0
 MAX_PULSE_MS = 10_000.0
-
-
-def _f(default: Any, doc: str, **meta: Any) -> Any:
-    """A dataclass field with its documentation and validation metadata."""
-    meta["doc"] = doc
-    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -365,123 +356,6 @@ class AgentConfig:
         return d
 
 
-# -- validation ------------------------------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is list:
-        return "list of " + _type_name(typing.get_args(tp)[0])
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    return {
-        int: "integer",
-        float: "number",
-        str: "string",
-        bool: "boolean",
-        type(None): "null",
-    }.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted as floats."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as err:
-                if "finite" in str(err):
-                    raise
-                continue
-        raise ConfigError(f"config: {key}: must be {_type_name(tp)}, got {value!r}")
-    if typing.get_origin(tp) is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list):
-            return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-        raise ConfigError(f"config: {key}: must be a list, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            # NaN compares false with every bound (a NaN threshold disabled every reject),
-            # so non-finite numbers are refused here, before any range check.
-            if not math.isfinite(value):
-                raise ConfigError(f"config: {key}: must be a finite number, got {value!r}")
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigError(f"config: {key}: must be {_type_name(tp)}, got {value!r}")
-
-
-def _key(key: Any) -> str:
-    """A key as the error line shows it: plain when printable, else quoted (a key holding
-    a line break must not break the one-line error; found by tests/test_fuzz.py)."""
-    return key if isinstance(key, str) and key.isprintable() and key.strip() else repr(key)
-
-
-def _build(cls: type, data: Any, prefix: str, base: Path | None) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        where = prefix.rstrip(".") or "top level"
-        raise ConfigError(f"config: {where}: must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        known = ", ".join(fields)
-        raise ConfigError(f"config: {prefix}{_key(unknown[0])}: unknown key (known: {known})")
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        key = prefix + name
-        tp = hints[name]
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            sub = data.get(name)
-            if isinstance(sub, str) and "type" in {f.name for f in dataclasses.fields(tp)}:
-                sub = {"type": sub}  # shorthand: `trigger: modbus`
-            kwargs[name] = _build(tp, sub, key + ".", base)
-            continue
-        if name not in data:
-            continue
-        value = _coerce(data[name], tp, key)
-        meta = f.metadata
-        if isinstance(value, list):
-            for i, v in enumerate(value):
-                if "choices" in meta and v not in meta["choices"]:
-                    raise ConfigError(
-                        f"config: {key}[{i}]: must be one of {', '.join(meta['choices'])}"
-                    )
-                if v in value[:i]:
-                    raise ConfigError(f"config: {key}[{i}]: {v} is listed twice")
-        elif value is not None:
-            if "choices" in meta and value not in meta["choices"]:
-                raise ConfigError(f"config: {key}: must be one of {', '.join(meta['choices'])}")
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if numeric and "min" in meta and value < meta["min"]:
-                raise ConfigError(f"config: {key}: must be ≥ {meta['min']}, got {value}")
-            if numeric and "max" in meta and value > meta["max"]:
-                raise ConfigError(f"config: {key}: must be ≤ {meta['max']}, got {value}")
-            if meta.get("pin"):
-                gpio_number(value, key)
-        kwargs[name] = value
-    obj = cls(**kwargs)
-    if base is not None:
-        for name, f in fields.items():
-            val = getattr(obj, name)
-            if f.metadata.get("path") and isinstance(val, str):
-                setattr(obj, name, str((base / os.path.expanduser(val)).resolve()))
-    return obj
-
-
 _ENV_OVERRIDES = {
     "EDGE_BUNDLE": ("bundle", "path"),
     "EDGE_JOURNAL_DIR": ("journal", "dir"),
@@ -505,36 +379,6 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
             sec[key] = value
             if var == "EDGE_PIN_FACTORY":
                 data.setdefault("actuator", {})["pin_factory"] = env[var]
-
-
-def gpio_number(pin: int | str, key: str = "pin") -> int:
-    """The BCM GPIO number a pin setting names, as gpiozero resolves it on a Raspberry Pi's
-    40-pin header (``17``, ``"GPIO17"``, ``"BCM17"``, ``"BOARD11"``, ``"J8:11"`` are one
-    pin); anything gpiozero would refuse at ``run`` is refused here, naming the key.
-    gpiozero's own board table is asked (a mock Pi 3B: the 40-pin header every Pi since
-    the B+ shares), so ``validate-config`` and ``run`` cannot disagree."""
-    text = pin if isinstance(pin, str) else None
-    if isinstance(pin, int) and not isinstance(pin, bool):
-        if not 0 <= pin <= 27:
-            raise ConfigError(f"config: {key}: GPIO {pin} is not on the board's header "
-                              "(BCM 0..27)")
-        return pin
-    try:
-        from gpiozero.pins.mock import MockFactory
-
-        board = MockFactory().board_info
-    except ImportError:  # gpiozero is a device dependency; without it: the plain forms
-        m = re.fullmatch(r"(?:GPIO|BCM)?([0-9]{1,2})", text or "")
-        if m is None or int(m.group(1)) > 27:
-            raise ConfigError(f"config: {key}: {pin!r} is not a GPIO pin name "
-                              "(e.g. 17, GPIO17, BOARD11)") from None
-        return int(m.group(1))
-    try:
-        name = board.to_gpio(text)
-    except Exception:  # noqa: BLE001 - gpiozero's PinInvalidPin and friends
-        raise ConfigError(f"config: {key}: {pin!r} is not a GPIO pin of the board's header "
-                          "(e.g. 17, GPIO17, BOARD11)") from None
-    return int(str(name).removeprefix("GPIO"))
 
 
 def _check(cfg: AgentConfig) -> None:
@@ -583,7 +427,7 @@ def from_dict(
         raise ConfigError(f"config: top level: must be a mapping, got {type(data).__name__}")
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     _apply_env(data, dict(os.environ) if env is None else env)
-    cfg = _build(AgentConfig, data, "", Path(base) if base is not None else Path.cwd())
+    cfg = build(AgentConfig, data, "", Path(base) if base is not None else Path.cwd())
     if not cfg.device_id:
         cfg.device_id = socket.gethostname()
     _check(cfg)
@@ -611,27 +455,6 @@ def config_warnings(cfg: AgentConfig) -> list[str]:
     return out
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the
-    last silently: a second ``actuator:`` section would switch the rejector off)."""
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            self.flatten_mapping(node)
-            seen: set[Any] = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    dup = key in seen
-                except TypeError:  # an unhashable key: PyYAML refuses it below
-                    continue
-                if dup:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> AgentConfig:
     """Read and validate a YAML config file; raise ``ConfigError`` naming the key path."""
     p = Path(path)
@@ -644,7 +467,7 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
     except OSError as err:
         raise ConfigError(f"config: {p}: cannot read ({err.strerror})") from err
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

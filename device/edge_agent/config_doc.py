@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from edge_agent.config import _ENV_OVERRIDES, AgentConfig, _type_name
+from edge_agent.config import _ENV_OVERRIDES, AgentConfig
+from edge_agent.schema import type_name
 
 
 def reference_markdown() -> str:
@@ -86,4 +87,4 @@ def _row(f: dataclasses.Field[Any], tp: Any) -> str:
     if any(rng):
         doc += "; " + ", ".join(r for r in rng if r)
     shown = yaml.safe_dump(default).strip().removesuffix("\n...")
-    return f"| `{f.name}` | {_type_name(tp)} | `{shown}` | {doc} |"
+    return f"| `{f.name}` | {type_name(tp)} | `{shown}` | {doc} |"

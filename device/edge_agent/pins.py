@@ -14,11 +14,12 @@ run ``edge-agent safe-state``, read the level). It drives nothing physical.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
-from edge_common.errors import HardwareError, MissingExtraError
+from edge_common.errors import ConfigError, HardwareError, MissingExtraError
 
 
 def gpiozero() -> Any:
@@ -127,3 +128,33 @@ def read_pin_log(state_dir: str | os.PathLike[str], pin: str) -> list[tuple[int,
         if v in ("0", "1"):  # a line torn by a kill is skipped
             out.append((int(t), v == "1"))
     return out
+
+
+def gpio_number(pin: int | str, key: str = "pin") -> int:
+    """The BCM GPIO number a pin setting names, as gpiozero resolves it on a Raspberry Pi's
+    40-pin header (``17``, ``"GPIO17"``, ``"BCM17"``, ``"BOARD11"``, ``"J8:11"`` are one
+    pin); anything gpiozero would refuse at ``run`` is refused here, naming the key.
+    gpiozero's own board table is asked (a mock Pi 3B: the 40-pin header every Pi since
+    the B+ shares), so ``validate-config`` and ``run`` cannot disagree."""
+    text = pin if isinstance(pin, str) else None
+    if isinstance(pin, int) and not isinstance(pin, bool):
+        if not 0 <= pin <= 27:
+            raise ConfigError(f"config: {key}: GPIO {pin} is not on the board's header "
+                              "(BCM 0..27)")
+        return pin
+    try:
+        from gpiozero.pins.mock import MockFactory
+
+        board = MockFactory().board_info
+    except ImportError:  # gpiozero is a device dependency; without it: the plain forms
+        m = re.fullmatch(r"(?:GPIO|BCM)?([0-9]{1,2})", text or "")
+        if m is None or int(m.group(1)) > 27:
+            raise ConfigError(f"config: {key}: {pin!r} is not a GPIO pin name "
+                              "(e.g. 17, GPIO17, BOARD11)") from None
+        return int(m.group(1))
+    try:
+        name = board.to_gpio(text)
+    except Exception:  # noqa: BLE001 - gpiozero's PinInvalidPin and friends
+        raise ConfigError(f"config: {key}: {pin!r} is not a GPIO pin of the board's header "
+                          "(e.g. 17, GPIO17, BOARD11)") from None
+    return int(str(name).removeprefix("GPIO"))
