@@ -177,7 +177,7 @@ def _denied(path: str) -> bool:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from edge_agent.config import load_config
-    from edge_agent.service import status_path
+    from edge_agent.report import status_path
 
     if args.file:
         path = Path(args.file)

@@ -1,13 +1,29 @@
-"""What the agent tells about itself: the status/heartbeat body, the periodic log line and
-the end-of-run summary (``Agent.snapshot``, ``status_line``, ``summary`` call these)."""
+"""What the agent tells about itself, and when: the status/heartbeat body, the periodic log
+line, the end-of-run summary (``Agent.snapshot``, ``status_line``, ``summary`` call these),
+and the reporter thread that rewrites ``status.json``, logs the line and enforces the
+journal's disk caps on their intervals (``journal.status_every_s``, ``log_every_s``,
+``prune_every_s``)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from edge_agent import machine
+from edge_agent.journal import DATA_MODE
+from edge_common.fileio import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+
+
+def status_path(cfg: Any) -> Path:
+    return Path(cfg.journal.dir) / STATUS_FILE
 
 
 def snapshot(agent: Any) -> dict[str, Any]:
@@ -87,3 +103,40 @@ def summary(agent: Any) -> dict[str, Any]:
         "model_version": agent.classifier.version if agent.classifier else None,
         "journal": str(agent.journal.path),
     }
+
+
+def run_reporter(agent: Any, stop: threading.Event) -> None:
+    """The reporter thread's loop, until ``stop`` is set."""
+    jc = agent.config.journal
+    now = time.monotonic()
+    next_status, next_log, next_prune = now, now + jc.log_every_s, now + jc.prune_every_s
+    while not stop.wait(0.2):
+        now = time.monotonic()
+        if now >= next_status:
+            next_status = now + jc.status_every_s
+            write_status(agent)
+        if now >= next_log:
+            next_log = now + jc.log_every_s
+            log.info("%s", status_line(agent))
+        if now >= next_prune:
+            next_prune = now + jc.prune_every_s
+            prune(agent)
+
+
+def prune(agent: Any) -> None:
+    """Enforce the journal caps (policy in Journal.prune; losses are counted there)."""
+    jc = agent.config.journal
+    try:
+        removed = agent.journal.prune(jc.max_bytes, jc.max_rows)
+        if removed["rows"] or removed["samples"]:
+            log.info("journal pruned: %s", removed)
+    except Exception as err:  # noqa: BLE001
+        log.warning("journal prune failed: %s", err)
+
+
+def write_status(agent: Any) -> None:
+    try:
+        write_json_atomic(status_path(agent.config), snapshot(agent), mode=DATA_MODE)
+        agent.notifier.status(status_line(agent))
+    except Exception as err:  # noqa: BLE001 - e.g. the disk is full (a fault already)
+        log.warning("cannot write the status file: %s", err)

@@ -30,7 +30,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,17 +41,14 @@ from edge_agent.camera import CameraError, EndOfStream, Resilient, make_camera
 from edge_agent.classifier import Classifier
 from edge_agent.config import AgentConfig
 from edge_agent.decision import Policy, Verdict, decide, decide_error
-from edge_agent.journal import DATA_MODE
 from edge_agent.notify import Notifier
 from edge_agent.pins import make_pin_factory
 from edge_agent.stats import Stats
 from edge_agent.trigger import GpioTrigger, make_trigger
 from edge_agent.writer import DecisionWriter, open_journal, recover_held
-from edge_common.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"
 RECONCILE_DEAD = "agent stopped before the reject pulse was confirmed (kill or crash)"
 RECONCILE_STOP = "agent stopped before the reject pulse fired"
 
@@ -61,10 +57,6 @@ class Worker(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
-
-
-def status_path(cfg: AgentConfig) -> Path:
-    return Path(cfg.journal.dir) / STATUS_FILE
 
 
 class Agent:
@@ -524,40 +516,16 @@ class Agent:
             done.set()
             log.info("model swapped: %s → %s", old.version if old else None, new.version)
 
-    # -- background threads ------------------------------------------------------------
+    # -- background ------------------------------------------------------------------
 
     def _reporter(self) -> None:
-        jc = self.config.journal
-        now = time.monotonic()
-        next_status, next_log, next_prune = now, now + jc.log_every_s, now + jc.prune_every_s
-        while not self._stop.wait(0.2):
-            now = time.monotonic()
-            if now >= next_status:
-                next_status = now + jc.status_every_s
-                self._write_status()
-            if now >= next_log:
-                next_log = now + jc.log_every_s
-                log.info("%s", self.status_line())
-            if now >= next_prune:
-                next_prune = now + jc.prune_every_s
-                self._prune()
+        report.run_reporter(self, self._stop)
 
     def _prune(self) -> None:
-        """Enforce the journal caps (policy in Journal.prune; losses are counted there)."""
-        jc = self.config.journal
-        try:
-            removed = self.journal.prune(jc.max_bytes, jc.max_rows)
-            if removed["rows"] or removed["samples"]:
-                log.info("journal pruned: %s", removed)
-        except Exception as err:  # noqa: BLE001
-            log.warning("journal prune failed: %s", err)
+        report.prune(self)
 
     def _write_status(self) -> None:
-        try:
-            write_json_atomic(status_path(self.config), self.snapshot(), mode=DATA_MODE)
-            self.notifier.status(self.status_line())
-        except Exception as err:  # noqa: BLE001 - e.g. the disk is full (a fault already)
-            log.warning("cannot write the status file: %s", err)
+        report.write_status(self)
 
     def close(self) -> None:
         if self.station is not None:
