@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_agent.journal import Journal, is_corrupt
+from edge_agent.journal import Journal
+from edge_agent.journal_schema import is_corrupt
 
 log = logging.getLogger(__name__)
 
