@@ -167,7 +167,8 @@ cmd_up() {
       tail -n 40 "$dir/nspawn.log" >&2
       die "systemd-nspawn exited while booting (log: $dir/nspawn.log)"
     fi
-    state=$(cmd_exec "$dir" systemctl is-system-running 2>/dev/null || true)
+    # (|| outside: die inside cmd_exec exits the whole substitution, skipping an inner || true)
+    state=$(cmd_exec "$dir" systemctl is-system-running 2>/dev/null) || true
     case "$state" in
       running|degraded) log "$NAME up ($state) after ${i}s"; return 0 ;;
     esac
