@@ -45,6 +45,9 @@ def onnx_macs(path: Path) -> int:
     shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
               for v in (*graph.value_info, *graph.output)}
     weights = {t.name: list(t.dims) for t in graph.initializer}
+    for node in graph.node:     # INT8 (QDQ): a Conv's weight is a DequantizeLinear's output
+        if node.op_type == "DequantizeLinear" and node.input[0] in weights:
+            weights[node.output[0]] = weights[node.input[0]]
     macs = 0
     for node in graph.node:
         w = weights.get(node.input[1]) if len(node.input) > 1 else None
@@ -57,3 +60,20 @@ def onnx_macs(path: Path) -> int:
     if macs == 0:
         raise ValueError(f"{path}: no Conv, Gemm or MatMul with constant weights")
     return macs
+
+
+def mac_ms(path: Path) -> float:
+    """The MAC clock: ``MACs / 1e5`` ms for the ONNX file at ``path``."""
+    return onnx_macs(path) / 1e5
+
+
+def mac_clocked(report: dict, folder: Path) -> dict:
+    """An agent bench report (``edge-agent bench --profile`` of ``folder``) with every
+    measured row's latency replaced by its file's MAC clock: the bench still ran every file
+    for real (its machine, runtime and rows are kept); only the figures a search decides on
+    stop moving with the machine's load."""
+    for row in report["results"]:
+        if "error" not in row:
+            ms = mac_ms(Path(folder) / Path(row["file"]).name)
+            row["latency_ms"] = {**row["latency_ms"], "p50": ms, "p95": ms, "p99": ms}
+    return report

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from onnxkit import onnx_macs
+from onnxkit import mac_clocked, mac_ms
 
 from edgectl.cli import main
 
@@ -25,26 +25,17 @@ ARGS = ["--img-size", "32", "--train-size", "96", "--test-size", "48", "--batch-
         "--short-images", "32", "--accuracy-drop", "100", "--search-steps", "6"]
 
 
-def mac_ms(path: Path) -> float:
-    return onnx_macs(path) / 1e5
-
-
 @pytest.fixture(scope="module")
 def mac_clock():
     """``local`` as a target whose clock is the model's MACs: the agent's bench runs each
     file (its real report: machine, runtime, every row), then each row's latency is
-    replaced by ``MACs / 1e5`` ms of that file."""
+    replaced by ``MACs / 1e5`` ms of that file (onnxkit.mac_clocked)."""
     from edgectl.fleet import ansible as fa
 
     real = fa.bench_local
 
     def bench(folder, threads, *args, **kw):
-        report = real(folder, threads, *args, **kw)
-        for row in report["results"]:
-            if "error" not in row:
-                ms = mac_ms(Path(folder) / Path(row["file"]).name)
-                row["latency_ms"] = {**row["latency_ms"], "p50": ms, "p95": ms, "p99": ms}
-        return report
+        return mac_clocked(real(folder, threads, *args, **kw), folder)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fa, "bench_local", bench)
