@@ -403,6 +403,7 @@ def test_edgectl_bench_on_the_board(board, inventory, make_tar, keys, tmp_path,
     assert "USER=edge" in sudo_log
 
 
+@pytest.mark.timeout(1800)     # a build and a dozen trips to the board over Ansible
 def test_deadline_search_measures_on_the_board_and_its_bundle_deploys(
         board, inventory, wheel, keys, tmp_path, agent_installed, cli_runner, monkeypatch):
     """`edgectl build --target-latency-ms --target-device testboard --runtime auto
