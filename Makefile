@@ -6,13 +6,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml host/pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml host/pyproject.toml locks/host.txt | sha256sum | cut -c1-12)
 # The extras of the two distributions: the board's edge-agent (pyproject.toml) and the
 # host's edgectl (host/pyproject.toml), both installed editable.
 AGENT_EXTRAS ?= device,tflite,plc
 HOST_EXTRAS ?= host,tflite-export,dev
 
-.PHONY: install demo test test-slow test-board test-arm64 test-fresh lint bench clean \
+.PHONY: install lock demo test test-slow test-board test-arm64 test-fresh lint bench clean \
 	venv-packages system-packages board-packages
 
 # Debian/Ubuntu packages, one list per need (tests/system-packages.sh installs or names them;
@@ -39,14 +39,30 @@ system-packages:
 board-packages:
 	@sh tests/system-packages.sh $(BOARD_DEBS)
 
+# The venv installs exactly the lock (locks/host.txt: every distribution pinned, with its
+# hashes, for both distributions' extras above; `make lock` refreshes it), then the two
+# projects editable without resolving anything more; `pip check` fails the install if the
+# lock no longer covers what a pyproject asks for (run `make lock`).
 # PYTHONWARNINGS: setuptools' notice that an editable install of a package spread over
 # several folders goes through an import hook; it says nothing about the project.
-$(STAMP): pyproject.toml host/pyproject.toml constraints.txt
+$(STAMP): pyproject.toml host/pyproject.toml locks/host.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	PYTHONWARNINGS='ignore:Editable installation' $(PIP) install -q -c constraints.txt \
+	$(PIP) install -q --require-hashes --no-deps -r locks/host.txt
+	PYTHONWARNINGS='ignore:Editable installation' $(PIP) install -q --no-deps \
 	  -e '.[$(AGENT_EXTRAS)]' -e './host[$(HOST_EXTRAS)]'
+	$(PIP) check
 	rm -f $(VENV)/.installed-* && touch $@
+
+# Refresh locks/host.txt from the two pyprojects (their extras above) and constraints.txt,
+# keeping every pin that still fits; `make lock UPGRADE=1` moves every pin to the newest
+# release. uv resolves for every platform (--universal) from PyPI; the lock is then
+# installed by pip, with its hashes checked.
+lock:
+	printf -- '-e .[$(AGENT_EXTRAS)]\n-e ./host[$(HOST_EXTRAS)]\n' | \
+	  $(VENV)/bin/uv pip compile - -c constraints.txt --universal --python-version 3.11 \
+	  --generate-hashes --native-tls --no-emit-package edge-agent --no-emit-package edgectl \
+	  --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade) -o locks/host.txt
 
 install: venv-packages $(STAMP)
 

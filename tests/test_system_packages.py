@@ -58,7 +58,8 @@ def tree():
         os.chmod(d, 0o755)
         (d / "tests").mkdir(mode=0o755)
         (d / "host").mkdir(mode=0o755)
-        for name in ("Makefile", "pyproject.toml", "host/pyproject.toml", "constraints.txt",
+        (d / "locks").mkdir(mode=0o755)
+        for name in ("Makefile", "pyproject.toml", "host/pyproject.toml", "locks/host.txt",
                      "tests/system-packages.sh"):
             shutil.copy(ROOT / name, d / name)
         yield d

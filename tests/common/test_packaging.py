@@ -62,3 +62,76 @@ def test_every_extra_belongs_to_the_distribution_its_message_names():
         assert extra in declared[distribution_of(extra)], extra
     assert "pip install 'edge-agent[opencv]'" in str(MissingExtraError("cv2", "opencv"))
     assert "pip install 'edgectl[tflite-export]'" in str(MissingExtraError("x", "tflite-export"))
+
+
+def _make_var(name: str) -> list[str]:
+    text = (ROOT / "Makefile").read_text()
+    m = re.search(rf"^{name} \?= (.+)$", text, re.M)
+    assert m, name
+    return m.group(1).split(",")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _lock() -> dict[str, tuple[str, list[str]]]:
+    """locks/host.txt as {name: (version, hashes)} for this Python (the lock is universal:
+    a distribution may have one line per Python range, each with its marker)."""
+    from packaging.markers import Marker
+
+    text = (ROOT / "locks" / "host.txt").read_text().replace("\\\n", " ")
+    out: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"([A-Za-z0-9_.-]+)==([^\s;]+)\s*(?:;\s*([^-]+?))?\s*(?:--hash|$)", line)
+        assert m, f"locks/host.txt: not pinned with ==: {line[:80]}"
+        hashes = re.findall(r"--hash=sha256:([0-9a-f]{64})", line)
+        assert hashes, f"locks/host.txt: {m.group(1)} has no hash"
+        if m.group(3) and not Marker(m.group(3)).evaluate():
+            continue
+        assert _norm(m.group(1)) not in out, f"locks/host.txt: {m.group(1)} twice"
+        out[_norm(m.group(1))] = (m.group(2), hashes)
+    return out
+
+
+def test_the_host_lock_pins_every_distribution_with_its_hashes():
+    lock = _lock()
+    assert len(lock) > 100
+    unhashed = [name for name, (_v, hashes) in lock.items() if not hashes]
+    assert not unhashed
+    # the two projects themselves are installed editable, never from the lock
+    assert "edgectl" not in lock and "edge-agent" not in lock
+    pins = {_name(r): r for r in (ROOT / "constraints.txt").read_text().splitlines()
+            if r and not r.startswith("#")}
+    for name in ("torch", "torchvision"):
+        assert pins[name] == f"{name}=={lock[name][0]}", (pins[name], lock[name])
+
+
+def test_the_host_lock_covers_what_the_makefiles_extras_ask_for():
+    """What `make install` installs (the Makefile's AGENT_EXTRAS and HOST_EXTRAS of the two
+    pyprojects) is in the lock: a requirement added without `make lock` fails here (and
+    `pip check` fails the install)."""
+    lock = _lock()
+    agent, host = _project(ROOT / "pyproject.toml"), _project(ROOT / "host" / "pyproject.toml")
+    wanted = list(agent["dependencies"]) + list(host["dependencies"])
+    for project, extras in ((agent, _make_var("AGENT_EXTRAS")), (host, _make_var("HOST_EXTRAS"))):
+        for extra in extras:
+            wanted += project["optional-dependencies"][extra]
+    missing = sorted({_norm(_name(r)) for r in wanted} - set(lock) - {"edge-agent"})
+    assert not missing, f"not in locks/host.txt (run `make lock`): {missing}"
+
+
+def test_make_install_installs_the_lock_with_its_hashes_and_nothing_else():
+    import subprocess
+
+    out = subprocess.run(["make", "-n", "-B", "-C", str(ROOT), "install", "VENV=/nonexistent"],
+                         capture_output=True, text=True, timeout=60)
+    lines = out.stdout.replace("\\\n", " ").splitlines()
+    steps = [ln for ln in lines if "pip install" in ln or "pip check" in ln]
+    assert any("--require-hashes --no-deps -r locks/host.txt" in s for s in steps), steps
+    editable = [s for s in steps if " -e " in s]
+    assert editable and all("--no-deps" in s for s in editable), steps
+    assert steps[-1].endswith("pip check"), steps
