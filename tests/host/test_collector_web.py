@@ -246,8 +246,11 @@ def test_metrics_parse_with_per_device_series(web):
                 ("status", "200"))
     before = scrape(web, web.admin)[1].get(("edgectl_collector_requests_total", hb_route), 0)
     heartbeat(web, "line1-a")
-    heartbeat(web, "line1-b", latency_hist_ms={"le": [5.0], "counts": [9], "count": 3,
-                                               "sum": 1.0})  # inconsistent: left out
+    bad = requests.post(f"{web.url}{API}/devices/line1-b/heartbeat", json={
+        "latency_hist_ms": {"le": [5.0], "counts": [9], "count": 3, "sum": 1.0}},
+        headers=auth(web.tokens["line1-b"]), timeout=10)  # inconsistent: refused
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "body.latency_hist_ms"
+    heartbeat(web, "line1-b", latency_hist_ms=None)
     requests.get(web.url + "/", headers=auth(web.admin), timeout=10)
     assert requests.get(web.url + "/metrics", timeout=10).status_code == 401
     assert requests.get(web.url + "/metrics", headers=auth(web.tokens["line1-a"]),

@@ -13,6 +13,8 @@ Prometheus; everything else is the fleet pages (``edgectl.collector.web``), moun
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 from edgectl.collector import metrics
 from edgectl.collector.api import (
@@ -27,6 +29,7 @@ from edgectl.collector.api import (
     samples,
     updates,
 )
+from edgectl.collector.api.errors import http_error, validation_error
 from edgectl.collector.api.limits import BodyLimit
 from edgectl.collector.settings import DIR_MODE, Settings
 from edgectl.collector.store import Store
@@ -42,6 +45,8 @@ def create_app(store: Store, settings: Settings) -> FastAPI:
                   description="Boards sync decisions, samples and heartbeats; pull their model.",
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
                   openapi_url="/openapi.json" if docs else None)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_middleware(BodyLimit, limit=settings.max_json_bytes,
                        exempt_suffixes=(f"{API}/bundles",))
     app.add_middleware(metrics.RequestMetrics)  # outermost

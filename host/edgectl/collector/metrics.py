@@ -43,6 +43,7 @@ from prometheus_client.registry import Collector
 from edgectl.collector.api import API
 from edgectl.collector.auth import bearer_token, tokens_match
 from edgectl.collector.store import Store
+from edgectl.collector.values import number
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 KINDS = ("ok", "reject", "review")
@@ -55,10 +56,6 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 
 router = APIRouter()
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 class FleetCollector(Collector):
@@ -103,21 +100,21 @@ class FleetCollector(Collector):
                 info.add_metric([name, str(hb["model_version"])], 1.0)
             counts: dict[str, Any] = hb["counts"] if isinstance(hb.get("counts"), dict) else {}
             for kind in KINDS:
-                if _num(counts.get(kind)) is not None:
+                if number(counts.get(kind)) is not None:
                     decisions.add_metric([name, kind], float(counts[kind]))
-            if _num(counts.get("reject")) is not None:
+            if number(counts.get("reject")) is not None:
                 rejects.add_metric([name], float(counts["reject"]))
-            miss = _num(counts.get("deadline_misses"))
-            miss = _num(hb.get("deadline_misses")) if miss is None else miss
+            miss = number(counts.get("deadline_misses"))
+            miss = number(hb.get("deadline_misses")) if miss is None else miss
             if miss is not None:
                 misses.add_metric([name], miss)
-            if _num(counts.get("unsent")) is not None:
+            if number(counts.get("unsent")) is not None:
                 backlog.add_metric([name], float(counts["unsent"]))
             for fault, on in (hb.get("faults") or {}).items() if isinstance(
                     hb.get("faults"), dict) else ():
                 if on:
                     faults.add_metric([name, str(fault)], 1.0)
-            if _num(hb.get("temperature_c")) is not None:
+            if number(hb.get("temperature_c")) is not None:
                 temp.add_metric([name], float(hb["temperature_c"]))
             buckets = _histogram(hb.get("latency_hist_ms"))
             if buckets is not None:
@@ -130,13 +127,14 @@ def _histogram(h: Any) -> tuple[list[tuple[str, float]], float] | None:
     is missing or inconsistent (a board's bad report must not break the scrape)."""
     if not isinstance(h, dict):
         return None
-    le, counts, n, total = h.get("le"), h.get("counts"), _num(h.get("count")), _num(h.get("sum"))
+    le, counts = h.get("le"), h.get("counts")
+    n, total = number(h.get("count")), number(h.get("sum"))
     if not (isinstance(le, list) and isinstance(counts, list) and len(le) == len(counts)):
         return None
     if n is None or total is None:
         return None
-    bounds = [b for b in map(_num, le) if b is not None]
-    values = [c for c in map(_num, counts) if c is not None]
+    bounds = [b for b in map(number, le) if b is not None]
+    values = [c for c in map(number, counts) if c is not None]
     if len(bounds) != len(le) or len(values) != len(counts):
         return None  # a bound or a count that is not a number
     pairs = sorted(zip(bounds, values, strict=True))

@@ -10,7 +10,6 @@ here, so a record with an odd value shows as missing rather than failing the pag
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -20,16 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from edgectl.collector.store import schema as t
-
-
-def _number(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if f == f and abs(f) != float("inf") else None
+from edgectl.collector.values import loads, number, obj
 
 
 def _truthy(v: Any) -> bool:
@@ -77,7 +67,7 @@ class Views:
                        self._json_field("deadline_missed"))
              .where(d.device == device, d.ts >= since_ts).order_by(d.ts).limit(limit))
         with self._read() as db:
-            return [(float(ts), str(kind), _number(lat), _truthy(miss))
+            return [(float(ts), str(kind), number(lat, text=True), _truthy(miss))
                     for ts, kind, lat, miss in db.execute(q)]
 
     def latest_decisions(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -86,7 +76,7 @@ class Views:
         q = (sa.select(d.body).where(d.device == device)
              .order_by(d.ts.desc().nulls_last(), d.id).limit(limit))
         with self._read() as db:
-            return [json.loads(b) for b in db.execute(q).scalars()]
+            return [loads(b) for b in db.execute(q).scalars()]
 
     # -- samples and review labels -------------------------------------------------------
 
@@ -109,7 +99,7 @@ class Views:
         return [{"device": m["device"], "id": m["id"], "path": m["path"],
                  "content_type": m["content_type"], "received": m["received"],
                  "label": m["label"], "decision": m["decision"],
-                 "score": _number(m["score"]),
+                 "score": number(m["score"], text=True),
                  "review": m["review"], "labelled_by": m["labelled_by"],
                  "labelled_at": m["labelled_at"]} for m in rows]
 
@@ -168,7 +158,7 @@ class Views:
         out: dict[str, dict[str, Any]] = {}
         with self._read() as db:
             for dev, body, received in db.execute(q):
-                out.setdefault(dev, dict(json.loads(body), received=received))
+                out.setdefault(dev, dict(obj(loads(body)), received=received))
         return out
 
     def bundle_manifests(self) -> list[dict[str, Any]]:
@@ -178,4 +168,4 @@ class Views:
             rows = db.execute(sa.select(b.version, b.name, b.filename, b.sha256, b.bytes,
                                         b.created, b.manifest)
                               .order_by(b.created.desc())).mappings().all()
-        return [dict(m, manifest=json.loads(m["manifest"])) for m in rows]
+        return [dict(m, manifest=obj(loads(m["manifest"]))) for m in rows]

@@ -5,10 +5,13 @@ and page headers never touch the boards' API path."""
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
+from edgectl.collector.api.errors import http_error, validation_error
 from edgectl.collector.settings import Settings
 from edgectl.collector.store import Store
 from edgectl.collector.web import pages, review
@@ -29,6 +32,9 @@ def create_web_app(store: Store, settings: Settings) -> FastAPI:
     web.add_middleware(SessionMiddleware, secret_key=settings.session_key,
                        session_cookie=SESSION_COOKIE, max_age=SESSION_MAX_AGE_S,
                        same_site="strict", https_only=settings.https)
+
+    web.add_exception_handler(RequestValidationError, validation_error)
+    web.add_exception_handler(HTTPException, http_error)
 
     @web.exception_handler(LoginRequired)
     async def _to_login(request: Request, exc: LoginRequired) -> Response:
