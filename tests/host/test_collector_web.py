@@ -348,3 +348,69 @@ def test_unpack_labels_refuses_an_archive_that_would_leave_the_folder(tmp_path):
             unpack_labels(buf.getvalue(), tmp_path / "out")
         assert not (tmp_path / "out").exists() and not (tmp_path / "evil.png").exists()
     assert [p.name for p in tmp_path.iterdir()] == []  # no temp folder left either
+
+
+def copied(w, s: requests.Session) -> requests.Session:
+    """Another client holding only a copy of ``s``'s session cookie (a stolen cookie)."""
+    thief = requests.Session()
+    thief.cookies.set("edgectl_session", s.cookies.get("edgectl_session"))
+    return thief
+
+
+def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_opens_nothing(web):
+    s = login(web)
+    thief = copied(web, s)
+    assert thief.get(f"{web.url}/", allow_redirects=False, timeout=10).status_code == 200
+    out = s.post(f"{web.url}/logout", data={"csrf": csrf_of(s.get(f"{web.url}/").text)},
+                 allow_redirects=False, timeout=10)
+    assert out.status_code == 303
+    r = thief.get(f"{web.url}/", allow_redirects=False, timeout=10)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    # a second login is a new session, unaffected
+    assert login(web).get(f"{web.url}/", allow_redirects=False, timeout=10).status_code == 200
+
+
+def test_rotate_admin_token_ends_every_session_and_the_old_token(web, cli_runner):
+    from edgectl.cli import main
+
+    sessions = [login(web), login(web)]
+    thieves = [copied(web, s) for s in sessions]
+    assert all(t.get(f"{web.url}/", allow_redirects=False, timeout=10).status_code == 200
+               for t in thieves)
+    old = web.admin
+    res = cli_runner.invoke(main, ["serve", "--data-dir", str(web.data), "--db",
+                                   str(web.c.store.url.render_as_string(hide_password=False)),
+                                   "rotate-admin-token"])
+    assert res.exit_code == 0, res.output
+    assert "2 page session(s) ended" in res.output
+    new = (web.data / "admin.token").read_text().strip()
+    assert new != old and (web.data / "admin.token").stat().st_mode & 0o777 == 0o600
+    for client in (*sessions, *thieves):
+        r = client.get(f"{web.url}/", allow_redirects=False, timeout=10)
+        assert r.status_code == 303, r.status_code
+    # the running collector takes the new token at once and refuses the old one
+    assert requests.get(f"{web.url}{API}/devices", headers=auth(old),
+                        timeout=10).status_code == 401
+    assert requests.get(f"{web.url}{API}/devices", headers=auth(new),
+                        timeout=10).status_code == 200
+    assert requests.get(f"{web.url}/metrics", headers=auth(old), timeout=10).status_code == 401
+    web.admin = new
+    assert login(web).get(f"{web.url}/", allow_redirects=False, timeout=10).status_code == 200
+
+
+def test_session_lifetime_is_configurable_and_enforced_by_the_server(tmp_path, collector_db):
+    c = LocalCollector(tmp_path / "c", db=collector_db, session_max_age_s=1800).start()
+    try:
+        s = requests.Session()
+        csrf = csrf_of(s.get(f"{c.url}/login", timeout=10).text)
+        r = s.post(f"{c.url}/login", data={"token": c.admin_token, "csrf": csrf},
+                   allow_redirects=False, timeout=10)
+        assert r.status_code == 303 and "max-age=1800" in r.headers["set-cookie"].lower()
+        with c.store.engine.connect() as db:
+            id_hash, created, expires = db.exec_driver_sql(
+                "SELECT id_hash, created, expires FROM sessions").one()
+        assert expires - created == 1800
+        assert c.store.session_who(id_hash, now=created + 1799) == "admin"
+        assert c.store.session_who(id_hash, now=created + 1801) is None
+    finally:
+        c.close()

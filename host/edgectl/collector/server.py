@@ -28,7 +28,7 @@ from fastapi import FastAPI
 
 from edgectl.collector.app import create_app
 from edgectl.collector.metrics import MULTIPROC_ENV
-from edgectl.collector.settings import Settings
+from edgectl.collector.settings import DEFAULT_SESSION_HOURS, Settings
 from edgectl.collector.store import Store
 
 ENV = "EDGECTL_COLLECTOR"
@@ -46,11 +46,12 @@ class CollectorConfig:
     stale_after_s: float = 120.0
     api_docs: bool = False
     https: bool = False
+    session_s: float = DEFAULT_SESSION_HOURS * 3600.0
 
     def settings(self) -> Settings:
         return Settings.for_data_dir(self.data_dir, self.admin_token_file,
                                      stale_after_s=self.stale_after_s, api_docs=self.api_docs,
-                                     https=self.https)
+                                     https=self.https, session_max_age_s=self.session_s)
 
 
 def app_from_env() -> FastAPI:

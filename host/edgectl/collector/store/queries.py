@@ -25,6 +25,7 @@ from sqlalchemy.engine import URL
 from edgectl.collector.store import pghot
 from edgectl.collector.store import schema as t
 from edgectl.collector.store.engine import database_url, is_sqlite, make_engine
+from edgectl.collector.store.sessions import Sessions
 from edgectl.collector.store.views import Views
 from edgectl.collector.values import loads, obj
 
@@ -39,8 +40,9 @@ class DuplicateError(KeyError):
     """The row already exists with different content (a device name, a bundle version)."""
 
 
-class Store(Views):
-    """Devices, decisions, samples, bundles, desired versions and update reports.
+class Store(Views, Sessions):
+    """Devices, decisions, samples, bundles, desired versions, update reports; the page
+    reads (``Views``) and page sessions (``Sessions``).
 
     ``db`` is a ``--db`` value (``sqlite:///PATH``, a bare path, ``postgresql://…``).
     With ``migrate`` (the default) the schema is brought to the newest revision first

@@ -18,7 +18,6 @@ from edgectl.collector.web import pages, review
 from edgectl.collector.web.render import HERE
 from edgectl.collector.web.session import (
     SESSION_COOKIE,
-    SESSION_MAX_AGE_S,
     LoginRequired,
     login_url,
 )
@@ -30,7 +29,7 @@ def create_web_app(store: Store, settings: Settings) -> FastAPI:
     web.state.store = store
     web.state.settings = settings
     web.add_middleware(SessionMiddleware, secret_key=settings.session_key,
-                       session_cookie=SESSION_COOKIE, max_age=SESSION_MAX_AGE_S,
+                       session_cookie=SESSION_COOKIE, max_age=int(settings.session_max_age_s),
                        same_site="strict", https_only=settings.https)
 
     web.add_exception_handler(RequestValidationError, validation_error)

@@ -18,7 +18,13 @@ from edgectl.collector.api.deps import SettingsDep, StoreDep, inside, safe_name
 from edgectl.collector.auth import hash_token, tokens_match
 from edgectl.collector.web import data
 from edgectl.collector.web.render import render
-from edgectl.collector.web.session import FormViewer, Viewer, safe_next, start_session
+from edgectl.collector.web.session import (
+    FormViewer,
+    Viewer,
+    end_session,
+    safe_next,
+    start_session,
+)
 
 router = APIRouter()
 
@@ -39,7 +45,7 @@ def login(request: Request, store: StoreDep, settings: SettingsDep,
                       error="The form expired; try again.")
     token = token.strip()
     if token and tokens_match(token, settings.admin_token_hash):
-        start_session(request, settings.admin_token_hash)
+        start_session(request, store, settings)
         return RedirectResponse(safe_next(next), status_code=303)
     if token and store.device_for_token_hash(hash_token(token)) is not None:
         error, code = "That is a device token: the fleet pages need the admin token.", 403
@@ -49,8 +55,9 @@ def login(request: Request, store: StoreDep, settings: SettingsDep,
 
 
 @router.post("/logout")
-def logout(request: Request, _: FormViewer) -> Response:
-    request.session.clear()
+def logout(request: Request, _: FormViewer, store: StoreDep) -> Response:
+    """End the session on the server (a copied cookie stops working too)."""
+    end_session(request, store)
     return RedirectResponse("/login", status_code=303)
 
 
