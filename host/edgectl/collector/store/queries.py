@@ -255,7 +255,8 @@ class Store(Views, Sessions):
                                      sa.func.coalesce(d.seq, 0) > after_seq)
              .order_by(d.seq.asc().nulls_first(), d.id).limit(limit))
         with self._read() as db:
-            return [loads(b) for b in db.execute(q).scalars()]
+            bodies: list[Any] = list(db.execute(q).scalars())
+        return [loads(b) for b in bodies]
 
     def decision_stats(self) -> dict[str, dict[str, int]]:
         """Per device: decisions received, and how many per decision kind."""
@@ -405,7 +406,7 @@ class Store(Views, Sessions):
         q = (sa.select(u.body, u.received).where(u.device == device)
              .order_by(u.received.desc(), u.id.desc()).limit(limit))
         with self._read() as db:
-            rows = db.execute(q).all()
+            rows: list[Any] = list(db.execute(q).all())
         return [dict(obj(loads(body)), received=received) for body, received in rows]
 
 

@@ -54,8 +54,9 @@ class Views:
              .where(d.ts >= since_ts).group_by(d.device, d.decision))
         out: dict[str, dict[str, int]] = {}
         with self._read() as db:
-            for dev, kind, n in db.execute(q):
-                out.setdefault(dev, {})[str(kind)] = int(n)
+            rows: list[Any] = list(db.execute(q).all())
+        for dev, kind, n in rows:
+            out.setdefault(dev, {})[str(kind)] = int(n)
         return out
 
     def decision_points(self, device: str, since_ts: float,
@@ -67,8 +68,9 @@ class Views:
                        self._json_field("deadline_missed"))
              .where(d.device == device, d.ts >= since_ts).order_by(d.ts).limit(limit))
         with self._read() as db:
-            return [(float(ts), str(kind), number(lat, text=True), _truthy(miss))
-                    for ts, kind, lat, miss in db.execute(q)]
+            rows: list[Any] = list(db.execute(q).all())
+        return [(float(ts), str(kind), number(lat, text=True), _truthy(miss))
+                for ts, kind, lat, miss in rows]
 
     def latest_decisions(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
         """One device's newest decisions (by their own time), newest first."""
@@ -76,7 +78,8 @@ class Views:
         q = (sa.select(d.body).where(d.device == device)
              .order_by(d.ts.desc().nulls_last(), d.id).limit(limit))
         with self._read() as db:
-            return [loads(b) for b in db.execute(q).scalars()]
+            bodies: list[Any] = list(db.execute(q).scalars())
+        return [loads(b) for b in bodies]
 
     # -- samples and review labels -------------------------------------------------------
 
@@ -157,8 +160,9 @@ class Views:
              .order_by(u.device, u.id.desc()))
         out: dict[str, dict[str, Any]] = {}
         with self._read() as db:
-            for dev, body, received in db.execute(q):
-                out.setdefault(dev, dict(obj(loads(body)), received=received))
+            rows: list[Any] = list(db.execute(q).all())
+        for dev, body, received in rows:
+            out.setdefault(dev, dict(obj(loads(body)), received=received))
         return out
 
     def bundle_manifests(self) -> list[dict[str, Any]]:
