@@ -414,3 +414,48 @@ def test_session_lifetime_is_configurable_and_enforced_by_the_server(tmp_path, c
         assert c.store.session_who(id_hash, now=created + 1801) is None
     finally:
         c.close()
+
+
+def test_metrics_labels_stay_bounded_under_random_methods_and_paths(tmp_path):
+    """10,000 requests with random methods (the standard ones, WebDAV's, made-up tokens)
+    and random paths: the collector's request series use only route templates, the
+    standard methods and known statuses (else "other"), and stay under the documented
+    maximum (docs/collector.md). The requests go to the app in process (Starlette's
+    TestClient): every method reaches it, even those an HTTP parser would refuse."""
+    import random
+
+    from starlette.testclient import TestClient
+
+    from edgectl.collector import metrics as M
+    from edgectl.collector.app import create_app, route_templates
+
+    templates = route_templates()
+    bound = M.max_request_series(templates)
+    assert bound == 15390  # the number docs/collector.md states
+    rng = random.Random(31)
+    c = LocalCollector(tmp_path / "c")
+    try:
+        tok = c.add_device("pi-1")
+        methods = [*M.METHODS, "PROPFIND", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK",
+                   "SEARCH", "PURGE", "REPORT", "LINK", "BREW", "QUERY"]
+        paths = ["/", "/api/v1/health", "/api/v1/devices/pi-1/heartbeat", "/models",
+                 "/api/v1/devices/pi-2/decisions", "/static/app.css", "/metrics"]
+        with TestClient(create_app(c.store, c.settings)) as client:
+            for i in range(10_000):
+                method = rng.choice(methods) if i % 3 else "".join(
+                    rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(rng.randrange(1, 12)))
+                path = rng.choice(paths) if i % 2 else "/" + "/".join(
+                    f"{rng.getrandbits(40):x}" for _ in range(rng.randrange(1, 4)))
+                client.request(method, path, headers=auth(tok) if i % 5 == 0 else {},
+                               follow_redirects=False)
+            text = client.get("/metrics", headers=auth(c.admin_token)).text
+    finally:
+        c.close()
+    series = [fam_sample for f in text_string_to_metric_families(text)
+              if f.name.startswith("edgectl_collector_") for fam_sample in f.samples]
+    assert len(series) <= bound
+    labels = {k: {s.labels[k] for s in series if k in s.labels}
+              for k in ("method", "route", "status")}
+    assert labels["method"] <= {*M.METHODS, "other"} and "other" in labels["method"]
+    assert labels["route"] <= templates | {"other"} and "other" in labels["route"]
+    assert labels["status"] <= {*map(str, M.STATUSES), "other"}

@@ -34,8 +34,17 @@ from edgectl.collector.api.limits import BodyLimit
 from edgectl.collector.settings import DIR_MODE, Settings
 from edgectl.collector.store import Store
 from edgectl.collector.web import create_web_app
+from edgectl.collector.web.app import web_route_templates
 
 ROUTERS = (health, heartbeats, decisions, samples, desired, bundles, updates, devices, fleet)
+
+
+def route_templates() -> set[str]:
+    """Every route template the collector answers with: the API's, /metrics, the pages'
+    (the label values of its request metrics, ``metrics.max_request_series``)."""
+    out = {API + r.path for m in ROUTERS for r in m.router.routes if hasattr(r, "path")}
+    out |= {r.path for r in metrics.router.routes if hasattr(r, "path")}
+    return out | web_route_templates()
 
 
 def create_app(store: Store, settings: Settings) -> FastAPI:
@@ -49,7 +58,7 @@ def create_app(store: Store, settings: Settings) -> FastAPI:
     app.add_exception_handler(HTTPException, http_error)
     app.add_middleware(BodyLimit, limit=settings.max_json_bytes,
                        exempt_suffixes=(f"{API}/bundles",))
-    app.add_middleware(metrics.RequestMetrics)  # outermost
+    app.add_middleware(metrics.RequestMetrics, templates=route_templates())  # outermost
     settings.samples_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     settings.bundles_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     app.state.store = store

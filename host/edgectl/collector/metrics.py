@@ -171,13 +171,46 @@ def metrics(request: Request) -> Response:
     return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
 
 
+# Label values of the collector's own request series, each from a fixed set (issue 31:
+# the raw method as a label let anyone grow /metrics without bound):
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+STATUSES = (200, 201, 204, 206, 303, 304, 307, 400, 401, 403, 404, 405, 409, 410, 413, 415,
+            416, 422, 500)
+OTHER = "other"  # a method or status outside the sets, a path no route matches
+STATIC = "/static"  # every file under /static/ (the pages' scripts and styles)
+
+
+def max_request_series(templates: set[str]) -> int:
+    """The most series ``RequestMetrics`` can make over these route templates, whatever
+    requests arrive:
+    a counter per (method, route, status), two series each (``_total``, ``_created``),
+    and a histogram per (method, route), of its buckets (with +Inf) and ``_count``,
+    ``_sum``, ``_created``."""
+    routes = len(templates | {STATIC}) + 1  # + other
+    methods, statuses = len(METHODS) + 1, len(STATUSES) + 1
+    buckets = len(REQUEST_SECONDS._upper_bounds)  # includes +Inf
+    return methods * routes * statuses * 2 + methods * routes * (buckets + 3)
+
+
 class RequestMetrics:
     """ASGI middleware: count and time every HTTP request by its route template (not the
     raw path: one series per route, however many devices), and tell the client the
-    server time (``Server-Timing: app;dur=MS``)."""
+    server time (``Server-Timing: app;dur=MS``). Every label comes from a fixed set:
+    a method outside ``METHODS``, a status outside ``STATUSES`` and a path no route
+    template matches all count as ``other`` (``max_request_series`` is the bound)."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, app: Any, templates: set[str]) -> None:
+        self.app, self.templates = app, templates
+
+    def _label(self, scope: dict[str, Any]) -> str:
+        route = scope.get("route")
+        path = getattr(route, "path", None)
+        raw = scope.get("path", "")
+        if isinstance(path, str) and raw.startswith(API + "/") and not path.startswith(API):
+            path = API + path  # an included router's route knows only its own path
+        if isinstance(path, str) and path in self.templates:
+            return path
+        return STATIC if raw.startswith(STATIC + "/") else OTHER
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -199,13 +232,9 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, _send)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None)
-            raw = scope.get("path", "")
-            if path is None:
-                path = "/static" if raw.startswith("/static/") else "other"
-            elif raw.startswith(API + "/") and not path.startswith(API):
-                path = API + path  # an included router's route knows only its own path
+            path = self._label(scope)
             method = scope.get("method", "")
-            REQUESTS.labels(method, path, str(status)).inc()
+            method = method if method in METHODS else OTHER
+            code = str(status) if status in STATUSES else OTHER
+            REQUESTS.labels(method, path, code).inc()
             REQUEST_SECONDS.labels(method, path).observe(time.perf_counter() - t0)

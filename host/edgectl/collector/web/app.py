@@ -43,3 +43,9 @@ def create_web_app(store: Store, settings: Settings) -> FastAPI:
     web.include_router(pages.router)
     web.include_router(review.router)
     return web
+
+
+def web_route_templates() -> set[str]:
+    """The pages' route templates, and ``/static`` (every file under it)."""
+    return {r.path for m in (pages, review) for r in m.router.routes if hasattr(r, "path")} | \
+        {"/static"}
