@@ -12,6 +12,8 @@ Prometheus; everything else is the fleet pages (``edgectl.collector.web``), moun
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -68,4 +70,13 @@ def create_app(store: Store, settings: Settings) -> FastAPI:
         app.include_router(module.router, prefix=API)
     app.include_router(metrics.router)
     app.mount("/", create_web_app(store, settings))  # last: it answers every other path
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = build_openapi()
+        doc.setdefault("components", {}).setdefault("schemas", {}).update(
+            decisions.BODY_COMPONENTS)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

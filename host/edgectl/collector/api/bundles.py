@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from edge_common.errors import BundleError
 from edgectl.collector.api.deps import Admin, Device, SettingsDep, StoreDep, inside
+from edgectl.collector.api.errors import invalid
 from edgectl.collector.api.schemas import ShownManifest
 from edgectl.collector.bundles import read_tar_manifest
 from edgectl.collector.settings import Settings
@@ -94,7 +95,7 @@ async def store_bundle(request: Request, store: Store, settings: Settings) -> di
         try:
             manifest = await run_in_threadpool(read_tar_manifest, tmp)
         except BundleError as err:
-            raise HTTPException(422, str(err)) from err
+            raise invalid(("body",), str(err)) from err
         check_manifest(manifest)
         sha = digest.hexdigest()
         filename = f"{sha}.tar"

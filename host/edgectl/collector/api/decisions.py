@@ -14,8 +14,12 @@ from edgectl.collector.api.schemas import BatchResult, DecisionBatch
 
 router = APIRouter()
 
+# The body is parsed by hand (below), so its schema goes into the OpenAPI document by
+# hand: the batch at the route, the models it refers to among the components (``app``).
+_SCHEMA = DecisionBatch.model_json_schema(ref_template="#/components/schemas/{model}")
+BODY_COMPONENTS: dict[str, Any] = _SCHEMA.pop("$defs", {})
 _BODY_DOC = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": DecisionBatch.model_json_schema()}}}}
+    "application/json": {"schema": _SCHEMA}}}}
 
 
 @router.post("/devices/{device}/decisions", tags=["device"], openapi_extra=_BODY_DOC)

@@ -19,6 +19,12 @@ from starlette.exceptions import HTTPException
 UNPARSABLE = "There was an error parsing the body"  # FastAPI's and ``batch_body``'s 400
 
 
+def invalid(loc: tuple[str | int, ...], msg: str) -> RequestValidationError:
+    """A 422 naming ``loc`` (``("body",)`` for a raw body), for checks pydantic does not
+    make: ``raise invalid(("body",), "not a bundle tar")``."""
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg}])
+
+
 def describe(errors: Any) -> list[dict[str, Any]]:
     """``errors()`` of a validation error as safe JSON: field, loc, msg, type."""
     out = []

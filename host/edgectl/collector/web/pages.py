@@ -7,7 +7,6 @@ post needs ``session.checked_form`` (CSRF). The review queue and its export live
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +22,7 @@ from edgectl.collector.web.session import (
     Viewer,
     end_session,
     safe_next,
+    same_csrf,
     start_session,
 )
 
@@ -39,8 +39,7 @@ def login(request: Request, store: StoreDep, settings: SettingsDep,
           token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/",  # noqa: A002
           csrf: Annotated[str, Form()] = "") -> Response:
     """Log in with the admin token; a device token or a wrong one gets the form again."""
-    want = request.session.get("csrf")
-    if not isinstance(want, str) or not csrf or not hmac.compare_digest(csrf, want):
+    if not same_csrf(csrf, request.session.get("csrf")):
         return render(request, "login.html", status_code=403, next=safe_next(next),
                       error="The form expired; try again.")
     token = token.strip()

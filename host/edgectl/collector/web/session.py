@@ -54,6 +54,13 @@ def csrf_token(request: Request) -> str:
     return token
 
 
+def same_csrf(sent: str, want: object) -> bool:
+    """Whether a form's CSRF token is the session's, in constant time (as bytes: a form
+    may send any characters, and ``compare_digest`` refuses non-ASCII strings)."""
+    return isinstance(want, str) and bool(sent) and hmac.compare_digest(
+        sent.encode("utf-8", "surrogatepass"), want.encode("utf-8", "surrogatepass"))
+
+
 def start_session(request: Request, store: Store, settings: Settings) -> None:
     """Log in: a fresh session (new id, new CSRF token) stored on the server, bound to the
     current admin token."""
@@ -104,7 +111,7 @@ def checked_form(request: Request, who: Viewer,
     if bearer_token(request.headers.get("authorization")) is not None:
         return who
     want = request.session.get("csrf")
-    if not isinstance(want, str) or not csrf or not hmac.compare_digest(csrf, want):
+    if not same_csrf(csrf, want):
         raise HTTPException(403, "the form's CSRF token is missing or wrong: reload the page")
     return who
 
