@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 EXAMPLES = int(os.environ.get("EDGECTL_FUZZ_EXAMPLES", "25"))
@@ -129,10 +130,11 @@ def _fuzz_operation(base_url: str, op: Any, strategy: Any, caller: Caller, repor
         try:
             case.validate_response(resp, checks=[not_a_server_error,
                                                  response_schema_conformance])
-        except Exception as err:  # noqa: BLE001 - schemathesis' FailureGroup: a failure
-            first = str(err).strip().splitlines()
+        except (Exception, FailureGroup) as err:  # noqa: BLE001 - whatever a check raised
+            titles = [getattr(f, "title", type(f).__name__)
+                      for f in getattr(err, "exceptions", [err])]
             report.fail(f"{op.label} as {caller.name}: {resp.status_code} "
-                        f"{first[0] if first else type(err).__name__}")
+                        f"{', '.join(sorted(set(titles)))}")
         ctype = resp.headers.get("content-type") or [""]
         why = names_the_field(resp.status_code, _json(resp),
                               ctype[0] if isinstance(ctype, list) else str(ctype))
