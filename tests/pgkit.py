@@ -98,7 +98,8 @@ class PgCluster:
             self._clean = self.create_db()
             Store(self._clean).close()
         with psycopg.connect(self._clean, autocommit=True) as conn:
-            conn.execute("TRUNCATE devices, decisions, samples, bundles, desired, updates")
+            conn.execute("TRUNCATE devices, decisions, samples, bundles, desired, updates, "
+                         "review_labels, sessions")
         return self._clean
 
     def stop(self) -> None:

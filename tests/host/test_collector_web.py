@@ -246,8 +246,11 @@ def test_metrics_parse_with_per_device_series(web):
                 ("status", "200"))
     before = scrape(web, web.admin)[1].get(("edgectl_collector_requests_total", hb_route), 0)
     heartbeat(web, "line1-a")
-    heartbeat(web, "line1-b", latency_hist_ms={"le": [5.0], "counts": [9], "count": 3,
-                                               "sum": 1.0})  # inconsistent: left out
+    bad = requests.post(f"{web.url}{API}/devices/line1-b/heartbeat", json={
+        "latency_hist_ms": {"le": [5.0], "counts": [9], "count": 3, "sum": 1.0}},
+        headers=auth(web.tokens["line1-b"]), timeout=10)  # inconsistent: refused
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "body.latency_hist_ms"
+    heartbeat(web, "line1-b", latency_hist_ms=None)
     requests.get(web.url + "/", headers=auth(web.admin), timeout=10)
     assert requests.get(web.url + "/metrics", timeout=10).status_code == 401
     assert requests.get(web.url + "/metrics", headers=auth(web.tokens["line1-a"]),
@@ -345,3 +348,114 @@ def test_unpack_labels_refuses_an_archive_that_would_leave_the_folder(tmp_path):
             unpack_labels(buf.getvalue(), tmp_path / "out")
         assert not (tmp_path / "out").exists() and not (tmp_path / "evil.png").exists()
     assert [p.name for p in tmp_path.iterdir()] == []  # no temp folder left either
+
+
+def copied(w, s: requests.Session) -> requests.Session:
+    """Another client holding only a copy of ``s``'s session cookie (a stolen cookie)."""
+    thief = requests.Session()
+    thief.cookies.set("edgectl_session", s.cookies.get("edgectl_session"))
+    return thief
+
+
+def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_opens_nothing(web):
+    s = login(web)
+    thief = copied(web, s)
+    assert thief.get(f"{web.url}/", allow_redirects=False, timeout=10).status_code == 200
+    out = s.post(f"{web.url}/logout", data={"csrf": csrf_of(s.get(f"{web.url}/").text)},
+                 allow_redirects=False, timeout=10)
+    assert out.status_code == 303
+    r = thief.get(f"{web.url}/", allow_redirects=False, timeout=10)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    # a second login is a new session, unaffected
+    assert login(web).get(f"{web.url}/", allow_redirects=False, timeout=10).status_code == 200
+
+
+def test_rotate_admin_token_ends_every_session_and_the_old_token(web, cli_runner):
+    from edgectl.cli import main
+
+    sessions = [login(web), login(web)]
+    thieves = [copied(web, s) for s in sessions]
+    assert all(t.get(f"{web.url}/", allow_redirects=False, timeout=10).status_code == 200
+               for t in thieves)
+    old = web.admin
+    res = cli_runner.invoke(main, ["serve", "--data-dir", str(web.data), "--db",
+                                   str(web.c.store.url.render_as_string(hide_password=False)),
+                                   "rotate-admin-token"])
+    assert res.exit_code == 0, res.output
+    assert "2 page session(s) ended" in res.output
+    new = (web.data / "admin.token").read_text().strip()
+    assert new != old and (web.data / "admin.token").stat().st_mode & 0o777 == 0o600
+    for client in (*sessions, *thieves):
+        r = client.get(f"{web.url}/", allow_redirects=False, timeout=10)
+        assert r.status_code == 303, r.status_code
+    # the running collector takes the new token at once and refuses the old one
+    assert requests.get(f"{web.url}{API}/devices", headers=auth(old),
+                        timeout=10).status_code == 401
+    assert requests.get(f"{web.url}{API}/devices", headers=auth(new),
+                        timeout=10).status_code == 200
+    assert requests.get(f"{web.url}/metrics", headers=auth(old), timeout=10).status_code == 401
+    web.admin = new
+    assert login(web).get(f"{web.url}/", allow_redirects=False, timeout=10).status_code == 200
+
+
+def test_session_lifetime_is_configurable_and_enforced_by_the_server(tmp_path, collector_db):
+    c = LocalCollector(tmp_path / "c", db=collector_db, session_max_age_s=1800).start()
+    try:
+        s = requests.Session()
+        csrf = csrf_of(s.get(f"{c.url}/login", timeout=10).text)
+        r = s.post(f"{c.url}/login", data={"token": c.admin_token, "csrf": csrf},
+                   allow_redirects=False, timeout=10)
+        assert r.status_code == 303 and "max-age=1800" in r.headers["set-cookie"].lower()
+        with c.store.engine.connect() as db:
+            id_hash, created, expires = db.exec_driver_sql(
+                "SELECT id_hash, created, expires FROM sessions").one()
+        assert expires - created == 1800
+        assert c.store.session_who(id_hash, now=created + 1799) == "admin"
+        assert c.store.session_who(id_hash, now=created + 1801) is None
+    finally:
+        c.close()
+
+
+def test_metrics_labels_stay_bounded_under_random_methods_and_paths(tmp_path):
+    """10,000 requests with random methods (the standard ones, WebDAV's, made-up tokens)
+    and random paths: the collector's request series use only route templates, the
+    standard methods and known statuses (else "other"), and stay under the documented
+    maximum (docs/collector.md). The requests go to the app in process (Starlette's
+    TestClient): every method reaches it, even those an HTTP parser would refuse."""
+    import random
+
+    from starlette.testclient import TestClient
+
+    from edgectl.collector import metrics as M
+    from edgectl.collector.app import create_app, route_templates
+
+    templates = route_templates()
+    bound = M.max_request_series(templates)
+    assert bound == 15390  # the number docs/collector.md states
+    rng = random.Random(31)
+    c = LocalCollector(tmp_path / "c")
+    try:
+        tok = c.add_device("pi-1")
+        methods = [*M.METHODS, "PROPFIND", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK",
+                   "SEARCH", "PURGE", "REPORT", "LINK", "BREW", "QUERY"]
+        paths = ["/", "/api/v1/health", "/api/v1/devices/pi-1/heartbeat", "/models",
+                 "/api/v1/devices/pi-2/decisions", "/static/app.css", "/metrics"]
+        with TestClient(create_app(c.store, c.settings)) as client:
+            for i in range(10_000):
+                method = rng.choice(methods) if i % 3 else "".join(
+                    rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(rng.randrange(1, 12)))
+                path = rng.choice(paths) if i % 2 else "/" + "/".join(
+                    f"{rng.getrandbits(40):x}" for _ in range(rng.randrange(1, 4)))
+                client.request(method, path, headers=auth(tok) if i % 5 == 0 else {},
+                               follow_redirects=False)
+            text = client.get("/metrics", headers=auth(c.admin_token)).text
+    finally:
+        c.close()
+    series = [fam_sample for f in text_string_to_metric_families(text)
+              if f.name.startswith("edgectl_collector_") for fam_sample in f.samples]
+    assert len(series) <= bound
+    labels = {k: {s.labels[k] for s in series if k in s.labels}
+              for k in ("method", "route", "status")}
+    assert labels["method"] <= {*M.METHODS, "other"} and "other" in labels["method"]
+    assert labels["route"] <= templates | {"other"} and "other" in labels["route"]
+    assert labels["status"] <= {*map(str, M.STATUSES), "other"}

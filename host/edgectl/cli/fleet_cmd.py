@@ -16,6 +16,7 @@ import click
 
 from edgectl.cli.options import echo_json, json_option
 from edgectl.collector.settings import DEFAULT_PORT, default_data_dir
+from edgectl.collector.values import number
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -174,7 +175,7 @@ def status(server: str, token_file: str | None, ca_cert: str | None, as_json: bo
             "MISSES", "UNSENT"]
     table = []
     for r in rows:
-        model = r["model_version"] or "-"
+        model = str(r["model_version"] or "-")
         if r["desired_version"] and r["desired_version"] != r["model_version"]:
             model += f" (want {r['desired_version']})"
         table.append([r["device"], r["health"], _ago(r["last_seen"], now), model,
@@ -212,7 +213,8 @@ def export_labels(out: Path, server: str, token_file: str | None, ca_cert: str |
     click.echo(f"train on them: edgectl build --data folder:{out}")
 
 
-def _ago(ts: float | None, now: float) -> str:
+def _ago(v: Any, now: float) -> str:
+    ts = number(v)
     if ts is None:
         return "never"
     age = max(0.0, now - ts)
@@ -224,9 +226,12 @@ def _ago(ts: float | None, now: float) -> str:
 
 
 def _num(v: Any, digits: int = 0) -> str:
-    if v is None:
+    """A number for the table; "-" for one missing or not a number (a row from an older
+    collector may hold anything a board sent)."""
+    f = number(v)
+    if f is None:
         return "-"
-    return f"{v:.{digits}f}" if digits else str(int(v))
+    return f"{f:.{digits}f}" if digits else str(int(f))
 
 
 def _print_table(cols: list[str], rows: list[list[str]]) -> None:

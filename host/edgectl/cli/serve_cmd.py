@@ -1,5 +1,6 @@
 """`edgectl serve`: run the host collector (FastAPI on uvicorn) that boards sync to;
-`edgectl serve --db URL migrate` upgrades its database and exits."""
+`edgectl serve --db URL migrate` upgrades its database and exits;
+`edgectl serve rotate-admin-token` replaces the admin token and ends every page session."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 
 import click
 
-from edgectl.collector.settings import DEFAULT_PORT, default_data_dir
+from edgectl.collector.settings import DEFAULT_PORT, DEFAULT_SESSION_HOURS, default_data_dir
 
 URL_KEY = "edgectl.serve.db_url"
+TOKEN_KEY = "edgectl.serve.admin_token_file"
 
 
 @click.group(invoke_without_command=True)
@@ -33,6 +35,10 @@ URL_KEY = "edgectl.serve.db_url"
               help="Seconds without news after which a device shows as stale.")
 @click.option("--retention-days", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Delete decisions older than this many days, hourly (0: keep all).")
+@click.option("--session-hours", type=click.FloatRange(min=0.01, max=24 * 366),
+              default=DEFAULT_SESSION_HOURS, show_default=True,
+              help="Lifetime of a fleet page login (server side: logging out or "
+                   "rotate-admin-token ends it sooner).")
 @click.option("--api-docs", is_flag=True,
               help="Serve /docs, /redoc and /openapi.json (off by default: they are not "
                    "behind a token; for development on a trusted network).")
@@ -40,7 +46,7 @@ URL_KEY = "edgectl.serve.db_url"
 def serve(ctx: click.Context, db: str | None, data_dir: Path | None, host: str, port: int,
           workers: int, admin_token_file: Path | None, tls_cert: Path | None,
           tls_key: Path | None, stale_after: float, retention_days: float,
-          api_docs: bool) -> None:
+          session_hours: float, api_docs: bool) -> None:
     """Run the host collector: heartbeats, decision batches, samples, desired models,
     bundle downloads, update reports; the fleet pages at / (log in with the admin token)
     and Prometheus metrics at /metrics. The database is migrated at start (SQLite: a
@@ -61,6 +67,7 @@ def serve(ctx: click.Context, db: str | None, data_dir: Path | None, host: str, 
     url = database_url(db, data_dir)  # ConfigError: one red line, exit 1
     if ctx.invoked_subcommand is not None:
         ctx.meta[URL_KEY] = url
+        ctx.meta[TOKEN_KEY] = admin_token_file or data_dir / "admin.token"
         return
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -70,7 +77,7 @@ def serve(ctx: click.Context, db: str | None, data_dir: Path | None, host: str, 
     cfg = CollectorConfig(db=url.render_as_string(hide_password=False), data_dir=str(data_dir),
                           admin_token_file=str(admin_token_file) if admin_token_file else None,
                           stale_after_s=stale_after, api_docs=api_docs,
-                          https=tls_cert is not None)
+                          https=tls_cert is not None, session_s=session_hours * 3600.0)
     scheme = "https" if tls_cert else "http"
     token_file = admin_token_file or data_dir / "admin.token"
     click.echo(f"collector on {scheme}://{host}:{port}  (data {data_dir}, db "
@@ -98,3 +105,31 @@ def migrate(ctx: click.Context) -> None:
     backup = migrations.upgrade(url)
     click.echo(f"database {display(url)} at revision "
                f"{migrations.head()}" + (f" (backup {backup})" if backup else ""))
+
+
+@serve.command("rotate-admin-token")
+@click.pass_context
+def rotate_admin_token(ctx: click.Context) -> None:
+    """Replace the admin token (its file, 0600) and end every fleet page session.
+
+    A running collector (every worker) takes the new token at its next request: the old
+    one, and every browser logged in with it, is refused from then on. The new token is
+    in the file; `edgectl fleet` commands read it there.
+
+    \b
+    Examples:
+      edgectl serve rotate-admin-token
+      edgectl serve --db postgresql://edge@db/edge --data-dir /var/lib/edgectl \\
+          rotate-admin-token
+    """
+    from edgectl.collector.auth import replace_token_file
+    from edgectl.collector.store import Store
+
+    token_file = ctx.meta[TOKEN_KEY]
+    store = Store(ctx.meta[URL_KEY])  # first: a database it cannot open changes nothing
+    try:
+        replace_token_file(token_file)
+        ended = store.end_all_sessions()
+    finally:
+        store.close()
+    click.echo(f"admin token replaced in {token_file}; {ended} page session(s) ended")

@@ -12,7 +12,11 @@ Prometheus; everything else is the fleet pages (``edgectl.collector.web``), moun
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 from edgectl.collector import metrics
 from edgectl.collector.api import (
@@ -27,12 +31,22 @@ from edgectl.collector.api import (
     samples,
     updates,
 )
+from edgectl.collector.api.errors import http_error, validation_error
 from edgectl.collector.api.limits import BodyLimit
 from edgectl.collector.settings import DIR_MODE, Settings
 from edgectl.collector.store import Store
 from edgectl.collector.web import create_web_app
+from edgectl.collector.web.app import web_route_templates
 
 ROUTERS = (health, heartbeats, decisions, samples, desired, bundles, updates, devices, fleet)
+
+
+def route_templates() -> set[str]:
+    """Every route template the collector answers with: the API's, /metrics, the pages'
+    (the label values of its request metrics, ``metrics.max_request_series``)."""
+    out = {API + r.path for m in ROUTERS for r in m.router.routes if hasattr(r, "path")}
+    out |= {r.path for r in metrics.router.routes if hasattr(r, "path")}
+    return out | web_route_templates()
 
 
 def create_app(store: Store, settings: Settings) -> FastAPI:
@@ -42,9 +56,11 @@ def create_app(store: Store, settings: Settings) -> FastAPI:
                   description="Boards sync decisions, samples and heartbeats; pull their model.",
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
                   openapi_url="/openapi.json" if docs else None)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_middleware(BodyLimit, limit=settings.max_json_bytes,
                        exempt_suffixes=(f"{API}/bundles",))
-    app.add_middleware(metrics.RequestMetrics)  # outermost
+    app.add_middleware(metrics.RequestMetrics, templates=route_templates())  # outermost
     settings.samples_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     settings.bundles_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     app.state.store = store
@@ -54,4 +70,13 @@ def create_app(store: Store, settings: Settings) -> FastAPI:
         app.include_router(module.router, prefix=API)
     app.include_router(metrics.router)
     app.mount("/", create_web_app(store, settings))  # last: it answers every other path
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = build_openapi()
+        doc.setdefault("components", {}).setdefault("schemas", {}).update(
+            decisions.BODY_COMPONENTS)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -13,6 +13,7 @@ import hmac
 import os
 import secrets
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,54 @@ def read_token_file(path: str | Path) -> str:
     if not token:
         raise ValueError(f"token file {path} is empty")
     return token
+
+
+def replace_token_file(path: str | Path) -> str:
+    """Write a new random token to ``path`` (0600, whole: temp file, fsync, rename over
+    the old one) and return it: the admin token's rotation."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = new_token()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return token
+
+
+class TokenFile:
+    """The hash of the token in a file, read again whenever the file changes (its inode,
+    size or mtime): a running collector, every worker of it, honours a rotated admin
+    token at its next request. A file that is gone or unreadable matches no token (fail
+    closed)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._key: tuple[int, int, int] | None = None
+        self._hash = ""
+        self._lock = threading.Lock()
+
+    def hash(self) -> str:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return ""
+        key: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key == self._key:
+            return self._hash
+        with self._lock:
+            try:
+                self._hash = hash_token(read_token_file(self.path))
+            except (OSError, ValueError):
+                self._hash, key = "", None
+            self._key = key
+            return self._hash
 
 
 @dataclass(frozen=True)

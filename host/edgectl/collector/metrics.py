@@ -43,6 +43,7 @@ from prometheus_client.registry import Collector
 from edgectl.collector.api import API
 from edgectl.collector.auth import bearer_token, tokens_match
 from edgectl.collector.store import Store
+from edgectl.collector.values import number
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 KINDS = ("ok", "reject", "review")
@@ -55,10 +56,6 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 
 router = APIRouter()
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 class FleetCollector(Collector):
@@ -103,21 +100,21 @@ class FleetCollector(Collector):
                 info.add_metric([name, str(hb["model_version"])], 1.0)
             counts: dict[str, Any] = hb["counts"] if isinstance(hb.get("counts"), dict) else {}
             for kind in KINDS:
-                if _num(counts.get(kind)) is not None:
+                if number(counts.get(kind)) is not None:
                     decisions.add_metric([name, kind], float(counts[kind]))
-            if _num(counts.get("reject")) is not None:
+            if number(counts.get("reject")) is not None:
                 rejects.add_metric([name], float(counts["reject"]))
-            miss = _num(counts.get("deadline_misses"))
-            miss = _num(hb.get("deadline_misses")) if miss is None else miss
+            miss = number(counts.get("deadline_misses"))
+            miss = number(hb.get("deadline_misses")) if miss is None else miss
             if miss is not None:
                 misses.add_metric([name], miss)
-            if _num(counts.get("unsent")) is not None:
+            if number(counts.get("unsent")) is not None:
                 backlog.add_metric([name], float(counts["unsent"]))
             for fault, on in (hb.get("faults") or {}).items() if isinstance(
                     hb.get("faults"), dict) else ():
                 if on:
                     faults.add_metric([name, str(fault)], 1.0)
-            if _num(hb.get("temperature_c")) is not None:
+            if number(hb.get("temperature_c")) is not None:
                 temp.add_metric([name], float(hb["temperature_c"]))
             buckets = _histogram(hb.get("latency_hist_ms"))
             if buckets is not None:
@@ -130,13 +127,14 @@ def _histogram(h: Any) -> tuple[list[tuple[str, float]], float] | None:
     is missing or inconsistent (a board's bad report must not break the scrape)."""
     if not isinstance(h, dict):
         return None
-    le, counts, n, total = h.get("le"), h.get("counts"), _num(h.get("count")), _num(h.get("sum"))
+    le, counts = h.get("le"), h.get("counts")
+    n, total = number(h.get("count")), number(h.get("sum"))
     if not (isinstance(le, list) and isinstance(counts, list) and len(le) == len(counts)):
         return None
     if n is None or total is None:
         return None
-    bounds = [b for b in map(_num, le) if b is not None]
-    values = [c for c in map(_num, counts) if c is not None]
+    bounds = [b for b in map(number, le) if b is not None]
+    values = [c for c in map(number, counts) if c is not None]
     if len(bounds) != len(le) or len(values) != len(counts):
         return None  # a bound or a count that is not a number
     pairs = sorted(zip(bounds, values, strict=True))
@@ -173,13 +171,46 @@ def metrics(request: Request) -> Response:
     return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
 
 
+# Label values of the collector's own request series, each from a fixed set (issue 31:
+# the raw method as a label let anyone grow /metrics without bound):
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+STATUSES = (200, 201, 204, 206, 303, 304, 307, 400, 401, 403, 404, 405, 409, 410, 413, 415,
+            416, 422, 500)
+OTHER = "other"  # a method or status outside the sets, a path no route matches
+STATIC = "/static"  # every file under /static/ (the pages' scripts and styles)
+
+
+def max_request_series(templates: set[str]) -> int:
+    """The most series ``RequestMetrics`` can make over these route templates, whatever
+    requests arrive:
+    a counter per (method, route, status), two series each (``_total``, ``_created``),
+    and a histogram per (method, route), of its buckets (with +Inf) and ``_count``,
+    ``_sum``, ``_created``."""
+    routes = len(templates | {STATIC}) + 1  # + other
+    methods, statuses = len(METHODS) + 1, len(STATUSES) + 1
+    buckets = len(REQUEST_SECONDS._upper_bounds)  # includes +Inf
+    return methods * routes * statuses * 2 + methods * routes * (buckets + 3)
+
+
 class RequestMetrics:
     """ASGI middleware: count and time every HTTP request by its route template (not the
     raw path: one series per route, however many devices), and tell the client the
-    server time (``Server-Timing: app;dur=MS``)."""
+    server time (``Server-Timing: app;dur=MS``). Every label comes from a fixed set:
+    a method outside ``METHODS``, a status outside ``STATUSES`` and a path no route
+    template matches all count as ``other`` (``max_request_series`` is the bound)."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, app: Any, templates: set[str]) -> None:
+        self.app, self.templates = app, templates
+
+    def _label(self, scope: dict[str, Any]) -> str:
+        route = scope.get("route")
+        path = getattr(route, "path", None)
+        raw = scope.get("path", "")
+        if isinstance(path, str) and raw.startswith(API + "/") and not path.startswith(API):
+            path = API + path  # an included router's route knows only its own path
+        if isinstance(path, str) and path in self.templates:
+            return path
+        return STATIC if raw.startswith(STATIC + "/") else OTHER
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -201,13 +232,9 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, _send)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None)
-            raw = scope.get("path", "")
-            if path is None:
-                path = "/static" if raw.startswith("/static/") else "other"
-            elif raw.startswith(API + "/") and not path.startswith(API):
-                path = API + path  # an included router's route knows only its own path
+            path = self._label(scope)
             method = scope.get("method", "")
-            REQUESTS.labels(method, path, str(status)).inc()
+            method = method if method in METHODS else OTHER
+            code = str(status) if status in STATUSES else OTHER
+            REQUESTS.labels(method, path, code).inc()
             REQUEST_SECONDS.labels(method, path).observe(time.perf_counter() - t0)

@@ -28,7 +28,7 @@ from fastapi import FastAPI
 
 from edgectl.collector.app import create_app
 from edgectl.collector.metrics import MULTIPROC_ENV
-from edgectl.collector.settings import Settings
+from edgectl.collector.settings import DEFAULT_SESSION_HOURS, Settings
 from edgectl.collector.store import Store
 
 ENV = "EDGECTL_COLLECTOR"
@@ -46,11 +46,12 @@ class CollectorConfig:
     stale_after_s: float = 120.0
     api_docs: bool = False
     https: bool = False
+    session_s: float = DEFAULT_SESSION_HOURS * 3600.0
 
     def settings(self) -> Settings:
         return Settings.for_data_dir(self.data_dir, self.admin_token_file,
                                      stale_after_s=self.stale_after_s, api_docs=self.api_docs,
-                                     https=self.https)
+                                     https=self.https, session_max_age_s=self.session_s)
 
 
 def app_from_env() -> FastAPI:
@@ -139,8 +140,13 @@ def make_server(store: Store, settings: Settings, host: str = "127.0.0.1", port:
 
 def reserve_port(host: str = "127.0.0.1") -> socket.socket:
     """A socket bound to a free port but not listening yet: connections are refused until
-    a server starts on it (a collector that is "down" with a known address)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    a server starts on it (a collector that is "down" with a known address).
+
+    Made with ``IPPROTO_TCP`` named: asyncio sets ``TCP_NODELAY`` on accepted connections
+    only when the listening socket's ``proto`` says TCP, and without it every keep-alive
+    answer (uvicorn writes head and body apart) waited ~40 ms for the client's delayed
+    ACK (measured: 45 ms per request for a 0.7 ms handler, 5 ms with it)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     return sock
@@ -205,7 +211,7 @@ class LocalCollector:
     def start(self) -> LocalCollector:
         if self.sock.fileno() == -1:  # closed by a previous stop(): same port, new socket
             host, port = self.url.rsplit("//", 1)[1].rsplit(":", 1)
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.sock.bind((host, int(port)))
         self._server = ServerThread(self.store, self.settings, self.sock, *self._tls).start()

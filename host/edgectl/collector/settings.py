@@ -11,6 +11,7 @@ from edgectl.collector.auth import (
     ADMIN_TOKEN_FILE,
     METRICS_TOKEN_FILE,
     SESSION_KEY_FILE,
+    TokenFile,
     ensure_token_file,
     hash_token,
     read_token_file,
@@ -20,6 +21,7 @@ DEFAULT_PORT = 8750
 MiB = 1024 * 1024
 FILE_MODE = 0o640  # samples, the database: the collector's user and group only
 DIR_MODE = 0o750
+DEFAULT_SESSION_HOURS = 8.0  # one shift
 
 
 def default_data_dir() -> Path:
@@ -36,7 +38,7 @@ class Settings:
     """Everything ``create_app`` needs besides the store."""
 
     data_dir: Path
-    admin_token_hash: str
+    admin_token: TokenFile  # read again when the file changes (rotate-admin-token)
     max_sample_bytes: int = 4 * MiB
     max_sample_pixels: int = 25_000_000
     max_json_bytes: int = 4 * MiB
@@ -47,6 +49,12 @@ class Settings:
     metrics_token_hash: str = ""  # may read /metrics only (Prometheus); "" = admin only
     session_key: str = ""  # signs page sessions; "" = no fleet pages
     https: bool = False  # served over TLS: session cookies are marked Secure
+    session_max_age_s: float = DEFAULT_SESSION_HOURS * 3600.0  # a page session's lifetime
+
+    @property
+    def admin_token_hash(self) -> str:
+        """The admin token's hash as the file holds it now ("" if unreadable)."""
+        return self.admin_token.hash()
 
     @property
     def samples_dir(self) -> Path:
@@ -64,8 +72,8 @@ class Settings:
         ``data_dir/session.key``) are created, mode 0600, on first use."""
         data_dir = Path(data_dir)
         token_file = Path(admin_token_file) if admin_token_file else data_dir / ADMIN_TOKEN_FILE
-        token = read_token_file(ensure_token_file(token_file))
+        read_token_file(ensure_token_file(token_file))  # exists and is not empty
         metrics = read_token_file(ensure_token_file(data_dir / METRICS_TOKEN_FILE))
         session = read_token_file(ensure_token_file(data_dir / SESSION_KEY_FILE))
-        return cls(data_dir=data_dir, admin_token_hash=hash_token(token),
+        return cls(data_dir=data_dir, admin_token=TokenFile(token_file),
                    metrics_token_hash=hash_token(metrics), session_key=session, **limits)

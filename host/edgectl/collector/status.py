@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgectl.collector.values import count, number, obj, text
+
 MAX_DEADLINE_MISS_RATIO = 0.01
 MAX_UNSENT_BACKLOG = 5000
 MAX_TEMPERATURE_C = 80.0
@@ -43,37 +45,45 @@ def health(row: dict[str, Any], now: float, stale_after_s: float) -> tuple[str, 
 
 
 def _p95(latency: Any) -> float | None:
-    if not isinstance(latency, dict):
+    return number(obj(obj(latency).get("total")).get("p95"))
+
+
+def _update(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last update report's fields a row shows, each as its type or None."""
+    if report is None:
         return None
-    stage = latency.get("total")
-    if isinstance(stage, dict) and stage.get("p95") is not None:
-        return float(stage["p95"])
-    return None
+    return {"id": text(report.get("id")), "version": text(report.get("version")),
+            "outcome": text(report.get("outcome")), "reason": text(report.get("reason")),
+            "previous_version": text(report.get("previous_version")),
+            "ts": number(report.get("ts")), "received": number(report.get("received"))}
 
 
 def fleet_row(device: dict[str, Any], desired: dict[str, Any] | None,
               received: dict[str, int] | None, last_update: dict[str, Any] | None,
               now: float, stale_after_s: float) -> dict[str, Any]:
-    """One device's row of ``edgectl fleet status``."""
-    hb = device.get("heartbeat") or {}
-    counts: dict[str, Any] = hb["counts"] if isinstance(hb.get("counts"), dict) else {}
+    """One device's row of ``edgectl fleet status``. Every heartbeat value is read as the
+    type the row holds (``values``): one a board sent wrong is None, not an error."""
+    hb = obj(device.get("heartbeat"))
+    counts = obj(hb.get("counts"))
+    last_seen = number(device.get("last_seen"))
+    misses = count(hb.get("deadline_misses"))
     row: dict[str, Any] = {
         "device": device["name"],
         "group": device.get("group"),
-        "last_seen": device.get("last_seen"),
-        "age_s": None if device.get("last_seen") is None else round(now - device["last_seen"], 1),
-        "model_version": hb.get("model_version"),
+        "last_seen": last_seen,
+        "age_s": None if last_seen is None else round(now - last_seen, 1),
+        "model_version": text(hb.get("model_version"), 128),
         "desired_version": desired["version"] if desired else None,
-        "fps": hb.get("fps"),
+        "fps": number(hb.get("fps")),
         "p95_ms": _p95(hb.get("latency_ms")),
-        "total": counts.get("total"),
-        "rejects": counts.get("reject"),
-        "reviews": counts.get("review"),
-        "deadline_misses": hb.get("deadline_misses", counts.get("deadline_misses")),
-        "unsent": counts.get("unsent"),
-        "temperature_c": hb.get("temperature_c"),
+        "total": count(counts.get("total")),
+        "rejects": count(counts.get("reject")),
+        "reviews": count(counts.get("review")),
+        "deadline_misses": misses if misses is not None else count(counts.get("deadline_misses")),
+        "unsent": count(counts.get("unsent")),
+        "temperature_c": number(hb.get("temperature_c")),
         "received": (received or {}).get("received", 0),
-        "last_update": last_update,
+        "last_update": _update(last_update),
     }
     row["health"], row["reasons"] = health(row, now, stale_after_s)
     return row

@@ -4,7 +4,8 @@
 write), ``desired`` (the model a board should run, and the admin's setting of it),
 ``bundles`` (upload, list, download), ``devices`` (registration, tokens, lists) and
 ``fleet`` (status rows). ``deps`` says who is calling; ``schemas`` holds the request
-bodies; ``limits`` the body-size guard. ``edgectl.collector.app.create_app`` mounts them.
+bodies (strict, from the bounded types of ``fields``); ``errors`` the 422 answers that
+name the field; ``limits`` the body-size guard. ``edgectl.collector.app.create_app`` mounts them.
 """
 
 from __future__ import annotations

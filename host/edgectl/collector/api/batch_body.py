@@ -7,7 +7,8 @@ per-record cost of the collector in Python (profiled on batches of 200). The sli
 from the same C scanner that ``json.loads`` uses (``JSONDecoder.scan_once``), walked over
 the top-level object and the ``records`` array by hand; anything unusual (another
 encoding, a byte-order mark, an error) goes through ``json.loads`` as before, without
-texts, and the store serialises those records itself.
+texts, and the store serialises those records itself. Either way the batch is validated
+by the strict ``DecisionBatch`` before anything reaches the store.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from edgectl.collector.api.errors import UNPARSABLE
 from edgectl.collector.api.schemas import DecisionBatch
 
 # (text, index) -> (value, end); StopIteration. Set in JSONDecoder.__init__; typeshed
@@ -28,9 +30,10 @@ _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _ws = WHITESPACE.match
 
 
-def parse_batch(body: bytes) -> tuple[DecisionBatch, list[str] | None]:
-    """The batch, and the JSON text of each of its records (None when not available);
-    errors as FastAPI reports them: 422 with the position, 400 if undecodable."""
+def parse_batch(body: bytes) -> tuple[DecisionBatch, list[dict[str, Any]], list[str] | None]:
+    """The batch (validated: ``DecisionBatch``), its records as parsed (plain dicts, the
+    values the model checked), and the JSON text of each record (None when not available);
+    errors as FastAPI reports them: 422 naming the field, 400 if undecodable."""
     parsed = None
     try:
         parsed = split(body.decode("utf-8"))
@@ -46,31 +49,15 @@ def parse_batch(body: bytes) -> tuple[DecisionBatch, list[str] | None]:
             raise RequestValidationError([{"type": "json_invalid", "loc": ("body", err.pos),
                                            "msg": "JSON decode error", "input": {},
                                            "ctx": {"error": err.msg}}], body=err.doc) from err
-        except ValueError as err:  # not UTF-8/16/32
-            raise HTTPException(400, "There was an error parsing the body") from err
-    batch = _plain(obj)
-    if batch is not None:
-        return batch, texts
+        except (ValueError, RecursionError) as err:  # not UTF-8/16/32, too deep, too long
+            raise HTTPException(400, UNPARSABLE) from err
     try:
         batch = DecisionBatch.model_validate(obj)
     except ValidationError as err:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False)],
-            body=obj) from err
-    return batch, texts
-
-
-def _plain(obj: Any) -> DecisionBatch | None:
-    """The batch without pydantic's walk through every record's nested values (what
-    ``DecisionBatch`` checks, with type tests only), or None: then pydantic decides."""
-    if type(obj) is not dict:
-        return None
-    records, device_id = obj.get("records"), obj.get("device_id")
-    if type(records) is not list or not (device_id is None or type(device_id) is str):
-        return None
-    if any(type(r) is not dict for r in records):
-        return None
-    return DecisionBatch.model_construct(device_id=device_id, records=records)
+            body=None) from err
+    return batch, obj["records"], texts
 
 
 def split(text: str) -> tuple[Any, list[str] | None] | None:

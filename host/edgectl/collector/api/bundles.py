@@ -15,10 +15,14 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
+from pydantic import ValidationError
 
 from edge_common.errors import BundleError
 from edgectl.collector.api.deps import Admin, Device, SettingsDep, StoreDep, inside
+from edgectl.collector.api.errors import invalid
+from edgectl.collector.api.schemas import ShownManifest
 from edgectl.collector.bundles import read_tar_manifest
 from edgectl.collector.settings import Settings
 from edgectl.collector.store import DuplicateError, Store
@@ -56,6 +60,17 @@ def list_bundles(_: Admin, store: StoreDep) -> list[dict[str, Any]]:
     return store.bundles()
 
 
+def check_manifest(manifest: dict[str, Any]) -> None:
+    """422 naming the field (``manifest.metrics.accuracy``) when a manifest field the
+    models page shows is not what it shows (a number where it shows a number)."""
+    try:
+        ShownManifest.model_validate(manifest)
+    except ValidationError as err:
+        raise RequestValidationError(
+            [{**e, "loc": ("manifest", *e["loc"])} for e in err.errors(include_url=False)]
+        ) from err
+
+
 async def store_bundle(request: Request, store: Store, settings: Settings) -> dict[str, Any]:
     """Stream an uploaded tar to a temp file (hashing it), check it, then keep it by sha256."""
     limit = settings.max_bundle_bytes
@@ -80,7 +95,8 @@ async def store_bundle(request: Request, store: Store, settings: Settings) -> di
         try:
             manifest = await run_in_threadpool(read_tar_manifest, tmp)
         except BundleError as err:
-            raise HTTPException(422, str(err)) from err
+            raise invalid(("body",), str(err)) from err
+        check_manifest(manifest)
         sha = digest.hexdigest()
         filename = f"{sha}.tar"
         final = settings.bundles_dir / filename

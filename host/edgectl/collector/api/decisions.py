@@ -11,12 +11,15 @@ from starlette.concurrency import run_in_threadpool
 from edgectl.collector.api.batch_body import parse_batch
 from edgectl.collector.api.deps import Admin, Device, SettingsDep, StoreDep, safe_name
 from edgectl.collector.api.schemas import BatchResult, DecisionBatch
-from edgectl.collector.names import is_safe_name
 
 router = APIRouter()
 
+# The body is parsed by hand (below), so its schema goes into the OpenAPI document by
+# hand: the batch at the route, the models it refers to among the components (``app``).
+_SCHEMA = DecisionBatch.model_json_schema(ref_template="#/components/schemas/{model}")
+BODY_COMPONENTS: dict[str, Any] = _SCHEMA.pop("$defs", {})
 _BODY_DOC = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": DecisionBatch.model_json_schema()}}}}
+    "application/json": {"schema": _SCHEMA}}}}
 
 
 @router.post("/devices/{device}/decisions", tags=["device"], openapi_extra=_BODY_DOC)
@@ -26,19 +29,17 @@ async def post_decisions(device: Device, request: Request, store: StoreDep,
 
     The body is parsed here rather than by FastAPI so that the store also gets each
     record's JSON text as sent and keeps it without serialising it again (the hot path
-    of a fleet's collector: see ``batch_body`` and ``store/pghot.py``).
+    of a fleet's collector: see ``batch_body`` and ``store/pghot.py``); every record is
+    still validated by ``DecisionRecord`` first.
     """
-    batch, texts = parse_batch(await request.body())
+    batch, records, texts = parse_batch(await request.body())
     if batch.device_id not in (None, device):
         raise HTTPException(403, "batch device_id does not match the token's device")
-    if len(batch.records) > settings.max_batch_records:
+    if len(records) > settings.max_batch_records:
         raise HTTPException(413, f"at most {settings.max_batch_records} records per batch")
-    records = batch.records
-    for r in records:
-        if not is_safe_name(r.get("id")):
-            raise HTTPException(422, f"invalid record id {r.get('id')!r}")
-        if r.get("device_id", device) != device:
-            raise HTTPException(403, f"record {r['id']} belongs to another device")
+    for r in batch.records:
+        if r.device_id not in (None, device):
+            raise HTTPException(403, f"record {r.id} belongs to another device")
     accepted, duplicates = await run_in_threadpool(store.add_decisions, device, records,
                                                    texts=texts)
     return BatchResult(received=len(records), accepted=accepted, duplicates=duplicates)

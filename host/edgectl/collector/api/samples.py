@@ -15,8 +15,10 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 
 from edgectl.collector.api.deps import Device, SettingsDep, StoreDep, inside
+from edgectl.collector.api.errors import invalid
 from edgectl.collector.api.limits import read_limited
 from edgectl.collector.names import is_safe_name
 from edgectl.collector.settings import FILE_MODE
@@ -97,14 +99,14 @@ def check_image(data: bytes, max_pixels: int) -> str:
                 raise HTTPException(415, f"unsupported image format {im.format}")
             w, h = im.size
             if w * h > max_pixels:
-                raise HTTPException(422, f"image of {w}x{h} pixels is over the limit of "
+                raise invalid(("body",), f"image of {w}x{h} pixels is over the limit of "
                                          f"{max_pixels} pixels")
             im.load()
             return str(im.format)
-    except HTTPException:
+    except (HTTPException, RequestValidationError):
         raise
     except Image.DecompressionBombError as err:
-        raise HTTPException(422, f"image refused as a decompression bomb: {err}") from err
+        raise invalid(("body",), f"image refused as a decompression bomb: {err}") from err
     except Exception as err:  # noqa: BLE001 - any decoder failure is the sender's bad image
-        raise HTTPException(422, f"sample is not a decodable image: "
+        raise invalid(("body",), f"sample is not a decodable image: "
                                  f"{type(err).__name__}: {err}") from err

@@ -15,7 +15,7 @@ router = APIRouter()
 @router.post("/devices/{device}/updates", tags=["device"])
 def post_update(device: Device, report: UpdateReport, store: StoreDep) -> dict[str, Any]:
     """The board's outcome for an update: applied, refused (why) or rolled back (why)."""
-    new = store.add_update_report(device, report.model_dump())
+    new = store.add_update_report(device, report.model_dump(exclude_unset=True))
     return {"stored": new, "duplicate": not new}
 
 

@@ -25,7 +25,9 @@ from sqlalchemy.engine import URL
 from edgectl.collector.store import pghot
 from edgectl.collector.store import schema as t
 from edgectl.collector.store.engine import database_url, is_sqlite, make_engine
+from edgectl.collector.store.sessions import Sessions
 from edgectl.collector.store.views import Views
+from edgectl.collector.values import loads, obj
 
 # A worker trusts a device token it looked up for this long: the lookup was a query on
 # every device request (a round trip, a pool checkout and a thread hop each), and a token
@@ -38,8 +40,9 @@ class DuplicateError(KeyError):
     """The row already exists with different content (a device name, a bundle version)."""
 
 
-class Store(Views):
-    """Devices, decisions, samples, bundles, desired versions and update reports.
+class Store(Views, Sessions):
+    """Devices, decisions, samples, bundles, desired versions, update reports; the page
+    reads (``Views``) and page sessions (``Sessions``).
 
     ``db`` is a ``--db`` value (``sqlite:///PATH``, a bare path, ``postgresql://…``).
     With ``migrate`` (the default) the schema is brought to the newest revision first
@@ -252,7 +255,8 @@ class Store(Views):
                                      sa.func.coalesce(d.seq, 0) > after_seq)
              .order_by(d.seq.asc().nulls_first(), d.id).limit(limit))
         with self._read() as db:
-            return [json.loads(b) for b in db.execute(q).scalars()]
+            bodies: list[Any] = list(db.execute(q).scalars())
+        return [loads(b) for b in bodies]
 
     def decision_stats(self) -> dict[str, dict[str, int]]:
         """Per device: decisions received, and how many per decision kind."""
@@ -402,8 +406,8 @@ class Store(Views):
         q = (sa.select(u.body, u.received).where(u.device == device)
              .order_by(u.received.desc(), u.id.desc()).limit(limit))
         with self._read() as db:
-            rows = db.execute(q).all()
-        return [dict(json.loads(body), received=received) for body, received in rows]
+            rows: list[Any] = list(db.execute(q).all())
+        return [dict(obj(loads(body)), received=received) for body, received in rows]
 
 
 # The indexed columns hold typed copies of the record's fields (the body keeps the record
@@ -429,5 +433,5 @@ def _device_dict(row: Any) -> dict[str, Any]:
         "group": row["grp"],
         "created": row["created"],
         "last_seen": row["last_seen"],
-        "heartbeat": json.loads(row["heartbeat"]) if row["heartbeat"] else None,
+        "heartbeat": loads(row["heartbeat"]) if row["heartbeat"] else None,
     }

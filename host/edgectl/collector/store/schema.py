@@ -93,3 +93,11 @@ review_labels = sa.Table(
     sa.Column("model_label", sa.Text),
     sqlite_with_rowid=False,
 )
+
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("id_hash", sa.Text, primary_key=True),
+    sa.Column("who", sa.Text, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("expires", sa.Float, nullable=False),
+)

@@ -10,7 +10,6 @@ here, so a record with an odd value shows as missing rather than failing the pag
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -20,16 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from edgectl.collector.store import schema as t
-
-
-def _number(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if f == f and abs(f) != float("inf") else None
+from edgectl.collector.values import loads, number, obj
 
 
 def _truthy(v: Any) -> bool:
@@ -64,8 +54,9 @@ class Views:
              .where(d.ts >= since_ts).group_by(d.device, d.decision))
         out: dict[str, dict[str, int]] = {}
         with self._read() as db:
-            for dev, kind, n in db.execute(q):
-                out.setdefault(dev, {})[str(kind)] = int(n)
+            rows: list[Any] = list(db.execute(q).all())
+        for dev, kind, n in rows:
+            out.setdefault(dev, {})[str(kind)] = int(n)
         return out
 
     def decision_points(self, device: str, since_ts: float,
@@ -77,8 +68,9 @@ class Views:
                        self._json_field("deadline_missed"))
              .where(d.device == device, d.ts >= since_ts).order_by(d.ts).limit(limit))
         with self._read() as db:
-            return [(float(ts), str(kind), _number(lat), _truthy(miss))
-                    for ts, kind, lat, miss in db.execute(q)]
+            rows: list[Any] = list(db.execute(q).all())
+        return [(float(ts), str(kind), number(lat, text=True), _truthy(miss))
+                for ts, kind, lat, miss in rows]
 
     def latest_decisions(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
         """One device's newest decisions (by their own time), newest first."""
@@ -86,7 +78,8 @@ class Views:
         q = (sa.select(d.body).where(d.device == device)
              .order_by(d.ts.desc().nulls_last(), d.id).limit(limit))
         with self._read() as db:
-            return [json.loads(b) for b in db.execute(q).scalars()]
+            bodies: list[Any] = list(db.execute(q).scalars())
+        return [loads(b) for b in bodies]
 
     # -- samples and review labels -------------------------------------------------------
 
@@ -109,7 +102,7 @@ class Views:
         return [{"device": m["device"], "id": m["id"], "path": m["path"],
                  "content_type": m["content_type"], "received": m["received"],
                  "label": m["label"], "decision": m["decision"],
-                 "score": _number(m["score"]),
+                 "score": number(m["score"], text=True),
                  "review": m["review"], "labelled_by": m["labelled_by"],
                  "labelled_at": m["labelled_at"]} for m in rows]
 
@@ -167,8 +160,9 @@ class Views:
              .order_by(u.device, u.id.desc()))
         out: dict[str, dict[str, Any]] = {}
         with self._read() as db:
-            for dev, body, received in db.execute(q):
-                out.setdefault(dev, dict(json.loads(body), received=received))
+            rows: list[Any] = list(db.execute(q).all())
+        for dev, body, received in rows:
+            out.setdefault(dev, dict(obj(loads(body)), received=received))
         return out
 
     def bundle_manifests(self) -> list[dict[str, Any]]:
@@ -178,4 +172,4 @@ class Views:
             rows = db.execute(sa.select(b.version, b.name, b.filename, b.sha256, b.bytes,
                                         b.created, b.manifest)
                               .order_by(b.created.desc())).mappings().all()
-        return [dict(m, manifest=json.loads(m["manifest"])) for m in rows]
+        return [dict(m, manifest=obj(loads(m["manifest"]))) for m in rows]

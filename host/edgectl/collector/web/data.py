@@ -14,6 +14,7 @@ import numpy as np
 
 from edgectl.collector.api.fleet import fleet_rows
 from edgectl.collector.store import Store
+from edgectl.collector.values import count, number, obj, text
 
 RATE_WINDOW_S = 600.0  # items/min and reject rate on the fleet page: the last 10 minutes
 OFFLINE_AFTER_STALE = 5.0  # offline: not heard from in 5 × --stale-after (10 min default)
@@ -40,8 +41,7 @@ def fleet(store: Store, stale_after_s: float, now: float | None = None) -> dict[
         counts = recent.get(r["device"], {})
         n = sum(counts.values())
         rejects = sum(counts.get(k, 0) for k in REJECT_KINDS)
-        hb = devices[r["device"]].get("heartbeat") or {}
-        faults: dict[str, Any] = hb["faults"] if isinstance(hb.get("faults"), dict) else {}
+        faults = obj(obj(devices[r["device"]].get("heartbeat")).get("faults"))
         r["link"] = link_state(r["age_s"], stale_after_s)
         r["items_per_min"] = round(n * 60.0 / RATE_WINDOW_S, 1)
         r["reject_rate"] = None if n == 0 else rejects / n
@@ -94,11 +94,32 @@ def device(store: Store, name: str, stale_after_s: float, hours: float,
     since = now - hours * 3600.0
     bucket_s = max(60.0, hours * 3600.0 / 72)  # about 72 points whatever the span
     points = store.decision_points(name, since)
-    return {"row": row, "heartbeat": info.get("heartbeat") or {}, "hours": hours,
+    return {"row": row, "heartbeat": obj(info.get("heartbeat")), "hours": hours,
             "series": series(points, since, now, bucket_s), "bucket_s": bucket_s,
-            "points": len(points), "decisions": store.latest_decisions(name, 30),
-            "updates": store.update_reports(name, limit=20),
+            "points": len(points),
+            "decisions": [decision_row(x) for x in store.latest_decisions(name, 30)],
+            "updates": [update_row(u) for u in store.update_reports(name, limit=20)],
             "samples": store.sample_rows(name, limit=48)}
+
+
+def decision_row(x: Any) -> dict[str, Any]:
+    """What the device page shows of one stored decision, each value as its type or None
+    (a record stored before the strict schema may hold anything)."""
+    x = obj(x)
+    item = x.get("item")
+    return {"ts": number(x.get("ts")), "label": text(x.get("label"), 128),
+            "item": item if isinstance(item, (int, str)) and not isinstance(item, bool)
+            else None,
+            "score": number(x.get("score")), "decision": text(x.get("decision"), 64),
+            "error": text(x.get("error")), "deadline_missed": x.get("deadline_missed") is True,
+            "latency_ms": number(obj(x.get("latency_ms")).get("total")),
+            "model_version": text(x.get("model_version"), 128)}
+
+
+def update_row(u: dict[str, Any]) -> dict[str, Any]:
+    """What the device page shows of one update report."""
+    return {"received": number(u.get("received")), "version": text(u.get("version"), 128),
+            "outcome": text(u.get("outcome"), 64), "reason": text(u.get("reason"))}
 
 
 def needs_review(s: dict[str, Any]) -> bool:
@@ -124,7 +145,7 @@ def class_labels(store: Store) -> tuple[list[str], list[str]]:
     """The classes a person can choose, and which of them are defects: the newest
     bundle's (the set the models are trained on), else the built-in synthetic set's."""
     for b in store.bundle_manifests():
-        labels, rejects = b["manifest"].get("labels"), b["manifest"].get("reject_labels")
+        labels, rejects = obj(b["manifest"]).get("labels"), obj(b["manifest"]).get("reject_labels")
         if isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels):
             return labels, [x for x in rejects or [] if x in labels] \
                 if isinstance(rejects, list) else labels[1:]
@@ -145,21 +166,23 @@ def models(store: Store, stale_after_s: float, now: float | None = None) -> list
         wanted.setdefault(d["version"], []).append(f"{d['kind']} {d['target']}")
     out = []
     for b in store.bundle_manifests():
-        m = b["manifest"]
-        metrics = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
-        base = m.get("baseline") if isinstance(m.get("baseline"), dict) else {}
-        config = ((m.get("provenance") or {}).get("config") or {}) \
-            if isinstance(m.get("provenance"), dict) else {}
-        arts = [{"path": a.get("path"), "bytes": a.get("bytes"),
-                 "accuracy": (a.get("metrics") or {}).get("accuracy"),
-                 "p95_ms": ((a.get("metrics") or {}).get("latency_ms") or {}).get("p95")}
-                for a in m.get("artifacts") or [] if isinstance(a, dict)]
+        m = obj(b["manifest"])
+        metrics, base = obj(m.get("metrics")), obj(m.get("baseline"))
+        config = obj(obj(m.get("provenance")).get("config"))
+        listed = m.get("artifacts")
+        arts = [{"path": text(a.get("path")), "bytes": count(a.get("bytes")),
+                 "accuracy": number(obj(a.get("metrics")).get("accuracy")),
+                 "p95_ms": number(obj(obj(a.get("metrics")).get("latency_ms")).get("p95"))}
+                for a in (listed if isinstance(listed, list) else [])
+                if isinstance(a, dict)]
         out.append({"version": b["version"], "name": b["name"], "created": b["created"],
                     "bytes": b["bytes"], "sha256": b["sha256"],
-                    "accuracy": metrics.get("accuracy"),
-                    "baseline_accuracy": base.get("accuracy"),
-                    "sparsity": metrics.get("sparsity"), "prune": config.get("prune"),
-                    "deployable": m.get("deployable"), "artifacts": arts,
+                    "accuracy": number(metrics.get("accuracy")),
+                    "baseline_accuracy": number(base.get("accuracy")),
+                    "sparsity": number(metrics.get("sparsity")),
+                    "prune": text(config.get("prune"), 64),
+                    "deployable": m.get("deployable") if isinstance(m.get("deployable"), bool)
+                    else None, "artifacts": arts,
                     "running": sorted(running.get(b["version"], [])),
                     "desired_by": wanted.get(b["version"], [])})
     return out

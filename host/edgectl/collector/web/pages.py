@@ -7,7 +7,6 @@ post needs ``session.checked_form`` (CSRF). The review queue and its export live
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +17,14 @@ from edgectl.collector.api.deps import SettingsDep, StoreDep, inside, safe_name
 from edgectl.collector.auth import hash_token, tokens_match
 from edgectl.collector.web import data
 from edgectl.collector.web.render import render
-from edgectl.collector.web.session import FormViewer, Viewer, safe_next, start_session
+from edgectl.collector.web.session import (
+    FormViewer,
+    Viewer,
+    end_session,
+    safe_next,
+    same_csrf,
+    start_session,
+)
 
 router = APIRouter()
 
@@ -33,13 +39,12 @@ def login(request: Request, store: StoreDep, settings: SettingsDep,
           token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/",  # noqa: A002
           csrf: Annotated[str, Form()] = "") -> Response:
     """Log in with the admin token; a device token or a wrong one gets the form again."""
-    want = request.session.get("csrf")
-    if not isinstance(want, str) or not csrf or not hmac.compare_digest(csrf, want):
+    if not same_csrf(csrf, request.session.get("csrf")):
         return render(request, "login.html", status_code=403, next=safe_next(next),
                       error="The form expired; try again.")
     token = token.strip()
     if token and tokens_match(token, settings.admin_token_hash):
-        start_session(request, settings.admin_token_hash)
+        start_session(request, store, settings)
         return RedirectResponse(safe_next(next), status_code=303)
     if token and store.device_for_token_hash(hash_token(token)) is not None:
         error, code = "That is a device token: the fleet pages need the admin token.", 403
@@ -49,8 +54,9 @@ def login(request: Request, store: StoreDep, settings: SettingsDep,
 
 
 @router.post("/logout")
-def logout(request: Request, _: FormViewer) -> Response:
-    request.session.clear()
+def logout(request: Request, _: FormViewer, store: StoreDep) -> Response:
+    """End the session on the server (a copied cookie stops working too)."""
+    end_session(request, store)
     return RedirectResponse("/login", status_code=303)
 
 

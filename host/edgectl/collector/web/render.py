@@ -1,6 +1,6 @@
 """How the fleet pages are rendered: the Jinja2 templates, their filters, the headers
 every page carries (a strict Content-Security-Policy: no inline script, nothing loaded
-from elsewhere)."""
+from elsewhere). The number filters show "–" for a value that is not a finite number."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from edgectl.collector.values import number
 from edgectl.collector.web.session import csrf_token
 
 HERE = Path(__file__).parent
@@ -31,9 +32,9 @@ SECURITY_HEADERS = {
 
 
 def _ago(seconds: Any) -> str:
-    if seconds is None:
+    s = number(seconds)
+    if s is None:
         return "never"
-    s = float(seconds)
     if s < 90:
         return f"{s:.0f} s"
     if s < 5400:
@@ -44,23 +45,29 @@ def _ago(seconds: Any) -> str:
 
 
 def _utc(ts: Any) -> str:
-    if ts is None:
+    t = number(ts)
+    if t is None:
         return "–"
-    return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # a time no calendar holds
+        return "–"
 
 
 def _pct(v: Any, digits: int = 1) -> str:
-    return "–" if v is None else f"{100.0 * float(v):.{digits}f} %"
+    f = number(v)
+    return "–" if f is None else f"{100.0 * f:.{digits}f} %"
 
 
 def _num(v: Any, digits: int = 1) -> str:
-    return "–" if v is None else f"{float(v):.{digits}f}"
+    f = number(v)
+    return "–" if f is None else f"{f:.{digits}f}"
 
 
-def _size(n: Any) -> str:
+def _size(v: Any) -> str:
+    n = number(v)
     if n is None:
         return "–"
-    n = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from edgectl.collector.api.deps import SettingsDep, StoreDep, inside, safe_name
+from edgectl.collector.api.errors import invalid
 from edgectl.collector.names import is_safe_name
 from edgectl.collector.web import data
 from edgectl.collector.web.render import render
@@ -45,7 +46,7 @@ def label_sample(request: Request, who: FormViewer, store: StoreDep,
     """Record what a sample shows; back to the queue (the next unlabelled one)."""
     labels, _ = data.class_labels(store)
     if label not in labels or not is_safe_name(label):
-        raise HTTPException(422, f"unknown class {label!r} (one of {', '.join(labels)})")
+        raise invalid(("body", "label"), f"unknown class (one of {', '.join(labels)})")
     if not store.set_review_label(safe_name(device), safe_name(sample_id, "sample id"),
                                   label, who):
         raise HTTPException(404, "no such sample")

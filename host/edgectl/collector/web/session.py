@@ -1,12 +1,16 @@
 """Who may see the fleet pages: a person logged in with the admin token, or a request
 carrying the admin token itself (``curl -H 'Authorization: Bearer …'``).
 
-The session is Starlette's ``SessionMiddleware`` cookie (signed with itsdangerous, key in
-``DATA_DIR/session.key``): ``HttpOnly``, ``SameSite=Strict``, ``Secure`` under TLS, valid
-for one shift. It holds no token, only a fingerprint of the admin token's hash, so
-rotating the admin token ends every session. Each session has a CSRF token that every
-form posts back (checked in constant time), on top of ``SameSite=Strict``. Device tokens
-are refused here: a board has no business on the fleet pages.
+A session lives on the server: a random session id whose SHA-256 is a row of the store
+(``store/sessions.py``) with its expiry (``Settings.session_max_age_s``, ``edgectl serve
+--session-hours``). The browser holds the id in Starlette's ``SessionMiddleware`` cookie
+(signed with itsdangerous, key in ``DATA_DIR/session.key``): ``HttpOnly``,
+``SameSite=Strict``, ``Secure`` under TLS. Logging out deletes the row, and
+``edgectl serve rotate-admin-token`` deletes every row, so a copied cookie opens nothing
+afterwards. The cookie also holds a fingerprint of the admin token's hash (a session
+outlives no admin token) and the session's CSRF token, which every form posts back
+(checked in constant time), on top of ``SameSite=Strict``. Device tokens are refused
+here: a board has no business on the fleet pages.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from fastapi import Depends, Form, HTTPException, Request
 
 from edgectl.collector.api.deps import SettingsDep, StoreDep
 from edgectl.collector.auth import bearer_token, hash_token, tokens_match
+from edgectl.collector.settings import Settings
+from edgectl.collector.store import Store
 
 SESSION_COOKIE = "edgectl_session"
-SESSION_MAX_AGE_S = 8 * 3600  # one shift
 
 
 class LoginRequired(Exception):
@@ -49,12 +54,31 @@ def csrf_token(request: Request) -> str:
     return token
 
 
-def start_session(request: Request, admin_token_hash: str) -> None:
-    """Log in: a fresh session (new CSRF token) bound to the current admin token."""
+def same_csrf(sent: str, want: object) -> bool:
+    """Whether a form's CSRF token is the session's, in constant time (as bytes: a form
+    may send any characters, and ``compare_digest`` refuses non-ASCII strings)."""
+    return isinstance(want, str) and bool(sent) and hmac.compare_digest(
+        sent.encode("utf-8", "surrogatepass"), want.encode("utf-8", "surrogatepass"))
+
+
+def start_session(request: Request, store: Store, settings: Settings) -> None:
+    """Log in: a fresh session (new id, new CSRF token) stored on the server, bound to the
+    current admin token."""
+    sid = secrets.token_urlsafe(32)
+    store.add_session(hash_token(sid), "admin", settings.session_max_age_s)
     request.session.clear()
-    request.session["who"] = "admin"
-    request.session["admin"] = admin_fingerprint(admin_token_hash)
+    request.session["sid"] = sid
+    request.session["admin"] = admin_fingerprint(settings.admin_token_hash)
     csrf_token(request)
+
+
+def end_session(request: Request, store: Store) -> None:
+    """Log out: the session's row goes (a copy of the cookie opens nothing), then the
+    cookie."""
+    sid = request.session.get("sid")
+    if isinstance(sid, str):
+        store.end_session(hash_token(sid))
+    request.session.clear()
 
 
 def viewer(request: Request, store: StoreDep, settings: SettingsDep) -> str:
@@ -67,9 +91,10 @@ def viewer(request: Request, store: StoreDep, settings: SettingsDep) -> str:
         if store.device_for_token_hash(hash_token(token)) is not None:
             raise HTTPException(403, "device tokens cannot open the fleet pages")
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
-    fingerprint = request.session.get("admin")
-    if isinstance(fingerprint, str) and hmac.compare_digest(
-            fingerprint, admin_fingerprint(settings.admin_token_hash)):
+    fingerprint, sid = request.session.get("admin"), request.session.get("sid")
+    if isinstance(fingerprint, str) and isinstance(sid, str) and hmac.compare_digest(
+            fingerprint, admin_fingerprint(settings.admin_token_hash)) and \
+            store.session_who(hash_token(sid)) == "admin":
         return "admin"
     request.session.clear()
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -86,7 +111,7 @@ def checked_form(request: Request, who: Viewer,
     if bearer_token(request.headers.get("authorization")) is not None:
         return who
     want = request.session.get("csrf")
-    if not isinstance(want, str) or not csrf or not hmac.compare_digest(csrf, want):
+    if not same_csrf(csrf, want):
         raise HTTPException(403, "the form's CSRF token is missing or wrong: reload the page")
     return who
 
