@@ -16,8 +16,11 @@ Server register map (device id: any; addresses 0-based; docs/plc.md has the tabl
   8 ResultCount, 9 LastTriggerSeq, 10 Queued (results waiting behind the one shown).
 
 Results are shown one at a time, oldest first: ResultValid stays set until the PLC acks,
-then the next one is shown. The client (``results: [modbus-client]``) writes each result
-as one FC16 block into the PLC's holding registers at ``plc_base``: ResultSeq, ClassId,
+then the next one is shown. The ack is the delivery the journal records (``confirms``): the
+reply to the PLC's ack write is sent once the part's completed record is committed, so a
+PLC whose ack write succeeded holds a result the journal holds too. The client
+(``results: [modbus-client]``) writes each result as one FC16 block into the PLC's holding
+registers at ``plc_base``: ResultSeq, ClassId,
 Confidence ×10000, ResultFault, Flags (bit 0 Pass, 1 Fail, 2 Fault), ResultCount (steps
 by one per result: the PLC's "new result" edge), Heartbeat, StationFault.
 """
@@ -45,6 +48,7 @@ IR_NAMES = (
     "station_fault", "in_flight", "result_count", "last_trigger_seq", "queued",
 )
 OUTBOX_MAX = 1000
+ACK_DURABLE_S = 2.0  # the longest an ack's reply waits for the journal
 
 
 def confidence_word(p: float) -> int:
@@ -55,6 +59,7 @@ class ModbusServer:
     """The agent as a Modbus TCP server (the map above) on ``bind:port``."""
 
     name = "modbus"
+    confirms = True  # the PLC's ack is the delivery (station.delivered)
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -111,17 +116,32 @@ class ModbusServer:
     def _trigger(self, seq: int = 0) -> None:
         self.last_trigger_seq = self.station.on_trigger(seq or None)
 
-    def _ack(self, seq: int = 0) -> None:
-        """Ack the shown result; with ``seq`` only if it is the shown one."""
+    def _ack(self, seq: int = 0) -> Any:
+        """Ack the shown result; with ``seq`` only if it is the shown one. Returns what
+        ``station.delivered`` returns (an event: the record is durable)."""
         with self._lock:
             if not self._outbox:
-                return
+                return None
             if seq and self._outbox[0].seq != seq:
                 self.acks_refused += 1
                 log.warning("modbus: ack for part %d refused: the result shown is part %d",
                             seq, self._outbox[0].seq)
-                return
-            self._outbox.popleft()
+                return None
+            result = self._outbox.popleft()
+        return self.station.delivered(result)
+
+    def drain(self, timeout_s: float) -> list[Result]:
+        """Wait up to ``timeout_s`` for the PLC to ack what is shown; take what is left."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            with self._lock:
+                if not self._outbox:
+                    break
+            time.sleep(0.01)
+        with self._lock:
+            left = list(self._outbox)
+            self._outbox.clear()
+        return left
 
     async def _action(
         self,
@@ -132,7 +152,17 @@ class ModbusServer:
         registers: list[int],
         values: list[Any] | None,
     ) -> None:
-        """pymodbus calls this on every request, before it reads or writes the block."""
+        """pymodbus calls this on every request, before it reads or writes the block. An
+        ack's reply waits (≤ ``ACK_DURABLE_S``) until the acked part's record is durable."""
+        acked: list[Any] = []
+        await self._command(fc, address, registers, values, acked)
+        for ev in acked:
+            if ev is not None and hasattr(ev, "wait") and not ev.is_set():
+                await asyncio.get_running_loop().run_in_executor(None, ev.wait, ACK_DURABLE_S)
+        return None
+
+    async def _command(self, fc: int, address: int, registers: list[int],
+                       values: list[Any] | None, acked: list[Any]) -> None:
         if fc in (5, 15) and values:
             for k, v in enumerate(values):
                 bit = address + k
@@ -142,7 +172,7 @@ class ModbusServer:
                         self._trigger(self.part_seq)
                         self.part_seq = 0
                     else:
-                        self._ack()
+                        acked.append(self._ack())
         elif fc in (6, 16) and values:
             # The whole write first (PartSeq, AckSeq), then the command it carries.
             command = 0
@@ -156,7 +186,7 @@ class ModbusServer:
                     command = int(v)
                     values[k] = 0  # a command: taken, reads back 0
             if command & CMD_ACK:
-                self._ack(self.ack_seq)
+                acked.append(self._ack(self.ack_seq))
                 self.ack_seq = 0
             if command & CMD_TRIGGER:
                 self._trigger(self.part_seq)
@@ -169,7 +199,6 @@ class ModbusServer:
             registers[0] = sum(1 << i for i, k in enumerate(DI_BITS) if b[k])
         elif fc == 4:
             registers[: len(IR_NAMES)] = self.inputs()
-        return None
 
     # -- Backend -------------------------------------------------------------------------
 
@@ -227,9 +256,12 @@ class ModbusServer:
         with self._lock:
             self._outbox.append(result)
             self.result_count += 1
+            dropped = None
             if len(self._outbox) > OUTBOX_MAX:  # the PLC stopped acking: keep the newest
-                self._outbox.popleft()
+                dropped = self._outbox.popleft()
                 self.dropped += 1
+        if dropped is not None:
+            self.station.undelivered(dropped)
 
     def state(self, state: dict[str, Any]) -> None:
         self._state = state
