@@ -560,6 +560,14 @@ class Journal(Retention):
             row = self._db.execute("SELECT body FROM decisions WHERE id = ?", (rec_id,)).fetchone()
         return json.loads(row["body"]) if row else None
 
+    def last_completed(self, n: int) -> list[dict[str, Any]]:
+        """The ``n`` newest completed records, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM decisions WHERE state = 'done' ORDER BY seq DESC LIMIT ?",
+                (int(n),)).fetchall()
+        return [json.loads(r["body"]) for r in reversed(rows)]
+
     def ids(self) -> list[str]:
         """Every decision id currently stored, oldest first."""
         with self._lock:

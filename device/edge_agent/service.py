@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 RECONCILE_DEAD = "agent stopped before the reject pulse was confirmed (kill or crash)"
 RECONCILE_STOP = "agent stopped before the reject pulse fired"
+REPUBLISH_ROWS = 200  # completed records published again at start (MQTT, at-least-once)
 RECONCILE_CRASH = "agent stopped (kill or crash) before the part's verdict was delivered"
 
 
@@ -259,6 +260,7 @@ class Agent:
             raise
         if self.actuator.on_fire is None:
             self.actuator.on_fire = self._on_fire
+        self._republish()
         for rec in self._closed_at_start:  # reported like any completed record (MQTT)
             self._committed(rec)
         self._closed_at_start = []
@@ -290,6 +292,17 @@ class Agent:
             raise
         self.station = station
         return station
+
+    def _republish(self) -> None:
+        """MQTT is at-least-once across a kill too: a killed agent's last messages may
+        never have left it, so a start publishes the last ``REPUBLISH_ROWS`` completed
+        records again (same ids: a subscriber drops what it has by ``id``)."""
+        if self.station is None or not any(b.name == "mqtt" for b in self.station.backends):
+            return
+        closed = {r["id"] for r in self._closed_at_start}
+        for rec in self.journal.last_completed(REPUBLISH_ROWS):
+            if rec["id"] not in closed:
+                self.station.decision(rec)
 
     def _committed(self, rec: dict[str, Any]) -> None:
         """A decision is durable: report it (status, ``--events``, MQTT)."""

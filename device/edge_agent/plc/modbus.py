@@ -113,8 +113,12 @@ class ModbusServer:
             min(queued, 0xFFFF),
         ]
 
-    def _trigger(self, seq: int = 0) -> None:
-        self.last_trigger_seq = self.station.on_trigger(seq or None)
+    def _trigger(self, seq: int, acked: list[Any]) -> None:
+        """A trigger command; its reply waits (``acked``) until the part's record is
+        written, so a PLC whose trigger write succeeded has a part the journal has."""
+        durable = threading.Event()
+        self.last_trigger_seq = self.station.on_trigger(seq or None, durable)
+        acked.append(durable)
 
     def _ack(self, seq: int = 0) -> Any:
         """Ack the shown result; with ``seq`` only if it is the shown one. Returns what
@@ -152,8 +156,9 @@ class ModbusServer:
         registers: list[int],
         values: list[Any] | None,
     ) -> None:
-        """pymodbus calls this on every request, before it reads or writes the block. An
-        ack's reply waits (≤ ``ACK_DURABLE_S``) until the acked part's record is durable."""
+        """pymodbus calls this on every request, before it reads or writes the block. The
+        reply to a trigger or an ack waits (≤ ``ACK_DURABLE_S``) until the part's record
+        (opened, or completed) is durable."""
         acked: list[Any] = []
         await self._command(fc, address, registers, values, acked)
         for ev in acked:
@@ -169,7 +174,7 @@ class ModbusServer:
                 if v and bit in (COIL_TRIGGER, COIL_ACK):
                     values[k] = False  # a command: taken, reads back 0
                     if bit == COIL_TRIGGER:
-                        self._trigger(self.part_seq)
+                        self._trigger(self.part_seq, acked)
                         self.part_seq = 0
                     else:
                         acked.append(self._ack())
@@ -189,7 +194,7 @@ class ModbusServer:
                 acked.append(self._ack(self.ack_seq))
                 self.ack_seq = 0
             if command & CMD_TRIGGER:
-                self._trigger(self.part_seq)
+                self._trigger(self.part_seq, acked)
                 self.part_seq = 0  # one number, one part (a stale number would repeat)
             for k in range(len(values)):
                 if command and address + k in (HR_PART_SEQ, HR_ACK_SEQ):

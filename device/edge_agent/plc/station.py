@@ -79,7 +79,7 @@ class Station:
         self._closed = False
         self._thread: threading.Thread | None = None
         self.last_latency_ns: list[int] = []  # trigger → result presented (bench_plc)
-        self.on_part: Callable[[int, int], Any] | None = None
+        self.on_part: Callable[..., Any] | None = None
         self.on_result: Callable[[Result], Any] | None = None
         self._last_t = 0
         self._confirmed = bool(getattr(self.source, "confirms", False))
@@ -128,14 +128,17 @@ class Station:
 
     # -- the trigger interface -----------------------------------------------------------
 
-    def on_trigger(self, seq: int | None = None) -> int:
-        """A part arrived (called by the trigger backend, any thread). Returns its number."""
+    def on_trigger(self, seq: int | None = None, durable: Any = None) -> int:
+        """A part arrived (called by the trigger backend, any thread). Returns its number;
+        ``durable`` (a ``threading.Event``) is set once the part's record is written."""
         with self._cv:
             now = max(time.monotonic_ns(), self._last_t + 1)  # one part, one time
             self._last_t = now
             part = self.hs.trigger(now, seq)
             if self.on_part is not None:  # its record, before its result can exist
-                self.on_part(now, part.seq)
+                self.on_part(now, part.seq, durable)
+            elif durable is not None:
+                durable.set()
             if part.result is None:
                 self._items.append((now, part.seq))
             self._cv.notify_all()
