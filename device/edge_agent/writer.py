@@ -346,6 +346,8 @@ class DecisionWriter:
             "confidence": round(float(result.confidence), 6),
             "delivered": bool(getattr(result, "delivered", True)),
         }
+        if result.t_result_ns and result.t_trigger_ns:  # trigger → verdict (or its Fail)
+            rec["plc"]["verdict_ms"] = round((result.t_result_ns - result.t_trigger_ns) / 1e6, 3)
         rec.update(state=DONE, result="pass" if passed else "fail", fault=fault, late=late,
                    action="pass" if passed else "reject")
         if late:
