@@ -120,7 +120,8 @@ def line_fields(rec: Mapping[str, Any]) -> tuple[str, str | None, str | None, in
     state = str(rec.get("state") or DONE)
     result = rec.get("result")
     if result is None and state == DONE:
-        result = "fail" if rec.get("action", "reject") == "reject" else "pass"
+        action = rec.get("action") or ("pass" if rec.get("decision") == "ok" else "reject")
+        result = "fail" if action == "reject" else "pass"
     return state, result, rec.get("fault"), int(bool(rec.get("late")))
 
 

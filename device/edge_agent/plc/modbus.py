@@ -72,6 +72,7 @@ class ModbusServer:
         self.part_seq = 0
         self.last_trigger_seq = 0
         self.acks_refused = 0  # acks whose AckSeq was not the shown result
+        self._replying = 0  # requests being answered (event loop thread)
         self.ack_seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
@@ -135,13 +136,16 @@ class ModbusServer:
         return self.station.delivered(result)
 
     def drain(self, timeout_s: float) -> list[Result]:
-        """Wait up to ``timeout_s`` for the PLC to ack what is shown; take what is left."""
+        """Wait up to ``timeout_s`` for the PLC to ack what is shown (and for the replies to
+        those acks to be written: an ack the journal holds reaches the PLC); take what is
+        left."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             with self._lock:
-                if not self._outbox:
+                if not self._outbox and not self._replying:
                     break
             time.sleep(0.01)
+        time.sleep(0.05)  # the last reply leaves the event loop before the server closes
         with self._lock:
             left = list(self._outbox)
             self._outbox.clear()
@@ -160,10 +164,15 @@ class ModbusServer:
         reply to a trigger or an ack waits (≤ ``ACK_DURABLE_S``) until the part's record
         (opened, or completed) is durable."""
         acked: list[Any] = []
-        await self._command(fc, address, registers, values, acked)
-        for ev in acked:
-            if ev is not None and hasattr(ev, "wait") and not ev.is_set():
-                await asyncio.get_running_loop().run_in_executor(None, ev.wait, ACK_DURABLE_S)
+        self._replying += 1  # a stop waits for this reply (drain)
+        try:
+            await self._command(fc, address, registers, values, acked)
+            for ev in acked:
+                if ev is not None and hasattr(ev, "wait") and not ev.is_set():
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, ev.wait, ACK_DURABLE_S)
+        finally:
+            self._replying -= 1
         return None
 
     async def _command(self, fc: int, address: int, registers: list[int],
