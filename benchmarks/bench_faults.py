@@ -47,6 +47,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -893,7 +894,7 @@ def line_truth(c: Campaign) -> Row:
     """Issue 37's campaign: 1,000 parts from a PLC (plckit.ModbusPlc: its own part numbers,
     acks after a random 0-40 ms, bursts of 8 triggers into ``max_in_flight`` 2 for
     overruns) through the real ``edge-agent run`` (Modbus server trigger, MQTT results to a
-    real mosquitto, journal ``synchronous: full``), a result deadline set to the 70th
+    real mosquitto, journal ``synchronous: full``), a result deadline set to the 80th
     percentile of a calibration run's trigger-to-verdict times (``plc.verdict_ms``; about a
     fifth late once the kills and bursts load the line), one clean stop (SIGTERM) and 10
     SIGKILLs at random moments, each restarted. Then part by part: the journal's row, what
@@ -921,41 +922,61 @@ def line_truth(c: Campaign) -> Row:
                  "mqtt": {"port": mq.port, "topic_prefix": "lt", "status_every_s": 5.0}})
 
     seqs: dict[int, bool] = {}  # part number -> the PLC's trigger write succeeded
+    session_of: dict[int, str] = {}  # part number -> how its session ended
     received: list[tuple[int, bool, int]] = []
+    failed_acks: dict[int, str] = {}
     next_seq = [1]
+    ends: list[str] = []
 
-    def session(n_parts: int, end: signal.Signals | None) -> None:
+    def session(n_parts: int, sig: signal.Signals | None, after_s: float = 0.0) -> None:
+        """Start the agent, trigger up to ``n_parts``; with ``sig``, send it ``after_s``
+        seconds into the triggering (the PLC goes on triggering into the dying agent);
+        without, wait for every ack and stop it cleanly."""
         proc = subprocess.Popen([str(BIN / "edge-agent"), "run", "--config", str(st.config)],
                                 env=st.env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, preexec_fn=_no_core)
         plc = ModbusPlc(port, ack_delay=lambda: rng.uniform(0.0, 0.04))
+        name = f"session {len(ends) + 1} ({sig.name if sig else 'to the end'})"
+        mine: list[int] = []
+        timer = None
         try:
             plc.connect(timeout=120)
+            if sig is not None:
+                timer = threading.Timer(after_s, proc.send_signal, [sig])
+                timer.start()
             sent = 0
-            while sent < n_parts:
+            while sent < n_parts and proc.poll() is None:
                 burst = 8 if rng.random() < 0.04 else 1
                 for _ in range(min(burst, n_parts - sent)):
                     seq = next_seq[0]
                     next_seq[0] += 1
                     seqs[seq] = plc.trigger(seq)
+                    mine.append(seq)
                     sent += 1
                 time.sleep(rng.uniform(0.01, 0.04))
-            if end is None:  # the calibration: let every result be acked
+            if timer is not None and proc.poll() is None and timer.is_alive():
+                timer.cancel()  # the parts ran out first: the signal now
+                time.sleep(rng.uniform(0.0, 0.05))
+                proc.send_signal(sig)
+            if sig is None:
                 deadline = time.monotonic() + 30
-                while len(plc.received) < n_parts and time.monotonic() < deadline:
+                while time.monotonic() < deadline and len(plc.received) + len(
+                        plc.failed_acks) < sent:
                     time.sleep(0.01)
-                end = signal.SIGTERM
-            else:
-                time.sleep(rng.uniform(0.0, 0.05))  # parts in flight, results unacked
-            proc.send_signal(end)
+                proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
             row.tries += 1
         finally:
+            if timer is not None:
+                timer.cancel()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
             plc.close()
             received.extend(plc.received)
+            failed_acks.update(plc.failed_acks)
+            ends.append(name)
+            session_of.update({s: name for s in mine})
 
     try:
         config(10000.0)
@@ -966,18 +987,16 @@ def line_truth(c: Campaign) -> Row:
                          if r and r.get("plc", {}).get("verdict_ms") and not r["fault"])
         finally:
             j.close()
-        deadline_ms = max(1.0, round(lat[int(0.7 * (len(lat) - 1))], 1))
+        deadline_ms = max(1.0, round(lat[int(0.8 * (len(lat) - 1))], 1))
         config(deadline_ms)
-        left = LT_PARTS - 60
-        cuts = sorted(rng.sample(range(1, left), LT_KILLS + 1))
-        stop_at = rng.randrange(LT_KILLS + 1)  # which cut is the clean stop
-        sizes = [b - a for a, b in zip([0, *cuts], [*cuts, left], strict=True)]
-        for k, n in enumerate(sizes):
-            last = k == len(sizes) - 1
-            sig = signal.SIGTERM if last or k == stop_at else signal.SIGKILL
-            session(n, sig)
-        # a last start closes what the last kill left open (there is none after SIGTERM)
-        session(0, signal.SIGTERM)
+        signals = [signal.SIGKILL] * LT_KILLS
+        signals.insert(rng.randrange(LT_KILLS + 1), signal.SIGTERM)  # the clean stop
+        per = (LT_PARTS - 60) // (len(signals) + 1)
+        for sig in signals:  # the signal somewhere in the session's triggering
+            session(per * 2, sig, rng.uniform(0.2, 1.5))
+        while next_seq[0] <= LT_PARTS:  # the rest, to the end
+            session(LT_PARTS + 1 - next_seq[0], None)
+        session(0, None)  # a last start: nothing may stay open
         time.sleep(2.0)  # MQTT messages in flight
     finally:
         sub.close()
@@ -1002,7 +1021,8 @@ def line_truth(c: Campaign) -> Row:
     def disagree(kind: str) -> None:
         kinds[kind] = kinds.get(kind, 0) + 1
         r = (by_seq.get(seq) or [{}])[0]
-        seen.append(f"part {seq}: {kind}; row {r.get('state')} {r.get('result')} "
+        seen.append(f"part {seq} ({session_of.get(seq)}; ack failed: "
+                    f"{failed_acks.get(seq)}): {kind}; row {r.get('state')} {r.get('result')} "
                     f"{r.get('fault')} late={r.get('late')} plc={r.get('plc')}; PLC acked "
                     f"{plc_got.get(seq)}; MQTT {mq_by_seq.get(seq)}")
 
@@ -1043,7 +1063,8 @@ def line_truth(c: Campaign) -> Row:
         f"({100 * late / max(1, len(rows)):.0f} %); overrun {counts['fault_overrun']}, "
         f"stopped {counts['fault_stopped']}, crash-closed {counts['fault_crash']}, "
         f"duplicate {counts['fault_duplicate']}; {len(delivered)} delivered; "
-        f"{LT_KILLS} SIGKILLs + 1 clean stop; DISAGREEMENTS {bad}"
+        f"{sum('SIGKILL' in e for e in ends)} SIGKILLs + "
+        f"{sum('SIGTERM' in e for e in ends)} clean stop mid-run; DISAGREEMENTS {bad}"
         + (f" ({', '.join(f'{k}: {n}' for k, n in kinds.items())})" if kinds else ""))
     print(f"line truth: {bad} parts disagree", file=sys.stderr)
     for line in seen:

@@ -121,10 +121,11 @@ class DecisionWriter:
         """Queue one verdict (blocks only if the disk is far behind: backpressure)."""
         self._queue.put(item)
 
-    def on_result(self, result: Any) -> threading.Event:
-        """The PLC result delivered for a part (``plc.handshake.Result``); the returned
-        event is set once the completed record is committed (or held: journal fault)."""
-        done = threading.Event()
+    def on_result(self, result: Any, done: Any = None) -> Any:
+        """The PLC result delivered for a part (``plc.handshake.Result``); ``done`` (made
+        here when not given: anything with ``set()``) is set once the completed record is
+        committed (or held: journal fault), and returned."""
+        done = done if done is not None else threading.Event()
         self._queue.put(("result", result, done))
         return done
 
@@ -216,6 +217,8 @@ class DecisionWriter:
             elif ev[0] == "sync":
                 waiters.append(ev[1])
         written = self._write(dirty, images, {rec["id"] for rec, _ in schedule})
+        for w in waiters:  # first: a PLC's reply waits on these
+            w.set()
         if not written:  # held: the line goes on (pulses now, verdicts to the PLC)
             for rec, t_trig in schedule:
                 if not self.actuator.schedule(t_trig):
@@ -236,8 +239,6 @@ class DecisionWriter:
                     rec["deadline_missed"] = True
         for rec in deliver:
             self._hand_over(rec)
-        for ev in waiters:
-            ev.set()
         if written:
             report, self._held_reports = self._held_reports + report, []
         for rec in report:

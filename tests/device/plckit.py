@@ -148,7 +148,9 @@ class ModbusPlc:
         self.client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
         self.ack_delay, self.poll_s = ack_delay, poll_s
         self.received: list[tuple[int, bool, int]] = []
+        self.failed_acks: list[tuple[int, str]] = []  # (seq, why) of ack writes that failed
         self.errors = 0
+        self.last_error = ""
         self._lock = threading.Lock()  # pymodbus's sync client is one request at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -171,10 +173,13 @@ class ModbusPlc:
         with self._lock:
             try:
                 rr = fn()
-            except Exception:  # noqa: BLE001 - the agent died or restarts: the PLC goes on
+            except Exception as err:  # noqa: BLE001 - the agent died or restarts: go on
                 self.errors += 1
+                self.last_error = f"{type(err).__name__}: {err}"[:200]
                 self.client.close()
                 return False
+        if rr.isError():
+            self.last_error = str(rr)[:200]
         return not rr.isError()
 
     def _read(self):
@@ -206,6 +211,8 @@ class ModbusPlc:
                     seq, passed, fault = ir[2], bool(ir[1] & self.PASS), ir[5]
                     if self._call(lambda s=seq: self.client.write_registers(1, [2, s])):
                         self.received.append((seq, passed, fault))
+                    else:
+                        self.failed_acks.append((seq, self.last_error))
                     shown = None
             time.sleep(self.poll_s)
 

@@ -55,6 +55,22 @@ def confidence_word(p: float) -> int:
     return max(0, min(10000, round(p * 10000)))
 
 
+class Durable:
+    """Made on the server's event loop; ``set()`` from the journal writer's thread resolves
+    ``future`` on that loop (one hop: the reply leaves as soon as the record is written)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[None] = self.loop.create_future()
+
+    def set(self) -> None:
+        self.loop.call_soon_threadsafe(self._done)
+
+    def _done(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
 class ModbusServer:
     """The agent as a Modbus TCP server (the map above) on ``bind:port``."""
 
@@ -114,26 +130,28 @@ class ModbusServer:
             min(queued, 0xFFFF),
         ]
 
-    def _trigger(self, seq: int, acked: list[Any]) -> None:
+    def _trigger(self, seq: int, acked: list[Durable]) -> None:
         """A trigger command; its reply waits (``acked``) until the part's record is
         written, so a PLC whose trigger write succeeded has a part the journal has."""
-        durable = threading.Event()
+        durable = Durable()
         self.last_trigger_seq = self.station.on_trigger(seq or None, durable)
         acked.append(durable)
 
-    def _ack(self, seq: int = 0) -> Any:
-        """Ack the shown result; with ``seq`` only if it is the shown one. Returns what
-        ``station.delivered`` returns (an event: the record is durable)."""
+    def _ack(self, acked: list[Durable], seq: int = 0) -> None:
+        """Ack the shown result; with ``seq`` only if it is the shown one. The reply waits
+        (``acked``) until the completed record is written."""
         with self._lock:
             if not self._outbox:
-                return None
+                return
             if seq and self._outbox[0].seq != seq:
                 self.acks_refused += 1
                 log.warning("modbus: ack for part %d refused: the result shown is part %d",
                             seq, self._outbox[0].seq)
-                return None
+                return
             result = self._outbox.popleft()
-        return self.station.delivered(result)
+        durable = Durable()
+        self.station.delivered(result, durable)
+        acked.append(durable)
 
     def drain(self, timeout_s: float) -> list[Result]:
         """Wait up to ``timeout_s`` for the PLC to ack what is shown (and for the replies to
@@ -163,20 +181,18 @@ class ModbusServer:
         """pymodbus calls this on every request, before it reads or writes the block. The
         reply to a trigger or an ack waits (≤ ``ACK_DURABLE_S``) until the part's record
         (opened, or completed) is durable."""
-        acked: list[Any] = []
+        acked: list[Durable] = []
         self._replying += 1  # a stop waits for this reply (drain)
         try:
-            await self._command(fc, address, registers, values, acked)
-            for ev in acked:
-                if ev is not None and hasattr(ev, "wait") and not ev.is_set():
-                    await asyncio.get_running_loop().run_in_executor(
-                        None, ev.wait, ACK_DURABLE_S)
+            self._command(fc, address, registers, values, acked)
+            if acked:
+                await asyncio.wait([d.future for d in acked], timeout=ACK_DURABLE_S)
         finally:
             self._replying -= 1
         return None
 
-    async def _command(self, fc: int, address: int, registers: list[int],
-                       values: list[Any] | None, acked: list[Any]) -> None:
+    def _command(self, fc: int, address: int, registers: list[int],
+                 values: list[Any] | None, acked: list[Durable]) -> None:
         if fc in (5, 15) and values:
             for k, v in enumerate(values):
                 bit = address + k
@@ -186,7 +202,7 @@ class ModbusServer:
                         self._trigger(self.part_seq, acked)
                         self.part_seq = 0
                     else:
-                        acked.append(self._ack())
+                        self._ack(acked)
         elif fc in (6, 16) and values:
             # The whole write first (PartSeq, AckSeq), then the command it carries.
             command = 0
@@ -200,7 +216,7 @@ class ModbusServer:
                     command = int(v)
                     values[k] = 0  # a command: taken, reads back 0
             if command & CMD_ACK:
-                acked.append(self._ack(self.ack_seq))
+                self._ack(acked, self.ack_seq)
                 self.ack_seq = 0
             if command & CMD_TRIGGER:
                 self._trigger(self.part_seq, acked)

@@ -203,10 +203,13 @@ class Station:
         for b in self.backends:
             b.decision(rec)
 
-    def delivered(self, result: Result) -> Any:
+    def delivered(self, result: Result, durable: Any = None) -> None:
         """The trigger's backend confirms the PLC has ``result`` (its ack): the record
-        completes; returns what ``on_result`` returns (an event set once it is durable)."""
-        return self.on_result(result) if self.on_result is not None else None
+        completes; ``durable.set()`` is called once it is written."""
+        if self.on_result is not None:
+            self.on_result(result, durable)
+        elif durable is not None:
+            durable.set()
 
     def undelivered(self, result: Result) -> None:
         """A result the PLC never confirmed (a stop, an outbox overflow): the part is
