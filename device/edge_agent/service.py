@@ -284,6 +284,7 @@ class Agent:
         station = Station(cfg, self.classifier.labels, inner, self._fault, self._clear_fault)
         station.on_part = self.writer.open_part  # a record per part, at its trigger
         station.on_result = self.writer.on_result  # completed with what the PLC got
+        station.on_write = self.writer.commit_now  # written before the PLC hears back
         try:
             station.open()
         except Exception as err:

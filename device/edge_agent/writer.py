@@ -26,7 +26,6 @@ import collections
 import json
 import logging
 import os
-import queue
 import sqlite3
 import tempfile
 import threading
@@ -43,6 +42,7 @@ from edge_agent.plc.handshake import FAULT_NAMES, FAULT_REASONS, FAULT_TIMEOUT
 log = logging.getLogger(__name__)
 
 BACKLOG_MAX = 10_000  # records held in memory while the journal cannot be written
+QUEUE_MAX = 1024  # events waiting for the next commit before producers wait
 RETRY_S = 1.0  # how often a faulted journal is tried again
 RECENT_MAX = 4096  # completed PLC parts kept in memory for a verdict that comes after them
 _STOP = object()
@@ -83,7 +83,11 @@ class DecisionWriter:
         self.backlog_dropped = 0
         self._unbooked_drops = 0  # held decisions dropped, not yet in the journal's counter
         self._done: collections.deque[tuple[str, str]] = collections.deque()
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1024)
+        # Events in order; popped only under _commit_lock, so whoever commits (this thread,
+        # or a PLC server's thread in commit_now) takes them all in order.
+        self._events: collections.deque[Any] = collections.deque()
+        self._q_cv = threading.Condition()
+        self._commit_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._ids: dict[int, str] = {}  # t_trigger_ns -> record id, until the loop takes it
         self._parts: dict[str, dict[str, Any]] = {}  # open records (this thread's)
@@ -109,7 +113,7 @@ class DecisionWriter:
         }
         if seq is not None:
             rec["plc"] = {"seq": seq}
-        self._queue.put(("open", rec, durable))
+        self._put(("open", rec, durable))
         return rec_id
 
     def part_id(self, t_trigger_ns: int) -> str:
@@ -119,14 +123,36 @@ class DecisionWriter:
 
     def put(self, item: Item) -> None:
         """Queue one verdict (blocks only if the disk is far behind: backpressure)."""
-        self._queue.put(item)
+        self._put(item)
+
+    def _put(self, ev: Any) -> None:
+        with self._q_cv:
+            while len(self._events) >= QUEUE_MAX and ev is not _STOP:
+                self._q_cv.wait(0.1)
+            self._events.append(ev)
+            self._q_cv.notify_all()
+
+    def commit_now(self) -> bool:
+        """Commit everything queued, in the calling thread, before returning (a PLC
+        server answers a trigger or an ack only after this: no thread hop between the
+        record being written and the reply). True unless the journal is faulted."""
+        with self._commit_lock:
+            batch = self._take()
+            return self.commit(batch) if batch else True
+
+    def _take(self) -> list[Any]:
+        with self._q_cv:
+            batch = list(self._events)
+            self._events.clear()
+            self._q_cv.notify_all()
+        return batch
 
     def on_result(self, result: Any, done: Any = None) -> Any:
         """The PLC result delivered for a part (``plc.handshake.Result``); ``done`` (made
         here when not given: anything with ``set()``) is set once the completed record is
         committed (or held: journal fault), and returned."""
         done = done if done is not None else threading.Event()
-        self._queue.put(("result", result, done))
+        self._put(("result", result, done))
         return done
 
     def sync(self, timeout: float = 30) -> bool:
@@ -134,7 +160,7 @@ class DecisionWriter:
         if self._thread is None or not self._thread.is_alive():
             return True
         done = threading.Event()
-        self._queue.put(("sync", done))
+        self._put(("sync", done))
         return done.wait(timeout)
 
     def run_counts(self) -> dict[str, int]:
@@ -149,7 +175,7 @@ class DecisionWriter:
 
     def stop(self, timeout: float = 30) -> None:
         """Commit what is queued, then end the thread."""
-        self._queue.put(_STOP)
+        self._put(_STOP)
         if self._thread is not None:
             self._thread.join(timeout=timeout)
 
@@ -163,22 +189,18 @@ class DecisionWriter:
         stop = False
         next_retry = 0.0
         while not stop:
-            try:
-                batch = [self._queue.get(timeout=0.1)]
-            except queue.Empty:
-                batch = []
-            while batch and len(batch) < 256:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if _STOP in batch:
-                stop = True
-                batch = [b for b in batch if b is not _STOP]
-            if batch or (self.backlog and time.monotonic() >= next_retry):
-                if not self.commit(batch):
-                    next_retry = time.monotonic() + RETRY_S
-            self.flush_done()
+            with self._q_cv:
+                if not self._events:
+                    self._q_cv.wait(0.1)
+            with self._commit_lock:
+                batch = self._take()
+                if _STOP in batch:
+                    stop = True
+                    batch = [b for b in batch if b is not _STOP]
+                if batch or (self.backlog and time.monotonic() >= next_retry):
+                    if not self.commit(batch):
+                        next_retry = time.monotonic() + RETRY_S
+                self.flush_done()
 
     def commit(self, batch: list[Any]) -> bool:
         """Apply ``batch`` (opens, verdicts, results, in order) to the records and write the

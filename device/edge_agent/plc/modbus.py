@@ -48,27 +48,10 @@ IR_NAMES = (
     "station_fault", "in_flight", "result_count", "last_trigger_seq", "queued",
 )
 OUTBOX_MAX = 1000
-ACK_DURABLE_S = 2.0  # the longest an ack's reply waits for the journal
 
 
 def confidence_word(p: float) -> int:
     return max(0, min(10000, round(p * 10000)))
-
-
-class Durable:
-    """Made on the server's event loop; ``set()`` from the journal writer's thread resolves
-    ``future`` on that loop (one hop: the reply leaves as soon as the record is written)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[None] = self.loop.create_future()
-
-    def set(self) -> None:
-        self.loop.call_soon_threadsafe(self._done)
-
-    def _done(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
 
 
 class ModbusServer:
@@ -130,16 +113,15 @@ class ModbusServer:
             min(queued, 0xFFFF),
         ]
 
-    def _trigger(self, seq: int, acked: list[Durable]) -> None:
-        """A trigger command; its reply waits (``acked``) until the part's record is
-        written, so a PLC whose trigger write succeeded has a part the journal has."""
-        durable = Durable()
-        self.last_trigger_seq = self.station.on_trigger(seq or None, durable)
-        acked.append(durable)
+    def _trigger(self, seq: int, acked: list[bool]) -> None:
+        """A trigger command; the reply waits until the part's record is written
+        (``acked``), so a PLC whose trigger write succeeded has a part the journal has."""
+        self.last_trigger_seq = self.station.on_trigger(seq or None)
+        acked.append(True)
 
-    def _ack(self, acked: list[Durable], seq: int = 0) -> None:
+    def _ack(self, acked: list[bool], seq: int = 0) -> None:
         """Ack the shown result; with ``seq`` only if it is the shown one. The reply waits
-        (``acked``) until the completed record is written."""
+        until the completed record is written (``acked``)."""
         with self._lock:
             if not self._outbox:
                 return
@@ -149,9 +131,8 @@ class ModbusServer:
                             seq, self._outbox[0].seq)
                 return
             result = self._outbox.popleft()
-        durable = Durable()
-        self.station.delivered(result, durable)
-        acked.append(durable)
+        self.station.delivered(result)
+        acked.append(True)
 
     def drain(self, timeout_s: float) -> list[Result]:
         """Wait up to ``timeout_s`` for the PLC to ack what is shown (and for the replies to
@@ -179,20 +160,22 @@ class ModbusServer:
         values: list[Any] | None,
     ) -> None:
         """pymodbus calls this on every request, before it reads or writes the block. The
-        reply to a trigger or an ack waits (≤ ``ACK_DURABLE_S``) until the part's record
-        (opened, or completed) is durable."""
-        acked: list[Durable] = []
+        reply to a trigger or an ack waits until the part's record (opened, or completed)
+        is written."""
+        acked: list[bool] = []
         self._replying += 1  # a stop waits for this reply (drain)
         try:
             self._command(fc, address, registers, values, acked)
             if acked:
-                await asyncio.wait([d.future for d in acked], timeout=ACK_DURABLE_S)
+                # Written here, in this thread: the reply leaves right after the commit
+                # (blocking this loop for one commit, as the PLC waits for it anyway).
+                self.station.write_records()
         finally:
             self._replying -= 1
         return None
 
     def _command(self, fc: int, address: int, registers: list[int],
-                 values: list[Any] | None, acked: list[Durable]) -> None:
+                 values: list[Any] | None, acked: list[bool]) -> None:
         if fc in (5, 15) and values:
             for k, v in enumerate(values):
                 bit = address + k

@@ -81,6 +81,7 @@ class Station:
         self.last_latency_ns: list[int] = []  # trigger → result presented (bench_plc)
         self.on_part: Callable[..., Any] | None = None
         self.on_result: Callable[[Result], Any] | None = None
+        self.on_write: Callable[[], Any] | None = None
         self._last_t = 0
         self._confirmed = bool(getattr(self.source, "confirms", False))
 
@@ -128,17 +129,15 @@ class Station:
 
     # -- the trigger interface -----------------------------------------------------------
 
-    def on_trigger(self, seq: int | None = None, durable: Any = None) -> int:
-        """A part arrived (called by the trigger backend, any thread). Returns its number;
-        ``durable`` (a ``threading.Event``) is set once the part's record is written."""
+    def on_trigger(self, seq: int | None = None) -> int:
+        """A part arrived (called by the trigger backend, any thread). Returns its number.
+        Its record is queued here (``write_records`` writes it)."""
         with self._cv:
             now = max(time.monotonic_ns(), self._last_t + 1)  # one part, one time
             self._last_t = now
             part = self.hs.trigger(now, seq)
             if self.on_part is not None:  # its record, before its result can exist
-                self.on_part(now, part.seq, durable)
-            elif durable is not None:
-                durable.set()
+                self.on_part(now, part.seq)
             if part.result is None:
                 self._items.append((now, part.seq))
             self._cv.notify_all()
@@ -203,13 +202,17 @@ class Station:
         for b in self.backends:
             b.decision(rec)
 
-    def delivered(self, result: Result, durable: Any = None) -> None:
+    def delivered(self, result: Result) -> None:
         """The trigger's backend confirms the PLC has ``result`` (its ack): the record
-        completes; ``durable.set()`` is called once it is written."""
+        completes (written by the next ``write_records``)."""
         if self.on_result is not None:
-            self.on_result(result, durable)
-        elif durable is not None:
-            durable.set()
+            self.on_result(result)
+
+    def write_records(self) -> None:
+        """Write the records of what happened so far now, in the calling thread (a server
+        backend calls it before it answers a trigger or an ack: not under ``_cv``)."""
+        if self.on_write is not None:
+            self.on_write()
 
     def undelivered(self, result: Result) -> None:
         """A result the PLC never confirmed (a stop, an outbox overflow): the part is
