@@ -12,7 +12,9 @@ record is reported (``on_committed``: log, ``--events`` line, MQTT), so the jour
 PLC's result and the MQTT message say the same. The run's counts are the completed
 records' (``journal_schema.tally``), counted here as they complete.
 
-Events are committed in groups, in the order they came (one transaction, one fsync). A
+Events are committed in groups, in the order they came (one transaction, one fsync), by
+this thread or, for a PLC server answering a trigger or an ack, by that server's thread
+(``commit_now``: the reply leaves right after the commit). A
 journal fault (disk full, read-only, corrupt file) never stops the line: records wait in
 memory (``BACKLOG_MAX``) and are retried every ``RETRY_S``; their rejects still fire
 (``actuated_before_journal``) and their verdicts still reach the PLC; a corrupt file is
@@ -125,9 +127,9 @@ class DecisionWriter:
         """Queue one verdict (blocks only if the disk is far behind: backpressure)."""
         self._put(item)
 
-    def _put(self, ev: Any) -> None:
+    def _put(self, ev: Any, wait: bool = True) -> None:
         with self._q_cv:
-            while len(self._events) >= QUEUE_MAX and ev is not _STOP:
+            while wait and len(self._events) >= QUEUE_MAX and ev is not _STOP:
                 self._q_cv.wait(0.1)
             self._events.append(ev)
             self._q_cv.notify_all()
@@ -138,7 +140,7 @@ class DecisionWriter:
         record being written and the reply). True unless the journal is faulted."""
         with self._commit_lock:
             batch = self._take()
-            return self.commit(batch) if batch else True
+            return self.commit(batch, defer=True) if batch else True
 
     def _take(self) -> list[Any]:
         with self._q_cv:
@@ -202,11 +204,14 @@ class DecisionWriter:
                         next_retry = time.monotonic() + RETRY_S
                 self.flush_done()
 
-    def commit(self, batch: list[Any]) -> bool:
+    def commit(self, batch: list[Any], defer: bool = False) -> bool:
         """Apply ``batch`` (opens, verdicts, results, in order) to the records and write the
         backlog and them in one transaction; on success schedule their pulses, hand the
         verdicts to the PLC and report what completed. On a journal fault keep rejecting
-        (fire the pulses now), keep delivering, and hold the records in memory."""
+        (fire the pulses now), keep delivering, and hold the records in memory. With
+        ``defer`` what follows the write is queued for this thread (``commit_now``: the
+        caller's reply leaves first)."""
+        posts: list[Callable[[], None]] = []
         dirty: dict[str, dict[str, Any]] = {}
         images: dict[str, Any] = {}
         schedule: list[tuple[dict[str, Any], int]] = []
@@ -238,9 +243,26 @@ class DecisionWriter:
                 waiters.append(ev[2])
             elif ev[0] == "sync":
                 waiters.append(ev[1])
+            elif ev[0] == "post":
+                posts.append(ev[1])
         written = self._write(dirty, images, {rec["id"] for rec, _ in schedule})
         for w in waiters:  # first: a PLC's reply waits on these
             w.set()
+
+        def after() -> None:
+            for post in posts:
+                post()
+            self._after(written, schedule, deliver, report)
+
+        if defer:
+            self._put(("post", after), wait=False)  # under the commit lock: never wait
+        else:
+            after()
+        return written
+
+    def _after(self, written: bool, schedule: list[tuple[dict[str, Any], int]],
+               deliver: list[dict[str, Any]], report: list[dict[str, Any]]) -> None:
+        """What follows a write: pulses, verdicts to the PLC, reports."""
         if not written:  # held: the line goes on (pulses now, verdicts to the PLC)
             for rec, t_trig in schedule:
                 if not self.actuator.schedule(t_trig):
@@ -268,7 +290,6 @@ class DecisionWriter:
                 self._on_committed(rec)
             except Exception:  # noqa: BLE001
                 log.exception("reporting decision %s failed", rec["id"])
-        return written
 
     def _write(self, dirty: dict[str, dict[str, Any]], images: dict[str, Any],
                rejects: set[str]) -> bool:
