@@ -100,10 +100,9 @@ class DecisionWriter:
 
     # -- producers (any thread; no I/O) ---------------------------------------------------
 
-    def open_part(self, t_trigger_ns: int, seq: int | None = None,
-                  durable: threading.Event | None = None) -> str:
-        """A part was accepted: its record is written ``open`` (the next group commit);
-        ``durable`` is set once it is (or held: journal fault)."""
+    def open_part(self, t_trigger_ns: int, seq: int | None = None) -> str:
+        """A part was accepted: its record is written ``open`` (the next group commit, or
+        ``commit_now``)."""
         rec_id = str(uuid.uuid4())
         self._ids[t_trigger_ns] = rec_id
         while len(self._ids) > BACKLOG_MAX:  # parts that never reach the loop (overrun)
@@ -115,7 +114,7 @@ class DecisionWriter:
         }
         if seq is not None:
             rec["plc"] = {"seq": seq}
-        self._put(("open", rec, durable))
+        self._put(("open", rec))
         return rec_id
 
     def part_id(self, t_trigger_ns: int) -> str:
@@ -234,8 +233,6 @@ class DecisionWriter:
                 self._parts[rec["id"]] = rec
                 self._open_at[rec["t_trigger_ns"]] = rec["id"]
                 dirty[rec["id"]] = rec
-                if ev[2] is not None:
-                    waiters.append(ev[2])
             elif ev[0] == "result":
                 rec = self._delivered(ev[1])
                 dirty[rec["id"]] = rec

@@ -79,7 +79,7 @@ class Station:
         self._closed = False
         self._thread: threading.Thread | None = None
         self.last_latency_ns: list[int] = []  # trigger → result presented (bench_plc)
-        self.on_part: Callable[..., Any] | None = None
+        self.on_part: Callable[[int, int], Any] | None = None
         self.on_result: Callable[[Result], Any] | None = None
         self.on_write: Callable[[], Any] | None = None
         self._last_t = 0
