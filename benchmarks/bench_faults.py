@@ -47,6 +47,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -857,6 +858,220 @@ def graceful_stops(c: Campaign) -> Row:
     return row
 
 
+class MqttResults:
+    """A subscriber on ``<prefix>/<device>/result`` (QoS 1), results kept by record id (QoS 1
+    is at-least-once: a message seen twice is one message)."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.by_id: dict[str, dict[str, Any]] = {}
+        self.ready = False
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-results")
+        self.client.on_message = lambda c, u, m: self._take(m.payload)
+        self.client.on_subscribe = lambda *a: setattr(self, "ready", True)
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+        deadline = time.monotonic() + 10
+        while not self.ready and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _take(self, payload: bytes) -> None:
+        body = json.loads(payload)
+        self.by_id[body["id"]] = body
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+LT_PARTS = 1000
+LT_KILLS = 10
+
+
+def line_truth(c: Campaign) -> Row:
+    """Issue 37's campaign: 1,000 parts from a PLC (plckit.ModbusPlc: its own part numbers,
+    acks after a random 0-40 ms, bursts of 8 triggers into ``max_in_flight`` 2 for
+    overruns) through the real ``edge-agent run`` (Modbus server trigger, MQTT results to a
+    real mosquitto, journal ``synchronous: full``), a result deadline set to the 80th
+    percentile of a calibration run's trigger-to-verdict times (``plc.verdict_ms``; about a
+    fifth late once the kills and bursts load the line), one clean stop (SIGTERM) and 10
+    SIGKILLs at random moments, each restarted. Then part by part: the journal's row, what
+    the PLC acked (its received result), and the MQTT result message must agree: same
+    parts, Pass/Fail, fault code, late. A part the PLC never got a result for (the agent
+    killed or stopped first) must be a Fail the journal says was not delivered.
+    unsafe = parts that disagree (0 is the goal)."""
+    sys.path.insert(0, str(ROOT / "tests"))  # plckit's own helpers (syskit)
+    from plckit import ModbusPlc, Mosquitto
+
+    row = Row("1,000 parts: journal = PLC = MQTT, part by part")
+    st = c.station("linetruth")
+    mq = Mosquitto(st.root / "mqtt").start()
+    sub = MqttResults(mq.port, f"lt/{DEVICE}/result")
+    port = _free_port()
+    rng = c.rng
+
+    def config(deadline_ms: float) -> None:
+        st.write_config(
+            trigger={"type": "modbus"}, actuator={"type": "none"}, results=["mqtt"],
+            host={"url": None, "token_file": None}, samples={"rate": 0.0},
+            journal={"synchronous": "full"},
+            plc={"modbus": {"port": port}, "result_deadline_ms": deadline_ms,
+                 "max_in_flight": 2,
+                 "mqtt": {"port": mq.port, "topic_prefix": "lt", "status_every_s": 5.0}})
+
+    seqs: dict[int, bool] = {}  # part number -> the PLC's trigger write succeeded
+    session_of: dict[int, str] = {}  # part number -> how its session ended
+    received: list[tuple[int, bool, int]] = []
+    failed_acks: dict[int, str] = {}
+    next_seq = [1]
+    ends: list[str] = []
+
+    def session(n_parts: int, sig: signal.Signals | None, after_s: float = 0.0) -> None:
+        """Start the agent, trigger up to ``n_parts``; with ``sig``, send it ``after_s``
+        seconds into the triggering (the PLC goes on triggering into the dying agent);
+        without, wait for every ack and stop it cleanly."""
+        proc = subprocess.Popen([str(BIN / "edge-agent"), "run", "--config", str(st.config)],
+                                env=st.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, preexec_fn=_no_core)
+        plc = ModbusPlc(port, ack_delay=lambda: rng.uniform(0.0, 0.04))
+        name = f"session {len(ends) + 1} ({sig.name if sig else 'to the end'})"
+        mine: list[int] = []
+        timer = None
+        try:
+            plc.connect(timeout=120)
+            if sig is not None:
+                timer = threading.Timer(after_s, proc.send_signal, [sig])
+                timer.start()
+            sent = 0
+            while sent < n_parts and proc.poll() is None:
+                burst = 8 if rng.random() < 0.04 else 1
+                for _ in range(min(burst, n_parts - sent)):
+                    seq = next_seq[0]
+                    next_seq[0] += 1
+                    seqs[seq] = plc.trigger(seq)
+                    mine.append(seq)
+                    sent += 1
+                time.sleep(rng.uniform(0.01, 0.04))
+            if timer is not None and proc.poll() is None and timer.is_alive():
+                timer.cancel()  # the parts ran out first: the signal now
+                time.sleep(rng.uniform(0.0, 0.05))
+                proc.send_signal(sig)
+            if sig is None:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and len(plc.received) + len(
+                        plc.failed_acks) < sent:
+                    time.sleep(0.01)
+                proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            row.tries += 1
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            plc.close()
+            received.extend(plc.received)
+            failed_acks.update(plc.failed_acks)
+            ends.append(name)
+            session_of.update({s: name for s in mine})
+
+    try:
+        config(10000.0)
+        session(60, None)  # calibration: every verdict in time
+        j = Journal(st.jdir)
+        try:
+            lat = sorted(r["plc"]["verdict_ms"] for r in (j.get(i) for i in j.ids())
+                         if r and r.get("plc", {}).get("verdict_ms") and not r["fault"])
+        finally:
+            j.close()
+        deadline_ms = max(1.0, round(lat[int(0.8 * (len(lat) - 1))], 1))
+        config(deadline_ms)
+        signals = [signal.SIGKILL] * LT_KILLS
+        signals.insert(rng.randrange(LT_KILLS + 1), signal.SIGTERM)  # the clean stop
+        per = (LT_PARTS - 60) // (len(signals) + 1)
+        for sig in signals:  # the signal somewhere in the session's triggering
+            session(per * 2, sig, rng.uniform(0.2, 1.5))
+        while next_seq[0] <= LT_PARTS:  # the rest, to the end
+            session(LT_PARTS + 1 - next_seq[0], None)
+        session(0, None)  # a last start: nothing may stay open
+        time.sleep(2.0)  # MQTT messages in flight
+    finally:
+        sub.close()
+        mq.stop()
+
+    j = Journal(st.jdir)
+    try:
+        rows = [r for r in (j.get(i) for i in j.ids()) if r]
+        counts = j.counts()
+    finally:
+        j.close()
+    by_seq: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_seq.setdefault(int(r.get("plc", {}).get("seq", 0)), []).append(r)
+    plc_got = {seq: (passed, fault) for seq, passed, fault in received}
+    mq_by_seq: dict[int, list[dict[str, Any]]] = {}
+    for body in sub.by_id.values():
+        mq_by_seq.setdefault(int(body["seq"]), []).append(body)
+    kinds: dict[str, int] = {}
+    seen: list[str] = []
+
+    def disagree(kind: str) -> None:
+        kinds[kind] = kinds.get(kind, 0) + 1
+        r = (by_seq.get(seq) or [{}])[0]
+        seen.append(f"part {seq} ({session_of.get(seq)}; ack failed: "
+                    f"{failed_acks.get(seq)}): {kind}; row {r.get('state')} {r.get('result')} "
+                    f"{r.get('fault')} late={r.get('late')} plc={r.get('plc')}; PLC acked "
+                    f"{plc_got.get(seq)}; MQTT {mq_by_seq.get(seq)}")
+
+    for seq, trig_ok in seqs.items():
+        rs, ms = by_seq.get(seq, []), mq_by_seq.get(seq, [])
+        if len(rs) != 1:
+            if not (len(rs) == 0 and not trig_ok and seq not in plc_got):
+                disagree("rows != 1")
+            continue
+        r = rs[0]
+        plc = r.get("plc", {})
+        fault = int(plc.get("fault") or 0)
+        if r.get("state") != "done":
+            disagree("row open")
+        elif plc.get("delivered"):
+            if plc_got.get(seq) != (r["result"] == "pass", fault):
+                disagree("journal != PLC")
+            elif bool(r.get("late")) != (fault == 1):
+                disagree("late != fault 1")
+        elif seq in plc_got or r["result"] != "fail":
+            disagree("undelivered but the PLC has it")
+        if len(ms) != 1:
+            disagree("MQTT results != 1")
+        elif (ms[0]["pass"], ms[0]["fault"], ms[0]["late"], ms[0]["id"]) != (
+                r["result"] == "pass", fault, bool(r.get("late")), r["id"]):
+            disagree("journal != MQTT")
+    extra = set(by_seq) - set(seqs)
+    if extra:
+        kinds["rows for parts never triggered"] = len(extra)
+    bad = sum(kinds.values())
+    row.unsafe = bad
+    delivered = [r for r in rows if r.get("plc", {}).get("delivered")]
+    late = sum(1 for r in rows if r.get("late"))
+    row.notes.append(
+        f"{len(seqs)} parts ({sum(1 for v in seqs.values() if not v)} trigger writes failed: "
+        f"agent down), {len(rows)} rows, {len(received)} results acked by the PLC, "
+        f"{len(sub.by_id)} MQTT results; deadline {deadline_ms} ms: {late} late "
+        f"({100 * late / max(1, len(rows)):.0f} %); overrun {counts['fault_overrun']}, "
+        f"stopped {counts['fault_stopped']}, crash-closed {counts['fault_crash']}, "
+        f"duplicate {counts['fault_duplicate']}; {len(delivered)} delivered; "
+        f"{sum('SIGKILL' in e for e in ends)} SIGKILLs + "
+        f"{sum('SIGTERM' in e for e in ends)} clean stop mid-run; DISAGREEMENTS {bad}"
+        + (f" ({', '.join(f'{k}: {n}' for k, n in kinds.items())})" if kinds else ""))
+    print(f"line truth: {bad} parts disagree", file=sys.stderr)
+    for line in seen:
+        print("  " + line, file=sys.stderr)
+    return row
+
+
 class Campaign:
     def __init__(self, root: Path, bundle: Path, kills: int, seed: int) -> None:
         self.root = root
@@ -883,6 +1098,7 @@ SCENARIOS: list[Callable[[Campaign], Row]] = [
     update_attacks,
     sigstop_mid_pulse,
     graceful_stops,
+    line_truth,
 ]
 
 

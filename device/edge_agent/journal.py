@@ -6,6 +6,13 @@ report) is already on disk; sync reads ``unsent`` batches and ``mark_sent`` them
 ``prune`` bounds disk use: samples first, then the oldest decisions (sent ones before
 unsent ones), counting every unsent thing it drops so the host sees the loss.
 
+One row per part (format 2, ``journal_schema``): the writer records a part ``open`` when it
+is triggered, adds its verdict, and completes it (``done``: ``result``, ``fault``, ``late``)
+when the verdict is delivered; ``record_many`` replaces a row by its id and moves the
+counters by what the change adds, in the same transaction. ``close_open`` (at start)
+closes what a dead process left open as Fail, fault ``crash``. Only completed rows are
+synced. A journal an older agent wrote is migrated when opened (``journal_schema.migrate``).
+
 Write-ahead actuation: a reject is committed with ``actuation = 'pending'`` before its
 pulse is scheduled; ``mark_actuated`` closes it once the pulse has ended. ``reconcile``
 (at start) closes what a dead process left pending as ``unconfirmed``: the item was
@@ -45,12 +52,19 @@ from edge_agent.journal_schema import (
     DATA_MODE,
     DB_NAME,
     DECISIONS,
+    DONE,
+    FAULTS,
+    OPEN,
     QUARANTINED,
+    RESULTS,
     SAMPLE_FORMATS,
     SCHEMA,
     SYNCHRONOUS,
     UNSENT,
     is_corrupt,
+    line_fields,
+    migrate,
+    tally,
 )
 from edge_agent.retention import Retention, chunks
 from edge_common.errors import ConfigError
@@ -131,9 +145,9 @@ class Journal(Retention):
                     err.sqlite_errorname = "SQLITE_CORRUPT"  # type: ignore[attr-defined]
                     raise err
             db.executescript(SCHEMA)
-            cols = {r[1] for r in db.execute("PRAGMA table_info(decisions)")}
-            if "actuation" not in cols:  # a journal from before write-ahead actuation
-                db.execute("ALTER TABLE decisions ADD COLUMN actuation TEXT")
+            self.migrated_from = migrate(db)  # an older agent's journal: brought up to date
+            db.execute("CREATE INDEX IF NOT EXISTS decisions_open ON decisions (state)"
+                       " WHERE state = 'open'")
             db.executemany(
                 "INSERT OR IGNORE INTO counters (name, value) VALUES (?, 0)",
                 [(c,) for c in COUNTERS],
@@ -189,8 +203,12 @@ class Journal(Retention):
         items: Sequence[tuple[dict[str, Any], np.ndarray | None]],
         actuation: dict[str, str] | None = None,
     ) -> list[str]:
-        """Like :meth:`record` for several decisions in one transaction (one fsync).
+        """Like :meth:`record` for several records in one transaction (one fsync).
 
+        A record whose ``id`` is stored already replaces it (one row per part: written
+        ``open`` at trigger, then its verdict, then ``done`` at delivery); a completed row
+        is never opened again (a retried older write). The counters change by what the
+        row's change adds (``journal_schema.tally``), in the same transaction.
         All or nothing: if any record is invalid, none is written. The agent's journal
         writer uses it to commit whatever queued up while the previous commit was syncing.
         ``actuation`` maps record ids (given in the records) to their actuation state
@@ -204,43 +222,68 @@ class Journal(Retention):
             try:
                 bumps: dict[str, int] = {}
                 for rec, sample_row in prepared:
-                    kind = rec["decision"]
-                    if self._db.execute(
-                        "SELECT 1 FROM decisions WHERE id = ?", (rec["id"],)
-                    ).fetchone():
-                        continue  # already committed (a retried batch): recorded once
-                    act = actuation.get(rec["id"])
-                    cur = self._db.execute(
-                        "INSERT INTO decisions (id, ts, decision, deadline_missed, actuation,"
-                        " body) VALUES (?, ?, ?, ?, ?, '{}')",
-                        (rec["id"], float(rec["ts"]), kind, int(rec["deadline_missed"]), act),
-                    )
-                    rec["seq"] = int(cur.lastrowid or 0)
-                    self._db.execute(
-                        "UPDATE decisions SET body = ? WHERE seq = ?",
-                        (json.dumps(rec, default=_json_default), rec["seq"]),
-                    )
-                    if sample_row is not None:
-                        self._db.execute(
-                            "INSERT INTO samples (id, decision_id, path, bytes, ts)"
-                            " VALUES (?, ?, ?, ?, ?)",
-                            sample_row,
-                        )
-                    for b in ["total", kind] + (
-                        ["deadline_misses"] if rec["deadline_missed"] else []
-                    ) + (["actuated_before_journal"] if act == "before_journal" else []) + (
-                        ["dropped_samples"] if rec.get("sample_dropped") else []
-                    ):
-                        bumps[b] = bumps.get(b, 0) + 1
+                    self._upsert(rec, sample_row, actuation.get(rec["id"]), bumps)
                 self._db.executemany(
                     "UPDATE counters SET value = value + ? WHERE name = ?",
-                    [(n, b) for b, n in bumps.items()],
+                    [(n, b) for b, n in bumps.items() if n],
                 )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
         return [rec["id"] for rec, _ in prepared]
+
+    def _upsert(self, rec: dict[str, Any], sample_row: tuple[str, str, str, int, float] | None,
+                act: str | None, bumps: dict[str, int]) -> None:
+        """Write one record (insert, or replace the row with its id); add to ``bumps`` what
+        the change adds to the counters. Inside the caller's transaction."""
+        state, result, fault, late = line_fields(rec)
+        old = self._db.execute(
+            "SELECT seq, state, decision, result, fault, late, deadline_missed, actuation,"
+            " json_extract(body, '$.sample_dropped') AS sd FROM decisions WHERE id = ?",
+            (rec["id"],),
+        ).fetchone()
+        events: list[str] = []
+        if old is None:
+            cur = self._db.execute(
+                "INSERT INTO decisions (id, ts, decision, deadline_missed, actuation, state,"
+                " result, fault, late, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '{}')",
+                (rec["id"], float(rec["ts"]), rec["decision"], int(rec["deadline_missed"]),
+                 act, state, result, fault, late),
+            )
+            rec["seq"] = int(cur.lastrowid or 0)
+            self._db.execute("UPDATE decisions SET body = ? WHERE seq = ?",
+                             (json.dumps(rec, default=_json_default), rec["seq"]))
+            before: list[str] = []
+            events += ["actuated_before_journal"] if act == "before_journal" else []
+            events += ["dropped_samples"] if rec.get("sample_dropped") else []
+        else:
+            if old["state"] == DONE and state == OPEN:
+                return  # a retried older write: a completed row is never opened again
+            rec["seq"] = int(old["seq"])
+            self._db.execute(
+                "UPDATE decisions SET ts = ?, decision = ?, deadline_missed = ?, actuation ="
+                " COALESCE(?, actuation), state = ?, result = ?, fault = ?, late = ?, body = ?"
+                " WHERE seq = ?",
+                (float(rec["ts"]), rec["decision"], int(rec["deadline_missed"]), act, state,
+                 result, fault, late, json.dumps(rec, default=_json_default), rec["seq"]),
+            )
+            before = tally(dict(old))
+            if act == "before_journal" and old["actuation"] != "before_journal":
+                events.append("actuated_before_journal")
+            if rec.get("sample_dropped") and not old["sd"]:
+                events.append("dropped_samples")
+        if sample_row is not None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO samples (id, decision_id, path, bytes, ts)"
+                " VALUES (?, ?, ?, ?, ?)",
+                sample_row,
+            )
+        for b in tally({**rec, "state": state, "result": result, "fault": fault,
+                        "late": late}) + events:
+            bumps[b] = bumps.get(b, 0) + 1
+        for b in before:
+            bumps[b] = bumps.get(b, 0) - 1
 
     def _prepare(
         self, decision: dict[str, Any], image: np.ndarray | None
@@ -250,6 +293,12 @@ class Journal(Retention):
         rec.setdefault("ts", time.time())
         if rec.get("decision") not in DECISIONS:
             raise ValueError(f"decision must be one of {DECISIONS}, got {rec.get('decision')!r}")
+        if rec.get("state", DONE) not in (OPEN, DONE):
+            raise ValueError(f"state must be {OPEN} or {DONE}, got {rec.get('state')!r}")
+        if rec.get("result") is not None and rec["result"] not in RESULTS:
+            raise ValueError(f"result must be one of {RESULTS}, got {rec.get('result')!r}")
+        if rec.get("fault") is not None and rec["fault"] not in FAULTS:
+            raise ValueError(f"fault must be None or one of {FAULTS}, got {rec.get('fault')!r}")
         rec["deadline_missed"] = bool(rec.get("deadline_missed", False))
         sample_row = None
         if image is not None:
@@ -297,7 +346,7 @@ class Journal(Retention):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 n = 0
-                bumps = {"deadline_misses": 0, "late_pulses": 0, "reconciled": 0}
+                bumps = {"deadline_misses": 0, "late": 0, "late_pulses": 0, "reconciled": 0}
                 for rec_id, outcome in outcomes.items():
                     cur = self._db.execute(
                         "UPDATE decisions SET actuation = ? WHERE id = ? AND actuation = 'pending'",
@@ -307,12 +356,22 @@ class Journal(Retention):
                     if not cur.rowcount:
                         continue
                     if outcome == "missed":
-                        bumps["deadline_misses"] += 1
+                        # counted now if the row is complete; an open one counts it when
+                        # it completes (tally: the row says deadline_missed)
+                        row = self._db.execute(
+                            "SELECT late FROM decisions WHERE id = ? AND deadline_missed = 0"
+                            " AND state = 'done'", (rec_id,)).fetchone()
+                        if row is not None:  # its verdict came after the pulse was due
+                            self._db.execute(
+                                "UPDATE decisions SET deadline_missed = 1, late = 1, body ="
+                                " json_set(body, '$.deadline_missed', json('true'), '$.late',"
+                                " json('true')) WHERE id = ?", (rec_id,))
+                            bumps["deadline_misses"] += 1
+                            bumps["late"] += 0 if row["late"] else 1
                         self._db.execute(
                             "UPDATE decisions SET deadline_missed = 1, body = json_set(body,"
-                            " '$.deadline_missed', json('true')) WHERE id = ?",
-                            (rec_id,),
-                        )
+                            " '$.deadline_missed', json('true')) WHERE id = ? AND"
+                            " state = 'open'", (rec_id,))
                     elif outcome == "late":
                         bumps["late_pulses"] += 1
                     elif outcome == "dropped":
@@ -329,30 +388,38 @@ class Journal(Retention):
                 raise
         return n
 
-    def mark_plc_late(self, ids: list[str]) -> int:
-        """Rows whose verdict reached the PLC after its deadline (``writer.mark_late``): the
-        PLC got Fail with fault 1, so the row says ``plc.late``, ``action: reject`` and is a
-        deadline miss (counted once)."""
-        n = 0
+    def close_open(self, reason: str) -> list[dict[str, Any]]:
+        """Close every row a dead agent left open (run at start, after ``reconcile``): the
+        part was triggered and its verdict never delivered, so the line failed it: result
+        fail, fault ``crash``, ``reason`` in the record, counted (``failed``, ``reject``
+        unless it had a verdict, ``fault_crash``). Returns the closed records."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for rec_id in ids:
-                    cur = self._db.execute(
-                        "UPDATE decisions SET body = json_set(body, '$.plc.late', json('true'),"
-                        " '$.plc.result', 'fail', '$.plc.fault', 1, '$.action', 'reject',"
-                        " '$.deadline_missed', json('true')) WHERE id = ?", (rec_id,))
-                    n += cur.rowcount
-                    missed = self._db.execute(
-                        "UPDATE decisions SET deadline_missed = 1 WHERE id = ? AND"
-                        " deadline_missed = 0", (rec_id,)).rowcount
-                    if missed:
-                        self._bump("deadline_misses", 1)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-        return n
+            rows = self._db.execute(
+                "SELECT body FROM decisions WHERE state = 'open' ORDER BY seq").fetchall()
+            closed = []
+            for r in rows:
+                rec = json.loads(r["body"])
+                rec.update(state=DONE, result="fail", fault="crash", late=False,
+                           action="reject", reconciled=reason)
+                if isinstance(rec.get("plc"), dict):
+                    rec["plc"] = {**rec["plc"], "result": "fail", "fault": None,
+                                  "fault_name": "crash", "delivered": False}
+                closed.append(rec)
+        if closed:
+            self.record_many([(rec, None) for rec in closed])
+        return closed
+
+    def recount(self) -> dict[str, int]:
+        """The counters ``tally`` gives for the rows stored now (what ``counts`` would say
+        if nothing had been pruned): the check that counters are the rows'."""
+        out: dict[str, int] = {}
+        with self._lock:
+            for row in self._db.execute(
+                "SELECT state, decision, result, fault, late, deadline_missed FROM decisions"
+            ):
+                for name in tally(dict(row)):
+                    out[name] = out.get(name, 0) + 1
+        return out
 
     def pending_actuations(self) -> list[str]:
         """Ids of rejects committed but whose pulse was never confirmed, oldest first."""
@@ -459,10 +526,12 @@ class Journal(Retention):
     # -- reading -----------------------------------------------------------------------
 
     def unsent(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The oldest ``limit`` decisions not yet marked sent, oldest first."""
+        """The oldest ``limit`` completed decisions not yet marked sent, oldest first (an
+        open row waits for its verdict's delivery: the host gets what the line did)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT body FROM decisions WHERE sent = 0 ORDER BY seq LIMIT ?", (int(limit),)
+                "SELECT body FROM decisions WHERE sent = 0 AND state = 'done' ORDER BY seq"
+                " LIMIT ?", (int(limit),)
             ).fetchall()
         return [json.loads(r["body"]) for r in rows]
 
@@ -491,22 +560,34 @@ class Journal(Retention):
             row = self._db.execute("SELECT body FROM decisions WHERE id = ?", (rec_id,)).fetchone()
         return json.loads(row["body"]) if row else None
 
+    def last_completed(self, n: int) -> list[dict[str, Any]]:
+        """The ``n`` newest completed records, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM decisions WHERE state = 'done' ORDER BY seq DESC LIMIT ?",
+                (int(n),)).fetchall()
+        return [json.loads(r["body"]) for r in reversed(rows)]
+
     def ids(self) -> list[str]:
         """Every decision id currently stored, oldest first."""
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT id FROM decisions ORDER BY seq")]
 
     def counts(self) -> dict[str, int]:
-        """Lifetime totals (``total, ok, reject, review, deadline_misses, reconciled,
-        actuated_before_journal, dropped_decisions, dropped_samples, quarantined``; they
-        survive pruning), plus ``unsent``, ``rows`` and ``pending`` (actuations not yet
-        confirmed) currently stored."""
+        """Lifetime totals (``journal_schema.COUNTERS``: ``total, ok, reject, review,
+        passed, failed, late, fault_<name>, deadline_misses`` counted from completed rows,
+        and ``reconciled, actuated_before_journal, dropped_decisions, dropped_samples,
+        quarantined, held_recovered``; they survive pruning), plus ``unsent``, ``rows``,
+        ``open`` (parts triggered, verdict not yet delivered) and ``pending`` (actuations
+        not yet confirmed) currently stored."""
         with self._lock:
             out = {r["name"]: int(r["value"]) for r in self._db.execute("SELECT * FROM counters")}
             out["unsent"] = int(
                 self._db.execute("SELECT COUNT(*) FROM decisions WHERE sent = 0").fetchone()[0]
             )
             out["rows"] = int(self._db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+            out["open"] = int(self._db.execute(
+                "SELECT COUNT(*) FROM decisions WHERE state = 'open'").fetchone()[0])
             out["pending"] = int(
                 self._db.execute(
                     "SELECT COUNT(*) FROM decisions WHERE actuation = 'pending'"

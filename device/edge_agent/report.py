@@ -29,8 +29,8 @@ def status_path(cfg: Any) -> Path:
 def snapshot(agent: Any) -> dict[str, Any]:
     """The heartbeat body (and the status file's content)."""
     cam = agent.camera
+    counts = agent.run_counts()
     with agent._lock:
-        counts = dict(agent.counts)
         accuracy = agent.truth_correct / agent.truth_seen if agent.truth_seen else None
     try:
         jcounts = agent.journal.counts()
@@ -71,11 +71,12 @@ def snapshot(agent: Any) -> dict[str, Any]:
 
 def status_line(agent: Any) -> str:
     lat = agent.stats.latency_ms().get("total", {})
+    counts = agent.run_counts()
     degraded = " camera DEGRADED" if getattr(agent.camera, "degraded", False) else ""
     model = agent.classifier.version if agent.classifier else None
     return (
         f"model {model}: {agent.stats.items} items, {agent.stats.fps():.1f} fps, "
-        f"{agent.counts['reject']} rejects, {agent.counts['review']} reviews, "
+        f"{counts['reject']} rejects, {counts['review']} reviews, "
         f"{agent.stats.deadline_misses} misses, trigger→decision p50 "
         f"{lat.get('p50', 0):.1f} p99 {lat.get('p99', 0):.1f} ms{degraded}"
     )
@@ -84,8 +85,8 @@ def status_line(agent: Any) -> str:
 def summary(agent: Any) -> dict[str, Any]:
     """The end-of-run summary (``edge-agent run`` prints it)."""
     elapsed = time.monotonic() - agent.started
+    counts = agent.run_counts()
     with agent._lock:
-        counts = dict(agent.counts)
         accuracy = agent.truth_correct / agent.truth_seen if agent.truth_seen else None
     lat = agent.stats.latency_ms()
     return {
@@ -94,6 +95,9 @@ def summary(agent: Any) -> dict[str, Any]:
         "rejects": counts["reject"],
         "reviews": counts["review"],
         "errors": counts["errors"],
+        "passed": counts["passed"],
+        "failed": counts["failed"],
+        "late": counts["late"],
         "pulses": agent.actuator.pulses if agent.actuator else 0,
         "deadline_misses": agent.stats.deadline_misses,
         "fps": round(agent.stats.items / elapsed, 2) if elapsed > 0 else 0.0,

@@ -63,7 +63,8 @@ class Retention:
         oldest first, then the oldest *unsent* decisions. Everything unsent that is
         dropped is counted (``dropped_decisions``, ``dropped_samples``: lifetime counters
         in ``counts()``, hence in status and heartbeats) so the host sees the loss.
-        Quarantined records count as sent here. Returns what this call removed.
+        Quarantined records count as sent here; open rows (parts in flight) are never
+        pruned. Returns what this call removed.
         """
         removed = {"rows": 0, "samples": 0, "bytes_freed": 0, "dropped_decisions": 0,
                    "dropped_samples": 0}
@@ -112,7 +113,8 @@ class Retention:
         return removed
 
     def _oldest(self, n: int, sent: bool) -> list[str]:
-        cond = "sent != 0" if sent else "sent = 0"
+        # an open row is a part in flight: never pruned (it completes in moments)
+        cond = "sent != 0" if sent else "sent = 0 AND state = 'done'"
         return [
             r[0]
             for r in self._db.execute(

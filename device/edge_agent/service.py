@@ -28,7 +28,6 @@ import random
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -51,6 +50,8 @@ log = logging.getLogger(__name__)
 
 RECONCILE_DEAD = "agent stopped before the reject pulse was confirmed (kill or crash)"
 RECONCILE_STOP = "agent stopped before the reject pulse fired"
+REPUBLISH_ROWS = 200  # completed records published again at start (MQTT, at-least-once)
+RECONCILE_CRASH = "agent stopped (kill or crash) before the part's verdict was delivered"
 
 
 class Worker(Protocol):
@@ -106,7 +107,8 @@ class Agent:
         self.stats = Stats()
         self.state = "created"
         self.started = time.monotonic()
-        self.counts = {"ok": 0, "reject": 0, "review": 0, "errors": 0}
+        self.counts = {"errors": 0}  # unclassifiable items; the line's counts: run_counts()
+        self._closed_at_start: list[dict[str, Any]] = []
         self.truth_seen = 0
         self.truth_correct = 0
         self.last_id: str | None = None
@@ -157,6 +159,17 @@ class Agent:
     def summary(self) -> dict[str, Any]:
         """The end-of-run summary (``edge-agent run`` prints it)."""
         return report.summary(self)
+
+    def run_counts(self) -> dict[str, int]:
+        """This run's counts: the completed records' (``DecisionWriter.run_counts``), plus
+        ``errors`` (items the classifier could not classify)."""
+        c = self.writer.run_counts()
+        out = {k: c.get(k, 0) for k in ("total", "ok", "reject", "review", "passed",
+                                         "failed", "late", "deadline_misses")}
+        out.update({k: v for k, v in c.items() if k.startswith("fault_")})
+        with self._lock:
+            out["errors"] = self.counts["errors"]
+        return out
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -215,6 +228,11 @@ class Agent:
         n = self.journal.reconcile(RECONCILE_DEAD)
         if n:
             log.warning("journal: %d rejects left unconfirmed by the last run reconciled", n)
+        self._closed_at_start = self.journal.close_open(RECONCILE_CRASH)
+        if self._closed_at_start:
+            log.warning("journal: %d parts the last run left without a delivered verdict "
+                        "closed as Fail (fault crash, counted in fault_crash)",
+                        len(self._closed_at_start))
         self.notifier.status("loading model")
         if self.classifier is None:
             self.classifier = Classifier.load(
@@ -242,6 +260,10 @@ class Agent:
             raise
         if self.actuator.on_fire is None:
             self.actuator.on_fire = self._on_fire
+        self._republish()
+        for rec in self._closed_at_start:  # reported like any completed record (MQTT)
+            self._committed(rec)
+        self._closed_at_start = []
         self.state = "ready"
 
     def _open_trigger(self) -> Any:
@@ -260,6 +282,9 @@ class Agent:
 
         assert self.classifier is not None
         station = Station(cfg, self.classifier.labels, inner, self._fault, self._clear_fault)
+        station.on_part = self.writer.open_part  # a record per part, at its trigger
+        station.on_result = self.writer.on_result  # completed with what the PLC got
+        station.on_write = self.writer.commit_now  # written before the PLC hears back
         try:
             station.open()
         except Exception as err:
@@ -268,6 +293,17 @@ class Agent:
             raise
         self.station = station
         return station
+
+    def _republish(self) -> None:
+        """MQTT is at-least-once across a kill too: a killed agent's last messages may
+        never have left it, so a start publishes the last ``REPUBLISH_ROWS`` completed
+        records again (same ids: a subscriber drops what it has by ``id``)."""
+        if self.station is None or not any(b.name == "mqtt" for b in self.station.backends):
+            return
+        closed = {r["id"] for r in self._closed_at_start}
+        for rec in self.journal.last_completed(REPUBLISH_ROWS):
+            if rec["id"] not in closed:
+                self.station.decision(rec)
 
     def _committed(self, rec: dict[str, Any]) -> None:
         """A decision is durable: report it (status, ``--events``, MQTT)."""
@@ -317,9 +353,10 @@ class Agent:
             self._running = False
             self.notifier.stopping()
             self._close_inputs()
-            self.writer.stop()  # commits what is queued: those verdicts still reach the PLC
+            self.writer.sync()  # commits what is queued: those verdicts still reach the PLC
             if self.station is not None:
                 self.station.close()  # undecided parts fail (the safe verdict), links close
+            self.writer.stop()  # the records of what the PLC got (stopped parts included)
             self.actuator.stop()  # safe level; pulses not yet fired are dropped
             self.writer.settle(RECONCILE_STOP)
             self._prune()
@@ -391,11 +428,15 @@ class Agent:
             except CameraError as err:
                 if gpio_items:  # a real item passed: it follows the error policy
                     item += 1
+                    if self.station is None:
+                        self.writer.open_part(t_trig)
                     self._finish(item, t_trig, decide_error(str(err), self.policy), None, None)
                 time.sleep(min(0.1, getattr(self.camera, "retry_in", lambda: 0.0)()))
                 continue
             t_cap = time.monotonic_ns()
             item += 1
+            if self.station is None:  # (a PLC's parts are opened by the station, at trigger)
+                self.writer.open_part(t_trig)
             try:
                 scores = self.classifier.classify(frame.image)
             except Exception as err:  # noqa: BLE001 - unclassifiable: error policy
@@ -466,7 +507,7 @@ class Agent:
         if probs is not None and not bool(np.all(np.isfinite(probs))):
             probs = None  # NaN/inf never reach the journal, the host or a JSON reader
         rec = {
-            "id": str(uuid.uuid4()),
+            "id": self.writer.part_id(t_trig),
             "ts": time.time(),
             "t_trigger_ns": t_trig,  # CLOCK_MONOTONIC: pulse due at this + actuator.delay_ms
             "item": item,
@@ -487,7 +528,6 @@ class Agent:
         if plc is not None:
             rec["plc"] = plc
         with self._lock:
-            self.counts[verdict.decision] += 1
             if verdict.error:
                 self.counts["errors"] += 1
             if truth is not None and verdict.label is not None:

@@ -366,7 +366,7 @@ class UpdateWorker:
         return Classifier.load(path, key, rt.type, rt.precision, rt.threads)
 
     def _counts(self) -> tuple[int, int]:
-        c = dict(self.agent.counts)
+        c = self.agent.run_counts()
         return c.get("ok", 0) + c.get("reject", 0) + c.get("review", 0), c.get("errors", 0)
 
     def _switch(self, new: Any, version: str, sha: str, current: str | None) -> Outcome:

@@ -131,3 +131,93 @@ class Mosquitto:
             self.proc.wait(timeout=10)
         self.proc = None
 
+
+
+class ModbusPlc:
+    """A PLC on the agent's Modbus server (docs/plc.md's map): it triggers parts with its
+    own numbers and, on its own thread, reads the shown result every ``poll_s`` and acks
+    it ``ack_delay()`` seconds after it first saw it. A result counts as received when
+    its ack write succeeded (the agent answers an ack once the part's record is durable),
+    so ``received`` is what this PLC acted on: ``(seq, passed, fault)`` in ack order."""
+
+    VALID, PASS = 1 << 2, 1 << 3
+
+    def __init__(self, port: int, ack_delay=lambda: 0.0, poll_s: float = 0.002) -> None:
+        from pymodbus.client import ModbusTcpClient
+
+        self.client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+        self.ack_delay, self.poll_s = ack_delay, poll_s
+        self.received: list[tuple[int, bool, int]] = []
+        self.failed_acks: list[tuple[int, str]] = []  # (seq, why) of ack writes that failed
+        self.errors = 0
+        self.last_error = ""
+        self._lock = threading.Lock()  # pymodbus's sync client is one request at a time
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def connect(self, timeout: float = 20) -> ModbusPlc:
+        end = time.monotonic() + timeout
+        while not self.client.connect():
+            if time.monotonic() > end:
+                raise RuntimeError("the agent's Modbus server never answered")
+            time.sleep(0.05)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def trigger(self, seq: int) -> bool:
+        """PartSeq + Command=trigger in one FC16; False when the write failed."""
+        return self._call(lambda: self.client.write_registers(0, [seq, 1]))
+
+    def _call(self, fn) -> bool:
+        with self._lock:
+            try:
+                rr = fn()
+            except Exception as err:  # noqa: BLE001 - the agent died or restarts: go on
+                self.errors += 1
+                self.last_error = f"{type(err).__name__}: {err}"[:200]
+                self.client.close()
+                return False
+        if rr.isError():
+            self.last_error = str(rr)[:200]
+        return not rr.isError()
+
+    def _read(self):
+        with self._lock:
+            try:
+                rr = self.client.read_input_registers(0, count=11)
+            except Exception:  # noqa: BLE001
+                self.errors += 1
+                self.client.close()
+                return None
+        return None if rr.isError() else rr.registers
+
+    def _run(self) -> None:
+        shown: int | None = None  # the number of the result seen (reset after its ack)
+        due = 0.0
+        while not self._stop.is_set():
+            ir = self._read()
+            if ir is None:
+                shown = None
+                if not self.client.connected:
+                    with self._lock:
+                        self.client.connect()
+                time.sleep(self.poll_s)
+                continue
+            if ir[1] & self.VALID:
+                if ir[2] != shown:
+                    shown, due = ir[2], time.monotonic() + self.ack_delay()
+                if time.monotonic() >= due:
+                    seq, passed, fault = ir[2], bool(ir[1] & self.PASS), ir[5]
+                    if self._call(lambda s=seq: self.client.write_registers(1, [2, s])):
+                        self.received.append((seq, passed, fault))
+                    else:
+                        self.failed_acks.append((seq, self.last_error))
+                    shown = None
+            time.sleep(self.poll_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.client.close()

@@ -162,8 +162,9 @@ def test_a_read_only_journal_at_stop_keeps_held_decisions_and_the_next_start_com
 def test_a_verdict_that_reaches_the_plc_late_is_journaled_and_reported_as_the_fail_it_was(
         tmp_path, tiny_bundle, monkeypatch):
     """The race of issue 37: the deadline passes between the decision (station.check said
-    in time) and its delivery after the commit. The PLC gets Fail with fault 1; the journal
-    row and the reported record (what MQTT publishes) must say so, not 'ok, in time'."""
+    in time) and its delivery after the commit. The PLC gets Fail with fault 1 (and acks
+    it); the journal row and the reported record (what MQTT publishes) must say so, not
+    'ok, in time'."""
     from plckit import AgentThread, free_port
     from pymodbus.client import ModbusTcpClient
 
@@ -187,9 +188,13 @@ def test_a_verdict_that_reaches_the_plc_late_is_journaled_and_reported_as_the_fa
     try:
         client.write_registers(0, [41, 1])
         deadline = time.monotonic() + 10
+        ir = client.read_input_registers(0, count=11).registers
+        while not ir[1] & (1 << 2) and time.monotonic() < deadline:  # ResultValid
+            time.sleep(0.01)
+            ir = client.read_input_registers(0, count=11).registers
+        client.write_registers(1, [2, 41])  # the PLC acks part 41: delivered
         while not reported and time.monotonic() < deadline:
             time.sleep(0.01)
-        ir = client.read_input_registers(0, count=11).registers
     finally:
         client.close()
         run.stop()

@@ -32,6 +32,14 @@ FAULT_NAMES = {
     FAULT_LINK: "link",
     FAULT_DUPLICATE: "duplicate",
 }
+# What a part failed for, said in its journal record (a part with no verdict of its own).
+FAULT_REASONS = {
+    "timeout": "no verdict before the part's result deadline",
+    "stopped": "the agent stopped with the part undecided",
+    "overrun": "more parts in flight than plc.max_in_flight",
+    "link": "a PLC link was down when the part was triggered or undecided",
+    "duplicate": "the PLC reused the number of a part still in flight",
+}
 SEQ_MAX = 65535  # one 16-bit register; 0 means "no part"
 NO_CLASS = 65535  # class id of an unclassified part
 
@@ -47,6 +55,7 @@ class Result:
     fault: int = FAULT_NONE
     t_trigger_ns: int = 0
     t_result_ns: int = 0
+    delivered: bool = True  # False: never confirmed by the PLC (station.undelivered)
 
     @property
     def fault_name(self) -> str:

@@ -16,8 +16,11 @@ Server register map (device id: any; addresses 0-based; docs/plc.md has the tabl
   8 ResultCount, 9 LastTriggerSeq, 10 Queued (results waiting behind the one shown).
 
 Results are shown one at a time, oldest first: ResultValid stays set until the PLC acks,
-then the next one is shown. The client (``results: [modbus-client]``) writes each result
-as one FC16 block into the PLC's holding registers at ``plc_base``: ResultSeq, ClassId,
+then the next one is shown. The ack is the delivery the journal records (``confirms``): the
+reply to the PLC's ack write is sent once the part's completed record is committed, so a
+PLC whose ack write succeeded holds a result the journal holds too. The client
+(``results: [modbus-client]``) writes each result as one FC16 block into the PLC's holding
+registers at ``plc_base``: ResultSeq, ClassId,
 Confidence ×10000, ResultFault, Flags (bit 0 Pass, 1 Fail, 2 Fault), ResultCount (steps
 by one per result: the PLC's "new result" edge), Heartbeat, StationFault.
 """
@@ -55,6 +58,7 @@ class ModbusServer:
     """The agent as a Modbus TCP server (the map above) on ``bind:port``."""
 
     name = "modbus"
+    confirms = True  # the PLC's ack is the delivery (station.delivered)
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -67,6 +71,7 @@ class ModbusServer:
         self.part_seq = 0
         self.last_trigger_seq = 0
         self.acks_refused = 0  # acks whose AckSeq was not the shown result
+        self._replying = 0  # requests being answered (event loop thread)
         self.ack_seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
@@ -108,11 +113,15 @@ class ModbusServer:
             min(queued, 0xFFFF),
         ]
 
-    def _trigger(self, seq: int = 0) -> None:
+    def _trigger(self, seq: int, acked: list[bool]) -> None:
+        """A trigger command; the reply waits until the part's record is written
+        (``acked``), so a PLC whose trigger write succeeded has a part the journal has."""
         self.last_trigger_seq = self.station.on_trigger(seq or None)
+        acked.append(True)
 
-    def _ack(self, seq: int = 0) -> None:
-        """Ack the shown result; with ``seq`` only if it is the shown one."""
+    def _ack(self, acked: list[bool], seq: int = 0) -> None:
+        """Ack the shown result; with ``seq`` only if it is the shown one. The reply waits
+        until the completed record is written (``acked``)."""
         with self._lock:
             if not self._outbox:
                 return
@@ -121,7 +130,25 @@ class ModbusServer:
                 log.warning("modbus: ack for part %d refused: the result shown is part %d",
                             seq, self._outbox[0].seq)
                 return
-            self._outbox.popleft()
+            result = self._outbox.popleft()
+        self.station.delivered(result)
+        acked.append(True)
+
+    def drain(self, timeout_s: float) -> list[Result]:
+        """Wait up to ``timeout_s`` for the PLC to ack what is shown (and for the replies to
+        those acks to be written: an ack the journal holds reaches the PLC); take what is
+        left."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            with self._lock:
+                if not self._outbox and not self._replying:
+                    break
+            time.sleep(0.01)
+        time.sleep(0.05)  # the last reply leaves the event loop before the server closes
+        with self._lock:
+            left = list(self._outbox)
+            self._outbox.clear()
+        return left
 
     async def _action(
         self,
@@ -132,17 +159,33 @@ class ModbusServer:
         registers: list[int],
         values: list[Any] | None,
     ) -> None:
-        """pymodbus calls this on every request, before it reads or writes the block."""
+        """pymodbus calls this on every request, before it reads or writes the block. The
+        reply to a trigger or an ack waits until the part's record (opened, or completed)
+        is written."""
+        acked: list[bool] = []
+        self._replying += 1  # a stop waits for this reply (drain)
+        try:
+            self._command(fc, address, registers, values, acked)
+            if acked:
+                # Written here, in this thread: the reply leaves right after the commit
+                # (blocking this loop for one commit, as the PLC waits for it anyway).
+                self.station.write_records()
+        finally:
+            self._replying -= 1
+        return None
+
+    def _command(self, fc: int, address: int, registers: list[int],
+                 values: list[Any] | None, acked: list[bool]) -> None:
         if fc in (5, 15) and values:
             for k, v in enumerate(values):
                 bit = address + k
                 if v and bit in (COIL_TRIGGER, COIL_ACK):
                     values[k] = False  # a command: taken, reads back 0
                     if bit == COIL_TRIGGER:
-                        self._trigger(self.part_seq)
+                        self._trigger(self.part_seq, acked)
                         self.part_seq = 0
                     else:
-                        self._ack()
+                        self._ack(acked)
         elif fc in (6, 16) and values:
             # The whole write first (PartSeq, AckSeq), then the command it carries.
             command = 0
@@ -156,10 +199,10 @@ class ModbusServer:
                     command = int(v)
                     values[k] = 0  # a command: taken, reads back 0
             if command & CMD_ACK:
-                self._ack(self.ack_seq)
+                self._ack(acked, self.ack_seq)
                 self.ack_seq = 0
             if command & CMD_TRIGGER:
-                self._trigger(self.part_seq)
+                self._trigger(self.part_seq, acked)
                 self.part_seq = 0  # one number, one part (a stale number would repeat)
             for k in range(len(values)):
                 if command and address + k in (HR_PART_SEQ, HR_ACK_SEQ):
@@ -169,7 +212,6 @@ class ModbusServer:
             registers[0] = sum(1 << i for i, k in enumerate(DI_BITS) if b[k])
         elif fc == 4:
             registers[: len(IR_NAMES)] = self.inputs()
-        return None
 
     # -- Backend -------------------------------------------------------------------------
 
@@ -227,9 +269,12 @@ class ModbusServer:
         with self._lock:
             self._outbox.append(result)
             self.result_count += 1
+            dropped = None
             if len(self._outbox) > OUTBOX_MAX:  # the PLC stopped acking: keep the newest
-                self._outbox.popleft()
+                dropped = self._outbox.popleft()
                 self.dropped += 1
+        if dropped is not None:
+            self.station.undelivered(dropped)
 
     def state(self, state: dict[str, Any]) -> None:
         self._state = state

@@ -2,10 +2,12 @@
 
 Topics (``<p>`` = ``plc.mqtt.topic_prefix``, ``<d>`` = the device id), JSON, QoS 1:
 
-- ``<p>/<d>/decision``: every journaled decision (``id`` is unique: a subscriber drops a
+- ``<p>/<d>/decision``: every completed record (``id`` is unique: a subscriber drops a
   redelivered one by it; QoS 1 is at-least-once).
-- ``<p>/<d>/result``: every result handed to the PLC (``seq``, ``pass``, ``class_id``,
-  ``confidence``, ``fault``, ``fault_name``), timeouts included.
+- ``<p>/<d>/result``: the result the PLC got for every part (``seq``, ``pass``,
+  ``class_id``, ``confidence``, ``fault``, ``fault_name``, ``late``, ``id`` of its record),
+  timeouts, overruns, stopped parts and parts a crash left open included. Both are
+  published from the part's completed journal record, so they say what the journal says.
 - ``<p>/<d>/status``: retained; the station's state every ``status_every_s``; the last
   will (and a clean stop) sets it to ``offline``.
 
@@ -23,13 +25,13 @@ import time
 from typing import Any
 
 from edge_agent.plc import require
-from edge_agent.plc.handshake import Result
+from edge_agent.plc.handshake import FAULT_NAMES, NO_CLASS, Result
 
 log = logging.getLogger(__name__)
 
 DECISION_KEYS = (
     "id", "ts", "item", "decision", "action", "label", "score", "reject_score", "error",
-    "model_version", "deadline_missed", "plc",
+    "model_version", "deadline_missed", "plc", "result", "fault", "late",
 )
 
 
@@ -125,14 +127,12 @@ class MqttSink:
         body = {k: rec.get(k) for k in DECISION_KEYS}
         body["device_id"] = self.device_id
         self._publish(self.topics["decision"], json.dumps(body, sort_keys=True))
+        plc = rec.get("plc")
+        if isinstance(plc, dict) and plc.get("result") is not None:
+            self._publish(self.topics["result"], json.dumps(result_body(rec), sort_keys=True))
 
     def result(self, result: Result) -> None:
-        body = {
-            "seq": result.seq, "pass": result.passed, "class_id": result.class_id,
-            "confidence": round(result.confidence, 6), "fault": result.fault,
-            "fault_name": result.fault_name,
-        }
-        self._publish(self.topics["result"], json.dumps(body, sort_keys=True))
+        """Published from the completed record instead (``decision``)."""
 
     def state(self, state: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -170,3 +170,16 @@ class MqttSink:
         self.client.disconnect()
         self.client.loop_stop()
         self.client = None
+
+
+def result_body(rec: dict[str, Any]) -> dict[str, Any]:
+    """The ``result`` message of a completed record: what the PLC got for the part."""
+    plc = rec["plc"]
+    fault = int(plc.get("fault") or 0)
+    return {
+        "seq": plc.get("seq"), "pass": rec.get("result") == "pass",
+        "class_id": plc.get("class_id", NO_CLASS),
+        "confidence": plc.get("confidence", 0.0), "fault": fault,
+        "fault_name": rec.get("fault") or FAULT_NAMES.get(fault, "none"),
+        "late": bool(rec.get("late")), "id": rec.get("id"),
+    }

@@ -6,6 +6,11 @@
 - Results: the agent hands in each decision once it is journaled (``deliver``: write-ahead,
   as for the reject pulse); a clock thread fails parts past their deadline and sends every
   result, in trigger order, to each backend (the trigger's own server always answers).
+- Records: ``on_part(t_ns, seq)`` is called for every part the station accepts, at its
+  trigger (failed-at-once parts included), and ``on_result(result)`` with the result the PLC
+  got: when the trigger's backend confirms it (the Modbus server: the PLC's ack), else
+  when it is handed to the backends. A result shown but never acked before a stop
+  (``ACK_GRACE_S``) reaches ``on_result`` as a Fail, fault stopped, ``delivered`` False.
 - Faults: a backend that cannot start raises (trigger source) or raises a fault (sink); a
   trigger link lost mid-run fails every undecided part (``FAULT_LINK``), the safe verdict.
 """
@@ -13,6 +18,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -33,6 +39,8 @@ from edge_agent.plc.handshake import (
 from edge_common.errors import HardwareError
 
 log = logging.getLogger(__name__)
+
+ACK_GRACE_S = 1.0  # at a stop, how long the PLC gets to ack the results still shown
 
 
 class Station:
@@ -71,6 +79,11 @@ class Station:
         self._closed = False
         self._thread: threading.Thread | None = None
         self.last_latency_ns: list[int] = []  # trigger → result presented (bench_plc)
+        self.on_part: Callable[[int, int], Any] | None = None
+        self.on_result: Callable[[Result], Any] | None = None
+        self.on_write: Callable[[], Any] | None = None
+        self._last_t = 0
+        self._confirmed = bool(getattr(self.source, "confirms", False))
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -103,6 +116,9 @@ class Station:
             self._thread.join(timeout=5)
             self._thread = None
         self._flush()
+        if self._confirmed and self.source is not None:
+            for r in self.source.drain(ACK_GRACE_S):  # shown, never acked: not delivered
+                self.undelivered(r)
         for b in self.backends:
             try:
                 b.close()
@@ -114,10 +130,14 @@ class Station:
     # -- the trigger interface -----------------------------------------------------------
 
     def on_trigger(self, seq: int | None = None) -> int:
-        """A part arrived (called by the trigger backend, any thread). Returns its number."""
-        now = time.monotonic_ns()
+        """A part arrived (called by the trigger backend, any thread). Returns its number.
+        Its record is queued here (``write_records`` writes it)."""
         with self._cv:
+            now = max(time.monotonic_ns(), self._last_t + 1)  # one part, one time
+            self._last_t = now
             part = self.hs.trigger(now, seq)
+            if self.on_part is not None:  # its record, before its result can exist
+                self.on_part(now, part.seq)
             if part.result is None:
                 self._items.append((now, part.seq))
             self._cv.notify_all()
@@ -131,6 +151,8 @@ class Station:
                 return None
             with self._cv:
                 part = self.hs.trigger(t)
+                if self.on_part is not None:
+                    self.on_part(t, part.seq)
                 self._cv.notify_all()
             if part.result is not None:
                 return None  # failed at once (fault, overrun): nothing to inspect
@@ -176,8 +198,28 @@ class Station:
         return ok
 
     def decision(self, rec: dict[str, Any]) -> None:
+        """A completed record (what the PLC got is in it): to every backend (MQTT)."""
         for b in self.backends:
             b.decision(rec)
+
+    def delivered(self, result: Result) -> None:
+        """The trigger's backend confirms the PLC has ``result`` (its ack): the record
+        completes (written by the next ``write_records``)."""
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def write_records(self) -> None:
+        """Write the records of what happened so far now, in the calling thread (a server
+        backend calls it before it answers a trigger or an ack: not under ``_cv``)."""
+        if self.on_write is not None:
+            self.on_write()
+
+    def undelivered(self, result: Result) -> None:
+        """A result the PLC never confirmed (a stop, an outbox overflow): the part is
+        journaled as the Fail the PLC makes of a part without a result."""
+        if self.on_result is not None:
+            self.on_result(dataclasses.replace(result, passed=False, fault=FAULT_STOPPED,
+                                               delivered=False))
 
     # -- faults --------------------------------------------------------------------------
 
@@ -259,6 +301,8 @@ class Station:
                     b.result(r)
                 except Exception:  # noqa: BLE001 - one link never stops the others
                     log.exception("plc: %s could not take result %d", b.name, r.seq)
+            if not self._confirmed and self.on_result is not None:
+                self.on_result(r)
             if r.t_trigger_ns:
                 self.last_latency_ns.append(time.monotonic_ns() - r.t_trigger_ns)
                 del self.last_latency_ns[:-10000]
