@@ -47,6 +47,16 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class ConfirmingBackend(Backend, Protocol):
+    """A trigger source whose PLC acks each result (``confirms`` true: Modbus). A result
+    counts as delivered at the ack; ``drain`` waits up to ``timeout_s`` for the acks of what
+    is shown and returns the results never acked."""
+
+    confirms: bool
+
+    def drain(self, timeout_s: float) -> list[Result]: ...
+
+
 def require(module: str) -> Any:
     """Import a backend library or say which extra installs it."""
     import importlib

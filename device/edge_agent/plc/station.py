@@ -23,9 +23,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from edge_agent.plc import TRIGGERS, Backend, make_backend
+from edge_agent.plc import TRIGGERS, Backend, ConfirmingBackend, make_backend
 from edge_agent.plc.handshake import (
     FAULT_LINK,
     FAULT_NAMES,
@@ -117,7 +117,8 @@ class Station:
             self._thread = None
         self._flush()
         if self._confirmed and self.source is not None:
-            for r in self.source.drain(ACK_GRACE_S):  # shown, never acked: not delivered
+            source = cast(ConfirmingBackend, self.source)   # _confirmed: it confirms
+            for r in source.drain(ACK_GRACE_S):  # shown, never acked: not delivered
                 self.undelivered(r)
         for b in self.backends:
             try:
