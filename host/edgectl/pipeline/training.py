@@ -187,14 +187,6 @@ def fit(
             "seconds": dt,
             "images_per_s": seen / dt if dt else 0.0,
         }
-        if epoch == epochs and steps_total > 1:
-            # PreciseBN (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021): the running
-            # averages BN keeps lag weights that moved fast (one-cycle at a high rate, few
-            # steps), and eval mode then sees statistics no batch had. A tiny set learnt to
-            # 100 % in train mode read 50 % in eval mode (every image one class) until
-            # re-estimated; the exported model is the eval-mode one, so estimate them again.
-            history["precise_bn_images"] = recalibrate_bn(
-                model, datasets.train, batch_size=batch_size, seed=seed)
         if eval_each_epoch:
             row["test_accuracy"] = accuracy(model, datasets.test)
         history["epochs"].append(row)
