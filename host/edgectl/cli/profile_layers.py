@@ -23,7 +23,7 @@ def profile_layers(device: str, inventory: Path | None, runtime: str, precision:
                    threads: list[int], img_size: int, from_model: Path | None, depth: int,
                    echo: Any) -> dict[str, Any]:
     from edgectl.fleet.ansible import profile_runner
-    from edgectl.pipeline import netadapt, pruning
+    from edgectl.pipeline import netadapt, search_units
     from edgectl.pipeline.deadline import DeadlineConfig, TableOracle
 
     dense = _dense(from_model)
@@ -48,7 +48,7 @@ def profile_layers(device: str, inventory: Path | None, runtime: str, precision:
         for name, keep in checks(netadapt.UNITS):
             est = oracle.estimate(keep)
             model = (dense if name == "dense" else
-                     pruning.stage_prune(copy.deepcopy(dense), list(keep), img_size,
+                     search_units.stage_prune(copy.deepcopy(dense), list(keep), img_size,
                                          plan.round_to, dense))
             ms = oracle.measure(model)
             rows.append({"shape": name, "keep": list(keep), "estimated_ms": est,
