@@ -16,7 +16,6 @@ code version, so a changed setting or commit retrains.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import os
@@ -216,10 +215,6 @@ def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[st
 # --------------------------------------------------------------------------- stages
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def baseline_stage(cfg: BuildConfig, datasets: Any, echo: Echo) -> BaselineResult:
     """The baseline (``--from``, cache or trained), saved to ``OUT/baseline`` and evaluated."""
     from edgectl.pipeline.checkpoint import save_checkpoint
@@ -253,41 +248,23 @@ def gate_for(cfg: BuildConfig, datasets: Any, baseline: BaselineResult, echo: Ec
 
 def prune_stage(cfg: BuildConfig, datasets: Any, base: BaselineResult, echo: Echo) -> PruneResult:
     """Prune a copy of the baseline and fine-tune (or only fine-tune for ``--prune none``);
-    save it to ``OUT/model``, evaluate it, and time it against the baseline in one run."""
-    from edgectl.pipeline import pruning
-    from edgectl.pipeline.checkpoint import code_version, save_checkpoint
-    from edgectl.pipeline.evaluation import evaluate
-    from edgectl.pipeline.speed import measure_speed
+    save it to ``OUT/model``, evaluate it, and time it against the baseline in one run
+    (``prune_eval.prune_and_evaluate``)."""
+    from edgectl.pipeline.prune_eval import PruneSpec, prune_and_evaluate
     from edgectl.pipeline.training import fine_tune_hook
 
     tune = fine_tune_hook(datasets, cfg.finetune_epochs, batch_size=cfg.batch_size,
                           seed=cfg.data.seed, progress=cfg.progress)
-    model, report = copy.deepcopy(base.model), None
-    if cfg.prune == "none":
-        if cfg.finetune_epochs:
-            tune(model, None)
-    else:
-        orig_params, orig_channels = pruning.lineage(base.meta, base.model)
-        model, report = pruning.prune_model(
-            model, cfg.prune, cfg.regime, cfg.sparsity, step=cfg.step,
-            img_size=datasets.input_spec.size, round_to=cfg.round_to or None,
-            original_params=orig_params, original_channels=orig_channels,
-            fine_tune=tune, progress=cfg.progress)
-        echo(f"  {cfg.prune} sparsity {report['actual']:.4f} (target {cfg.sparsity:.2f})")
-    meta = {**base.meta, "pruning": report, "created": _now(), "code_version": code_version()}
-    ckpt = save_checkpoint(model, meta, cfg.out / "model" / "model.pt")
-    metrics = evaluate(model, datasets, threads=cfg.threads, checkpoint_path=ckpt,
-                       latency=True, latency_runs=cfg.latency_runs)
-    echo(f"  model accuracy {metrics['accuracy']:.2%} "
+    spec = PruneSpec(cfg.prune, cfg.regime, cfg.sparsity, cfg.step, cfg.round_to or None)
+    res = prune_and_evaluate(base.model, base.meta, datasets, spec,
+                             fine_tune=tune, out=cfg.out / "model" / "model.pt",
+                             threads=cfg.threads, latency_runs=cfg.latency_runs,
+                             progress=cfg.progress)
+    if res.report is not None:
+        echo(f"  {cfg.prune} sparsity {res.report['actual']:.4f} (target {cfg.sparsity:.2f})")
+    echo(f"  model accuracy {res.metrics['accuracy']:.2%} "
          f"(baseline {base.metrics['accuracy']:.2%})")
-    sparsity, speed = 0.0, None
-    if report is not None:
-        sparsity = float(pruning.current_sparsity(model, cfg.prune,
-                                                  int(report["original_params"])))
-        speed = measure_speed(base.model, model, datasets.input_spec.size, cfg.prune,
-                                      threads=cfg.threads, runs=cfg.latency_runs,
-                                      min_time_s=min(0.5, 0.01 * cfg.latency_runs))
-    return PruneResult(model, report, ckpt, metrics, sparsity, speed)
+    return res
 
 
 def export_stage(cfg: BuildConfig, model: Any, img_size: int, x: Any, y: Any,

@@ -39,7 +39,7 @@ class PruneResult:
 
     model: Any
     report: dict[str, Any] | None
-    checkpoint: Path
+    checkpoint: Path | None    # None: not saved (the study's cells)
     metrics: dict[str, Any]
     sparsity: float
     speed: dict[str, Any] | None = None  # speed.measure_speed: dense vs pruned, one run

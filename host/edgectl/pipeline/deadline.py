@@ -115,8 +115,7 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
         from torch.utils.data import Subset
 
         from edgectl.pipeline import pruning
-        from edgectl.pipeline.checkpoint import code_version, save_checkpoint
-        from edgectl.pipeline.evaluation import evaluate
+        from edgectl.pipeline.prune_eval import save_and_evaluate
         from edgectl.pipeline.training import (
             accuracy,
             fine_tune,
@@ -194,10 +193,9 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
                   "estimation_error": netadapt.estimation_errors(res.steps),
                   "oracle": oracle.facts(), "plan": dataclasses.asdict(plan),
                   "target_choice": dl.extra.get("choice")}
-        meta = {**base.meta, "pruning": report, "code_version": code_version()}
-        ckpt = save_checkpoint(model, meta, cfg.out / "model" / "model.pt")
-        metrics = evaluate(model, datasets, threads=cfg.threads, checkpoint_path=ckpt,
-                           latency=True, latency_runs=cfg.latency_runs)
+        ckpt, metrics = save_and_evaluate(model, {**base.meta, "pruning": report}, datasets,
+                                          cfg.out / "model" / "model.pt", threads=cfg.threads,
+                                          latency_runs=cfg.latency_runs)
         echo(f"  searched model: accuracy {metrics['accuracy']:.2%} (baseline "
              f"{base.metrics['accuracy']:.2%}), {final_ms:.3f} ms p95 measured on "
              f"{oracle.facts().get('device')} (budget {dl.budget_ms:g} ms)")
