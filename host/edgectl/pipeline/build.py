@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_common.errors import ConfigError, EdgeError, ModelError
 from edge_common.hashing import settings_key
@@ -37,6 +37,9 @@ from edgectl.pipeline.build_results import (
     PruneResult,
     format_table,
 )
+
+if TYPE_CHECKING:
+    from edgectl.pipeline.data import Datasets
 
 __all__ = ["ArtifactResult", "BaselineResult", "BelowMinAccuracy", "BuildConfig", "BuildResult",
            "Gate", "PruneResult", "format_table", "run_build"]
@@ -422,7 +425,8 @@ PruneStage = Callable[[BuildConfig, Any, BaselineResult, Echo], PruneResult]
 
 def run_build(cfg: BuildConfig, echo: Echo = _stderr, prune: PruneStage | None = None,
               prune_title: str | None = None,
-              deadline: Callable[[PruneResult], dict[str, Any]] | None = None) -> BuildResult:
+              deadline: Callable[[PruneResult], dict[str, Any]] | None = None,
+              datasets: Datasets | None = None) -> BuildResult:
     """Run the whole pipeline, stage by stage; write ``OUT/build.json`` (its ``to_dict()``).
 
     Raises :class:`BelowMinAccuracy` (after writing artifacts but no bundle) when the
@@ -433,6 +437,8 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr, prune: PruneStage | None =
     ``prune``: the stage that makes the model from the baseline (default
     :func:`prune_stage`; the latency-budget search passes its own, ``pipeline.deadline``),
     titled ``prune_title``; ``deadline(pruned)``: the manifest's ``deadline`` section.
+    ``datasets``: ``load_datasets(cfg.data)`` when the caller has already loaded it (the
+    data is loaded once per build: training, evaluation and the test vectors share it).
     """
     from edge_common.bundle import load_bundle, replay_test_vectors
     from edge_common.fileio import write_json_atomic
@@ -444,7 +450,7 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr, prune: PruneStage | None =
     cfg.out.mkdir(parents=True, exist_ok=True)
 
     stage("data")
-    datasets = load_datasets(cfg.data)
+    datasets = datasets if datasets is not None else load_datasets(cfg.data)
     echo(f"  {datasets.description}")
 
     stage("baseline")
@@ -456,7 +462,7 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr, prune: PruneStage | None =
     model_ok = accuracy_gate(cfg, gate, "the pruned model", pruned.metrics["accuracy"])
 
     stage(f"export: {', '.join(cfg.formats)} (FP32) with parity checks")
-    x_test, y_test = stack_inputs(list(raw_test_images(cfg.data)), datasets.input_spec)
+    x_test, y_test = stack_inputs(list(raw_test_images(datasets)), datasets.input_spec)
     x_par, y_par = x_test[:PARITY_IMAGES], y_test[:PARITY_IMAGES]
     arts = export_stage(cfg, pruned.model, datasets.input_spec.size, x_par, y_par, echo)
 
