@@ -44,13 +44,8 @@ from edgectl.pipeline import netadapt, pruning  # noqa: E402
 from edgectl.pipeline.build import BuildConfig, run_build  # noqa: E402
 from edgectl.pipeline.compute import banner  # noqa: E402
 from edgectl.pipeline.data import DataConfig  # noqa: E402
-from edgectl.pipeline.deadline import (  # noqa: E402
-    BudgetNotMet,
-    DeadlineConfig,
-    TableOracle,
-    manifest_section,
-    search_stage,
-)
+from edgectl.pipeline.deadline import BudgetNotMet, DeadlineConfig, TableOracle  # noqa: E402
+from edgectl.pipeline.deadline_build import search_build  # noqa: E402
 
 SWEEP = [round(0.05 * i, 2) for i in range(2, 20)]   # 0.10 … 0.95
 
@@ -119,8 +114,7 @@ def searches(args: argparse.Namespace, work: Path, budgets: list[float]) -> list
         oracle.dl = dl
         t0 = time.perf_counter()
         try:
-            res = run_build(cfg, echo=log, prune=search_stage(dl, oracle),
-                            deadline=lambda p, dl=dl, o=oracle: manifest_section(dl, o, p))
+            res = search_build(cfg, dl, oracle, echo=log)
         except BudgetNotMet as err:
             rows.append({"budget_ms": b, "error": str(err), "seconds": time.perf_counter() - t0})
             log(f"search at {b:.3f} ms: {err}")
