@@ -29,6 +29,7 @@ from edgectl.pipeline.deadline import (
 if TYPE_CHECKING:
     from torch import nn
 
+    from edgectl.pipeline.data import Datasets
     from edgectl.pipeline.latency_table import Runner
 
 Echo = Callable[[str], None]
@@ -65,9 +66,10 @@ def deadline_config(budget_ms: float, target: str, kinds: list[tuple[str, str]],
     return dl
 
 
-def architecture(cfg: BuildConfig) -> nn.Module:
+def architecture(cfg: BuildConfig, datasets: Datasets | None = None) -> nn.Module:
     """The model the search will start from, for the table's shapes (weights do not
-    matter): the --from checkpoint, else the stock MobileNetV2 the baseline will be."""
+    matter): the --from checkpoint, else the stock MobileNetV2 the baseline will be (its
+    class count from ``datasets``, loaded here when not given)."""
     if cfg.from_model is not None:
         from edgectl.pipeline.checkpoint import load_checkpoint
 
@@ -75,7 +77,7 @@ def architecture(cfg: BuildConfig) -> nn.Module:
     from edgectl.pipeline.data import load_datasets
     from edgectl.pipeline.model import build_model
 
-    labels = load_datasets(cfg.data, augment=False).labels
+    labels = (datasets or load_datasets(cfg.data, augment=False)).labels
     return build_model(len(labels), width_mult=cfg.width_mult).eval()
 
 
@@ -95,9 +97,11 @@ def dry_run(cfg: BuildConfig, dl: DeadlineConfig, kinds: list[tuple[str, str]],
 
 
 def search_build(cfg: BuildConfig, dl: DeadlineConfig, oracle: Oracle, *, echo: Echo,
-                 progress: SearchProgress | None = None) -> BuildResult:
+                 progress: SearchProgress | None = None,
+                 datasets: Datasets | None = None) -> BuildResult:
     """:func:`build.run_build` with the search as its prune stage against ``oracle``
-    (bound here to the search's starting architecture), the manifest's ``deadline``."""
+    (bound by the stage to the baseline's architecture), the manifest's ``deadline``;
+    ``datasets``: ``cfg.data`` already loaded (the build then loads nothing again)."""
     stage = search_stage(dl, oracle, progress.step if progress is not None else None)
 
     def searched(*args: Any) -> Any:
@@ -111,7 +115,8 @@ def search_build(cfg: BuildConfig, dl: DeadlineConfig, oracle: Oracle, *, echo: 
         return run_build(cfg, echo=echo, prune=searched,
                          prune_title=f"search: p95 ≤ {dl.budget_ms:g} ms on {dl.target} "
                                      f"({dl.runtime} {dl.precision}, {dl.threads} thread(s))",
-                         deadline=lambda p: manifest_section(dl, oracle, p))
+                         deadline=lambda p: manifest_section(dl, oracle, p),
+                         datasets=datasets)
     finally:
         if progress is not None:
             progress.close()
@@ -123,10 +128,12 @@ def run_deadline_build(cfg: BuildConfig, dl: DeadlineConfig, kinds: list[tuple[s
     """Choose the runtime (several ``kinds``/``threads``: the dense model timed on the
     target in each), search, build, and write the front (``OUT/front.json``, ``.png``)."""
     from edge_common.fileio import write_json_atomic
+    from edgectl.pipeline.data import load_datasets
     from edgectl.pipeline.front import front_rows, plot_front
 
     cfg.validate()
-    dense = architecture(cfg)
+    datasets = load_datasets(cfg.data)       # once: the architecture, then the whole build
+    dense = architecture(cfg, datasets)
     combos = len(kinds) * len(threads)
     if combos > 1:
         echo(f"choosing the runtime: the dense model on {dl.target} in {combos} "
@@ -139,7 +146,7 @@ def run_deadline_build(cfg: BuildConfig, dl: DeadlineConfig, kinds: list[tuple[s
     oracle.bind(dense)
     if progress is not None:
         progress.start(plan_summary(dl, oracle, cfg)["expected_steps"])
-    res = search_build(cfg, dl, oracle, echo=echo, progress=progress)
+    res = search_build(cfg, dl, oracle, echo=echo, progress=progress, datasets=datasets)
     rows = front_rows(res.to_dict(), dl.target == "local")
     write_json_atomic(cfg.out / "front.json", rows)
     png = plot_front(rows, dl.budget_ms, cfg.out / "front.png")
