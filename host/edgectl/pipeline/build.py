@@ -10,8 +10,9 @@ Layout of ``--out``::
     build.json           everything the summary table shows
 
 Baselines are cached under ``$EDGECTL_CACHE/baselines/<key>`` (default
-``~/.cache/edgectl``); the key hashes the data config, the training settings and the
-code version, so a changed setting or commit retrains.
+``~/.cache/edgectl``); the key hashes what decides the baseline (:func:`baseline_key`):
+the data recipe, the training settings and the source of the code that trains it, so a
+changed setting or a commit that changes training retrains, and no other commit does.
 """
 
 from __future__ import annotations
@@ -168,16 +169,44 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGECTL_CACHE") or Path.home() / ".cache" / "edgectl")
 
 
-def baseline_key(cfg: BuildConfig) -> str:
-    """Hash of what determines the baseline: data config, training settings, package version.
+# The modules whose source decides a baseline's weights, given its settings: the data
+# recipe (sources, synthetic renderer, preprocessing, augmentation), the model, and the
+# training loop with its device plan. Hashed into baseline_key.
+BASELINE_SOURCES = ("edgectl.pipeline.baseline", "edgectl.pipeline.training",
+                    "edgectl.pipeline.compute", "edgectl.pipeline.model",
+                    "edgectl.pipeline.data", "edge_common.synthetic", "edge_common.preprocess")
 
-    The package version, not the git commit: a commit that does not touch training must not
-    throw away a baseline that takes minutes to train (bump the version when training changes).
+
+def training_source_digest(modules: tuple[str, ...] = BASELINE_SOURCES) -> str:
+    """The sha256 of the source files of ``modules``, in order."""
+    import importlib.util
+
+    from edge_common.hashing import sha256_chunks
+
+    files = []
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ModelError(f"baseline key: no source for {name}")
+        files.append(Path(spec.origin))
+    return sha256_chunks(name.encode() + b"\0" + f.read_bytes()
+                         for name, f in zip(modules, files, strict=True))
+
+
+def baseline_key(cfg: BuildConfig) -> str:
+    """Hash of what decides the baseline: the data recipe (``DataConfig`` without
+    ``download``), the training settings (``train_settings``), the source of the code that
+    trains it (:data:`BASELINE_SOURCES`) and the torch/torchvision versions.
+
+    Not the git commit nor the package version: a commit that does not touch training keeps
+    a baseline that takes minutes to train; one that does retrains it.
     """
     from importlib.metadata import version
 
     data = {k: v for k, v in cfg.data.to_dict().items() if k != "download"}
-    return settings_key({"data": data, "train": cfg.train_settings(), "code": version("edgectl")})
+    return settings_key({"data": data, "train": cfg.train_settings(),
+                         "code": training_source_digest(),
+                         "torch": [version("torch"), version("torchvision")]})
 
 
 def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[str, Any], str]:
