@@ -1,4 +1,5 @@
-"""Training loop: Adam with a cosine learning-rate decay, cross-entropy, progress bar.
+"""Training loop: Adam with a one-cycle learning rate (OneCycleLR: a short warm-up, then
+cosine decay), cross-entropy, progress bar.
 
 ``train`` builds the baseline; ``fine_tune`` is the same loop with a smaller learning
 rate and an ``after_step(model)`` hook, which pruning uses to re-apply its masks after
