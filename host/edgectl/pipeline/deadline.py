@@ -38,11 +38,14 @@ class Oracle(Protocol):
     """Latency of one target (a board over SSH, or this machine) for one runtime,
     precision and thread count."""
 
+    def bind(self, dense: nn.Module) -> Oracle: ...             # the architecture searched
     def estimate(self, keep: netadapt.Keep) -> float: ...       # ms, from the table
     def measure(self, model: nn.Module) -> float: ...           # p95 ms, end to end
     def facts(self) -> dict[str, Any]: ...                      # device, cpu, runtime, …
     def peek(self, keep: netadapt.Keep) -> float | None: ...    # cached estimate, no I/O
     def missing(self, keep: netadapt.Keep) -> int: ...          # entries not yet measured
+    def prefetch(self, keeps: list[netadapt.Keep]) -> int: ...  # measure these, one trip
+    def observe(self, keep: netadapt.Keep, measured_ms: float) -> None: ...  # refit to it
 
 
 class BudgetNotMet(EdgeError, RuntimeError):
@@ -157,9 +160,7 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
                 recalibrate_bn(model, tune_set.train, batches=dl.bn_batches,
                                batch_size=cfg.batch_size, seed=cfg.data.seed + k)
 
-        bind = getattr(oracle, "bind", None)
-        if bind is not None:
-            bind(base.model)            # the table is of the baseline's architecture
+        oracle.bind(base.model)         # the table is of the baseline's architecture
         plan = dataclasses.replace(dl.search_plan(),
                                    budget_ms=dl.search_plan().budget_ms * (1 - dl.guard))
         state_dir = dl.state or cfg.out / "search"
@@ -177,8 +178,7 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
                               estimate=oracle.estimate, measure=median_trips,
                               tune=short_tune, score=lambda m: accuracy(m.eval(), selection),
                               state_dir=state_dir, state_key=key, echo=echo, on_step=progress,
-                              prefetch=getattr(oracle, "prefetch", None),
-                              observe=getattr(oracle, "observe", None))
+                              prefetch=oracle.prefetch, observe=oracle.observe)
         model = res.model
         if cfg.finetune_epochs:
             echo(f"  long fine-tune: {cfg.finetune_epochs} epoch(s)")
@@ -250,11 +250,12 @@ def plan_summary(dl: DeadlineConfig, oracle: Oracle, cfg: Any) -> dict[str, Any]
         # the budget in the table's scale: the table's error is unknown before a run, so
         # the plan assumes estimate = measurement
         steps, why = plan.expected_steps(start_est, dl.budget_ms), "expected"
+    per_step = netadapt.UNITS + plan.whole      # every unit's proposal, and the whole net's
     info = {
         "budget_ms": dl.budget_ms, "target": dl.target, "runtime": dl.runtime,
         "precision": dl.precision, "threads": dl.threads, "start_est_ms": start_est,
         "expected_steps": steps, "steps_are": why, "max_steps": plan.max_steps,
-        "short_fine_tunes": steps * (netadapt.UNITS + plan.whole),
+        "short_fine_tunes": steps * per_step,
         "short_images": dl.short_images,
         "long_fine_tune_epochs": cfg.finetune_epochs,
         "end_to_end_measurements": 3 * (steps + 3), "table_entries_to_measure_first": missing,
@@ -265,9 +266,9 @@ def plan_summary(dl: DeadlineConfig, oracle: Oracle, cfg: Any) -> dict[str, Any]
         f"search plan: p95 ≤ {dl.budget_ms:g} ms on {dl.target} ({dl.runtime} {dl.precision}, "
         f"{dl.threads} thread(s)), at most {dl.max_accuracy_drop:g} points below the baseline",
         f"  dense model: {est}; table entries still to measure: {missing}",
-        f"  steps: {steps} {why}; each: ≤ {netadapt.UNITS} proposals, a short fine-tune of "
+        f"  steps: {steps} {why}; each: ≤ {per_step} proposals, a short fine-tune of "
         f"{dl.short_images} images each, one end-to-end measurement",
-        f"  fine-tunes: ≤ {steps * netadapt.UNITS} short + 1 long ({cfg.finetune_epochs} "
+        f"  fine-tunes: ≤ {info['short_fine_tunes']} short + 1 long ({cfg.finetune_epochs} "
         f"epoch(s)); end-to-end measurements: {3 * (steps + 3)} (medians of 3: "
         "calibration, start, every step, final)",
         f"  resumable state: {dl.state or cfg.out / 'search'}",
