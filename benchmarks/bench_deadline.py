@@ -38,6 +38,7 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from edge_common.fileio import write_json_atomic  # noqa: E402
+from edgectl.cli.options import default_cache_dir  # noqa: E402
 from edgectl.fleet.ansible import bench_local, profile_runner  # noqa: E402
 from edgectl.pipeline import latency_table as lt  # noqa: E402
 from edgectl.pipeline import netadapt, pruning  # noqa: E402
@@ -59,7 +60,7 @@ def _cfg(args: argparse.Namespace, out: Path, **kw: Any) -> BuildConfig:
                                 train_size=args.train_size, test_size=args.test_size)
     return BuildConfig(data=data, out=out, epochs=args.epochs,
                        finetune_epochs=args.finetune_epochs, allow_below_min=True,
-                       progress=False, **kw)
+                       progress=False, cache_dir=default_cache_dir(), **kw)
 
 
 def _p95(model: Any, img: int) -> float:
@@ -110,7 +111,7 @@ def searches(args: argparse.Namespace, work: Path, budgets: list[float]) -> list
                             plan=netadapt.Plan(budget_ms=b, max_steps=args.search_steps))
         cfg = _cfg(args, work / f"search-{b:.4f}", prune="structured")
         oracle = oracle or TableOracle(dl, args.img_size, profile_runner(dl.target, None, log),
-                                       echo=log)
+                                       cfg.cache_dir, echo=log)
         oracle.dl = dl
         t0 = time.perf_counter()
         try:

@@ -14,6 +14,7 @@ from edgectl.cli.options import (
     calib_size_option,
     data_config_from,
     data_options,
+    default_cache_dir,
     device_option,
     echo_json,
     formats_option,
@@ -86,10 +87,10 @@ def build(as_json: bool, no_cache: bool, **kw: Any) -> None:
 
         check_search_flags(click.get_current_context())
         kw.update(prune="structured", regime="oneshot")
-        cfg = BuildConfig(data=data, cache=not no_cache, **kw)
+        cfg = BuildConfig(data=data, cache=not no_cache, cache_dir=default_cache_dir(), **kw)
         run_deadline_build(cfg, dl_kw, as_json)
         return
-    cfg = BuildConfig(data=data, cache=not no_cache, **kw)
+    cfg = BuildConfig(data=data, cache=not no_cache, cache_dir=default_cache_dir(), **kw)
     # Progress (stage lines, bars, libraries' chatter) goes to stderr; stdout carries
     # only the result, so `--json` output stays parseable.
     with contextlib.redirect_stdout(sys.stderr):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json as _json
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -209,6 +211,14 @@ device_option = click.option(
     show_envvar=True, callback=_device_choice, metavar="auto|cpu|cuda|mps",
     help="Where training and fine-tuning run: auto picks CUDA, then MPS, then the CPU "
          "(CUDA trains in mixed precision). Pruning, export and evaluation stay on the CPU.")
+
+
+def default_cache_dir() -> Path:
+    """Where cached baselines and latency tables go unless told: ``$EDGECTL_CACHE``, else
+    ``~/.cache/edgectl`` (the pipeline takes the folder as ``BuildConfig.cache_dir``)."""
+    from edgectl.pipeline.build import USER_CACHE
+
+    return Path(os.environ.get("EDGECTL_CACHE") or USER_CACHE)
 
 
 def start_compute(device: str) -> None:

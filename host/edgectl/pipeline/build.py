@@ -9,21 +9,21 @@ Layout of ``--out``::
     bundle/ bundle.tar   the deployable bundle (only when the accuracy gate passes)
     build.json           everything the summary table shows
 
-Baselines are cached under ``$EDGECTL_CACHE/baselines/<key>`` (default
-``~/.cache/edgectl``); the key hashes what decides the baseline (:func:`baseline_key`):
-the data recipe, the training settings and the source of the code that trains it, so a
-changed setting or a commit that changes training retrains, and no other commit does.
+Baselines are cached under ``cache_dir/baselines/<key>`` (``BuildConfig.cache_dir``; the
+CLI's default is ``$EDGECTL_CACHE``, else ``~/.cache/edgectl``); the key hashes what
+decides the baseline (:func:`baseline_key`): the data recipe, the training settings and
+the source of the code that trains it, so a changed setting or a commit that changes
+training retrains, and no other commit does.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,7 @@ PRUNE_METHODS = ("none", "unstructured", "structured")
 DEFAULT_MAX_DROP = 0.02  # default gate: baseline accuracy minus 2 points...
 CHANCE_MARGIN = 0.05  # ...and never less than always-the-majority-class plus 5 points
 DEFAULT_INT8_MAX_DROP = 1.0  # points an INT8 artifact may lose against its FP32 twin
+USER_CACHE = Path.home() / ".cache" / "edgectl"   # BuildConfig.cache_dir's default
 PARITY_IMAGES = 64
 VECTOR_CANDIDATES = 64
 
@@ -109,6 +110,8 @@ class BuildConfig:
     threads: int = 1
     latency_runs: int = 30
     cache: bool = True
+    # baselines and latency tables (``cli/options.default_cache_dir``: $EDGECTL_CACHE)
+    cache_dir: Path = field(default_factory=lambda: USER_CACHE)
     progress: bool = True
 
     def validate(self) -> None:
@@ -155,6 +158,7 @@ class BuildConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["data"] = self.data.to_dict()
+        del d["cache_dir"]      # where this machine caches, not what was built
         for k in ("out", "from_model", "key"):
             d[k] = str(d[k]) if d[k] is not None else None
         d["formats"] = list(self.formats)
@@ -162,10 +166,6 @@ class BuildConfig:
 
 
 # --------------------------------------------------------------------------- baseline
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGECTL_CACHE") or Path.home() / ".cache" / "edgectl")
 
 
 # The modules whose source decides a baseline's weights, given its settings: the data
@@ -224,7 +224,7 @@ def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[st
             raise ModelError(f"--from {cfg.from_model}: trained at {size}px, --img-size is "
                              f"{datasets.input_spec.size}")
         return model, meta, f"--from {cfg.from_model}"
-    cached = cache_dir() / "baselines" / baseline_key(cfg) / "model.pt"
+    cached = cfg.cache_dir / "baselines" / baseline_key(cfg) / "model.pt"
     if cfg.cache and cached.is_file():
         try:
             model, meta = load_checkpoint(cached)

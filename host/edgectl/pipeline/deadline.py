@@ -332,12 +332,10 @@ class TableOracle:
     before use: the table is of that architecture; its overhead is calibrated from one
     end-to-end measurement of ``dense`` (weights do not change latency)."""
 
-    def __init__(self, dl: DeadlineConfig, img_size: int, runner: Runner,
-                 echo: Echo = lambda _m: None, cache: Path | None = None) -> None:
-        from edgectl.pipeline.build import cache_dir
-
+    def __init__(self, dl: DeadlineConfig, img_size: int, runner: Runner, cache: Path,
+                 echo: Echo = lambda _m: None) -> None:
         self.dl, self.img_size, self.echo = dl, int(img_size), echo
-        self.cache = cache or cache_dir()
+        self.cache = cache           # latency tables under cache/latency-tables
         self.runner = runner
         self.table: Any = None
         self.measurements = 0
@@ -402,6 +400,6 @@ class TableOracle:
         self._bound().observe(keep, measured_ms)
 
 
-def make_oracle(dl: DeadlineConfig, img_size: int, runner: Runner,
+def make_oracle(dl: DeadlineConfig, img_size: int, runner: Runner, cache: Path,
                 echo: Echo = lambda _m: None) -> TableOracle:
-    return TableOracle(dl, img_size, runner, echo)
+    return TableOracle(dl, img_size, runner, cache, echo)

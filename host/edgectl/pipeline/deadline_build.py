@@ -85,7 +85,8 @@ def dry_run(cfg: BuildConfig, dl: DeadlineConfig, kinds: list[tuple[str, str]],
             threads: list[int], runner: Runner, echo: Echo) -> dict[str, Any]:
     """The plan ``--dry-run`` prints (``info["text"]``), from the cached table only."""
     dense = architecture(cfg)
-    info = plan_summary(dl, make_oracle(dl, cfg.data.img_size, runner, echo).bind(dense), cfg)
+    info = plan_summary(dl, make_oracle(dl, cfg.data.img_size, runner, cfg.cache_dir,
+                                         echo).bind(dense), cfg)
     combos = len(kinds) * len(threads)
     if combos > 1:
         info["choice_measurements"] = 3 * combos
@@ -142,7 +143,7 @@ def run_deadline_build(cfg: BuildConfig, dl: DeadlineConfig, kinds: list[tuple[s
         dl.runtime, dl.precision, dl.threads = (choice["runtime"], choice["precision"],
                                                 choice["threads"])
         dl.extra["choice"] = choice["rows"]
-    oracle = make_oracle(dl, cfg.data.img_size, runner, echo=echo)
+    oracle = make_oracle(dl, cfg.data.img_size, runner, cfg.cache_dir, echo=echo)
     oracle.bind(dense)
     if progress is not None:
         progress.start(plan_summary(dl, oracle, cfg)["expected_steps"])
