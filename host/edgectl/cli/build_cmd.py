@@ -79,7 +79,7 @@ def build(as_json: bool, no_cache: bool, **kw: Any) -> None:
     from edgectl.pipeline.build import BuildConfig, format_table, run_build
 
     dl_kw = {k: kw.pop(k) for k in DEADLINE_KEYS}
-    start_compute(kw.pop("device"))  # training and fine-tuning read it (pipeline.compute)
+    kw["device"] = start_compute(kw.pop("device"))  # BuildConfig.device: training runs there
     data = data_config_from(kw)
     kw["prune"] = kw.pop("method")
     if dl_kw["target_latency_ms"] is not None:

@@ -221,12 +221,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("EDGECTL_CACHE") or USER_CACHE)
 
 
-def start_compute(device: str) -> None:
-    """Make ``device`` the process-wide training device and say on stderr what this long
-    command runs on (device, CPU model, ISA, threads). A device this machine lacks is one
-    clear error before any work."""
+def start_compute(device: str) -> str:
+    """Say on stderr what this long command runs on (the training ``device``, CPU model,
+    ISA, threads) and return ``device`` for the command to pass on. A device this machine
+    lacks is one clear error before any work."""
     from edgectl.pipeline import compute
 
-    compute.use_device(device)
-    click.echo(compute.banner(), err=True)
+    compute.resolve(device)
+    click.echo(compute.banner(device), err=True)
+    return device
 

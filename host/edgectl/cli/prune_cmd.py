@@ -79,7 +79,7 @@ def prune(
     from edgectl.pipeline.training import fine_tune_hook
 
     pruning.check_request(method, regime, sparsity, step)  # before any loading
-    start_compute(device)  # fine-tuning runs there
+    start_compute(device)  # fine-tuning runs there (fine_tune_hook's device)
     net, meta = load_checkpoint(model)
     orig_params, _ = pruning.lineage(meta, net)
     pruning.check_start(net, method, sparsity, orig_params, exclude_classifier)
@@ -96,7 +96,8 @@ def prune(
         res = prune_and_evaluate(
             net, meta, ds, spec, out=Path(out), meta={"data": cfg.to_dict()},
             record={"finetune_epochs": finetune_epochs, "parent": str(parent)},
-            fine_tune=fine_tune_hook(ds, finetune_epochs, lr=lr, seed=cfg.seed, measure=True),
+            fine_tune=fine_tune_hook(ds, finetune_epochs, lr=lr, seed=cfg.seed, measure=True,
+                                     device=device),
             threads=threads, latency_runs=latency_runs, progress=True)
     report = res.report or {}
     result = {

@@ -108,6 +108,7 @@ class BuildConfig:
     width_mult: float = 1.0
     weights: str = "none"
     threads: int = 1
+    device: str = "auto"  # where training and fine-tuning run (compute.resolve)
     latency_runs: int = 30
     cache: bool = True
     # baselines and latency tables (``cli/options.default_cache_dir``: $EDGECTL_CACHE)
@@ -238,7 +239,7 @@ def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[st
     target = cached if cfg.cache else cfg.out / "baseline" / "model.pt"
     res = train_baseline(cfg.data, target, epochs=ts["epochs"], batch_size=ts["batch_size"],
                          lr=ts["lr"], weights=cfg.weights, width_mult=cfg.width_mult,
-                         progress=cfg.progress, datasets=datasets)
+                         progress=cfg.progress, device=cfg.device, datasets=datasets)
     model, meta = load_checkpoint(res["checkpoint"])
     return model, meta, "trained" + (f", cached in {cached.parent}" if cfg.cache else "")
 
@@ -285,7 +286,7 @@ def prune_stage(cfg: BuildConfig, datasets: Any, base: BaselineResult, echo: Ech
     from edgectl.pipeline.training import fine_tune_hook
 
     tune = fine_tune_hook(datasets, cfg.finetune_epochs, batch_size=cfg.batch_size,
-                          seed=cfg.data.seed, progress=cfg.progress)
+                          seed=cfg.data.seed, progress=cfg.progress, device=cfg.device)
     spec = PruneSpec(cfg.prune, cfg.regime, cfg.sparsity, cfg.step, cfg.round_to or None)
     res = prune_and_evaluate(base.model, base.meta, datasets, spec,
                              fine_tune=tune, out=cfg.out / "model" / "model.pt",

@@ -152,7 +152,7 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
             idx = [(k * dl.short_images + j) % n_tune for j in range(dl.short_images)]
             part = dataclasses.replace(tune_set, train=Subset(tune_set.train, idx))
             fine_tune(model, part, epochs=1, batch_size=cfg.batch_size, seed=cfg.data.seed + k,
-                      progress=False, eval_each_epoch=False)
+                      progress=False, eval_each_epoch=False, device=cfg.device)
             if dl.bn_batches:
                 # 16 SGD steps leave a deep cut's BN statistics far from its activations:
                 # its score was near chance (benchmarks/results/deadline-per-stage.md);
@@ -183,7 +183,8 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
         if cfg.finetune_epochs:
             echo(f"  long fine-tune: {cfg.finetune_epochs} epoch(s)")
             fine_tune_hook(tune_set, cfg.finetune_epochs, batch_size=cfg.batch_size,
-                           seed=cfg.data.seed, progress=cfg.progress)(model, None)
+                           seed=cfg.data.seed, progress=cfg.progress,
+                           device=cfg.device)(model, None)
         final_ms = median_trips(model)
         report = {"method": "deadline", "budget_ms": dl.budget_ms, "keep": res.keep,
                   "met": final_ms <= dl.budget_ms, "stop": res.stop,

@@ -97,6 +97,7 @@ class TorchRunner:
                 lr=cfg.lr,
                 width_mult=cfg.width_mult,
                 progress=cfg.progress,
+                device=cfg.device,
             )
             model, meta = load_checkpoint(ckpt)
             meta = dict(meta, study={"train_s": float(meta["train"]["seconds"])})
@@ -134,7 +135,8 @@ class TorchRunner:
             self._model, self._meta, self._datasets,
             PruneSpec(cell.method, cell.regime, cell.target, cfg.step),
             fine_tune=fine_tune_hook(self._datasets, chunks=chunks, lr=cfg.finetune_lr,
-                                     batch_size=cfg.batch_size, seed=cell.seed)
+                                     batch_size=cfg.batch_size, seed=cell.seed,
+                                     device=cfg.device)
             if cfg.finetune_epochs > 0
             else None,
             out=None, timing=False)  # the study times its cells itself (_latencies)
