@@ -46,7 +46,9 @@ __all__ = ["ArtifactResult", "BaselineResult", "BelowMinAccuracy", "BuildConfig"
            "Gate", "PruneResult", "format_table", "run_build"]
 
 PRUNE_METHODS = ("none", "unstructured", "structured")
-DEFAULT_MAX_DROP = 0.02  # default gate: baseline accuracy minus 2 points...
+# Every accuracy drop is in points (1 point = 0.01 accuracy), as --max-accuracy-drop and
+# --accuracy-drop read; accuracies themselves are fractions.
+DEFAULT_MAX_DROP = 2.0  # points: the default gate is the baseline accuracy minus 2 points...
 CHANCE_MARGIN = 0.05  # ...and never less than always-the-majority-class plus 5 points
 DEFAULT_INT8_MAX_DROP = 1.0  # points an INT8 artifact may lose against its FP32 twin
 USER_CACHE = Path.home() / ".cache" / "edgectl"   # BuildConfig.cache_dir's default
@@ -74,7 +76,7 @@ def default_gate(baseline_accuracy: float, counts: dict[str, int]) -> float:
     """The accuracy gate when ``--min-accuracy`` is not given: the larger of the baseline
     minus ``DEFAULT_MAX_DROP`` and :func:`chance_floor`, so a model that scores at chance
     (or whose baseline does) is never deployable by default."""
-    return round(max(baseline_accuracy - DEFAULT_MAX_DROP, chance_floor(counts)[0]), 4)
+    return round(max(baseline_accuracy - DEFAULT_MAX_DROP / 100, chance_floor(counts)[0]), 4)
 
 
 def _stderr(msg: str) -> None:
@@ -275,7 +277,7 @@ def gate_for(cfg: BuildConfig, datasets: Any, baseline: BaselineResult, echo: Ec
         echo(f"  warning: --min-accuracy {explicit:.2%} is below chance level "
              f"({majority!r} is {floor - CHANCE_MARGIN:.2%} of the test set): a model that "
              "always answers one class passes it")
-    return Gate(min_acc, (floor, majority), cfg.max_accuracy_drop / 100.0)
+    return Gate(min_acc, (floor, majority), cfg.max_accuracy_drop)
 
 
 def prune_stage(cfg: BuildConfig, datasets: Any, base: BaselineResult, echo: Echo) -> PruneResult:
@@ -358,16 +360,16 @@ def measure_stage(cfg: BuildConfig, arts: list[ArtifactResult], x: Any, y: Any,
 
 
 def int8_drop_gate(arts: list[ArtifactResult], max_drop: float) -> list[str]:
-    """Mark every INT8 artifact that loses more than ``max_drop`` (fraction) of accuracy
+    """Mark every INT8 artifact that loses more than ``max_drop`` points of accuracy
     against its FP32 twin not deployable; one line per such artifact, saying by how much."""
     lines = []
     for a in arts:
-        drop = -(a.accuracy_vs_fp32 or 0.0)
-        if a.precision == "int8" and drop > max_drop + 1e-9:
+        drop = -(a.accuracy_vs_fp32 or 0.0)           # a fraction of accuracy
+        if a.precision == "int8" and 100 * drop > max_drop + 1e-7:
             a.deployable = False
             lines.append(f"{a.name} is NOT deployable: it drops {100 * drop:.2f} points against "
                          f"model.fp32.{a.format} (limit --max-accuracy-drop "
-                         f"{100 * max_drop:g}); the bundle serves FP32 for {a.format}")
+                         f"{max_drop:g}); the bundle serves FP32 for {a.format}")
     return lines
 
 
@@ -533,7 +535,7 @@ def _gate_message(what: str, acc: float, min_acc: float, cfg: BuildConfig,
     chance = (f", at least majority class {floor[1]!r} {floor[0] - CHANCE_MARGIN:.2%} + "
               f"{100 * CHANCE_MARGIN:.0f} points" if floor else "")
     gate = (f"--min-accuracy {min_acc:.2%}" if cfg.min_accuracy is not None
-            else f"the default gate {min_acc:.2%} (baseline − {100 * DEFAULT_MAX_DROP:.0f} "
+            else f"the default gate {min_acc:.2%} (baseline − {DEFAULT_MAX_DROP:g} "
                  f"points{chance})")
     old = cfg.out / "bundle"
     note = f"; the earlier bundle in {old} is left as it was" if old.exists() else ""
