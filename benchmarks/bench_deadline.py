@@ -38,19 +38,15 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from edge_common.fileio import write_json_atomic  # noqa: E402
+from edgectl.cli.options import default_cache_dir  # noqa: E402
 from edgectl.fleet.ansible import bench_local, profile_runner  # noqa: E402
 from edgectl.pipeline import latency_table as lt  # noqa: E402
 from edgectl.pipeline import netadapt, pruning  # noqa: E402
 from edgectl.pipeline.build import BuildConfig, run_build  # noqa: E402
 from edgectl.pipeline.compute import banner  # noqa: E402
 from edgectl.pipeline.data import DataConfig  # noqa: E402
-from edgectl.pipeline.deadline import (  # noqa: E402
-    BudgetNotMet,
-    DeadlineConfig,
-    TableOracle,
-    manifest_section,
-    search_stage,
-)
+from edgectl.pipeline.deadline import BudgetNotMet, DeadlineConfig, TableOracle  # noqa: E402
+from edgectl.pipeline.deadline_build import search_build  # noqa: E402
 
 SWEEP = [round(0.05 * i, 2) for i in range(2, 20)]   # 0.10 … 0.95
 
@@ -64,7 +60,7 @@ def _cfg(args: argparse.Namespace, out: Path, **kw: Any) -> BuildConfig:
                                 train_size=args.train_size, test_size=args.test_size)
     return BuildConfig(data=data, out=out, epochs=args.epochs,
                        finetune_epochs=args.finetune_epochs, allow_below_min=True,
-                       progress=False, **kw)
+                       progress=False, cache_dir=default_cache_dir(), **kw)
 
 
 def _p95(model: Any, img: int) -> float:
@@ -115,12 +111,11 @@ def searches(args: argparse.Namespace, work: Path, budgets: list[float]) -> list
                             plan=netadapt.Plan(budget_ms=b, max_steps=args.search_steps))
         cfg = _cfg(args, work / f"search-{b:.4f}", prune="structured")
         oracle = oracle or TableOracle(dl, args.img_size, profile_runner(dl.target, None, log),
-                                       echo=log)
+                                       cfg.cache_dir, echo=log)
         oracle.dl = dl
         t0 = time.perf_counter()
         try:
-            res = run_build(cfg, echo=log, prune=search_stage(dl, oracle),
-                            deadline=lambda p, dl=dl, o=oracle: manifest_section(dl, o, p))
+            res = search_build(cfg, dl, oracle, echo=log)
         except BudgetNotMet as err:
             rows.append({"budget_ms": b, "error": str(err), "seconds": time.perf_counter() - t0})
             log(f"search at {b:.3f} ms: {err}")

@@ -28,6 +28,7 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 from edge_common.fileio import write_json_atomic  # noqa: E402
+from edgectl.cli.options import default_cache_dir  # noqa: E402
 from edgectl.pipeline import pruning  # noqa: E402
 from edgectl.pipeline.build import BuildConfig, run_build  # noqa: E402
 from edgectl.pipeline.checkpoint import load_checkpoint  # noqa: E402
@@ -102,7 +103,7 @@ def main() -> int:
     data = DataConfig.from_spec("synthetic", img_size=run["img_size"], seed=0)
     base = run_build(BuildConfig(data=data, out=Path(run["work"]) / "dense", prune="none",
                                  quantize="none", formats=("onnx",), epochs=run["epochs"],
-                                 progress=False), echo=log)
+                                 progress=False, cache_dir=default_cache_dir()), echo=log)
     datasets = load_datasets(data)
     rows = []
     for label, ms, model in models(run, base.baseline.model, args.budget):

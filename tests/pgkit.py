@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from netkit import free_port
 
 
 def pg_bindir() -> Path | None:
@@ -26,12 +27,6 @@ def pg_bindir() -> Path | None:
         return Path(env)
     initdb = find("initdb")
     return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PgCluster:
@@ -47,7 +42,7 @@ class PgCluster:
         self.synchronous_commit = synchronous_commit or ("on" if durable else "off")
         self.root = Path(tempfile.mkdtemp(prefix="edgectl-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.user = "postgres" if os.geteuid() == 0 else None
         if self.user:
             shutil.chown(self.root, self.user)

@@ -518,12 +518,3 @@ def describe(bundle: Bundle) -> dict[str, Any]:
         "artifacts": [a.to_dict() for a in bundle.artifacts],
         "metrics": bundle.metrics, "baseline": bundle.manifest.get("baseline") or {},
     }
-
-
-__all__ = [
-    "MAX_BUNDLE_BYTES", "MAX_MEMBER_BYTES", "Artifact", "Bundle", "SCHEMA_VERSION", "describe",
-    "extract_tar", "generate_keypair", "is_older", "listed_files", "load_bundle",
-    "load_private_key", "load_public_key", "pack_tar", "parse_manifest", "replay_test_vectors",
-    "sha256_file", "sign_manifest", "verify_dir", "verify_signature", "version_key",
-    "write_manifest",
-]

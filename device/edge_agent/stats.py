@@ -117,10 +117,6 @@ class Stats:
         span = min(self._window, now - self.started)
         return n / span if span > 0 else 0.0
 
-    def overall_fps(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return self.items / elapsed if elapsed > 0 else 0.0
-
     def latency_hist_ms(self, stage: str = "total") -> dict[str, Any]:
         return self.hist[stage].cumulative()
 

@@ -14,7 +14,7 @@ the batch is split in halves until the refused record is alone; that record is
 quarantined in the journal (kept, counted in ``quarantined``, never sent again) and sync
 goes on with the others.
 
-The decisions are pure functions (``backoff_delay``, ``next_batch_size``,
+The decisions are pure functions (``backoff.backoff_delay``, ``next_batch_size``,
 ``sample_content_type``, ``is_success``, ``is_poison``); ``SyncWorker`` does the I/O.
 """
 
@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge_agent.backoff import backoff_delay
 from edge_agent.hostclient import HostClient, HostUnavailable, is_success
 from edge_agent.journal import Journal
 from edge_common.errors import ConfigError
@@ -40,19 +41,6 @@ MAX_BATCHES_PER_ROUND = 20
 
 
 # -- pure decisions ----------------------------------------------------------------------
-
-
-def backoff_delay(failures: int, base_s: float, max_s: float, u: float) -> float:
-    """Seconds to wait after ``failures`` consecutive failures (``failures >= 1``).
-
-    Exponential (``base_s * 2**(failures-1)``) capped at ``max_s``, with jitter: ``u`` in
-    [0, 1) picks a point in the upper half of that interval, so a fleet that lost its host
-    at the same moment does not come back in lockstep, yet never retries too eagerly.
-    """
-    if failures <= 0:
-        return 0.0
-    ceiling = min(max_s, base_s * (2.0 ** min(failures - 1, 30)))
-    return ceiling * (0.5 + 0.5 * min(max(u, 0.0), 1.0))
 
 
 def next_batch_size(current: int, configured: int, status: int | None) -> int:

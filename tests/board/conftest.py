@@ -24,6 +24,7 @@ from pathlib import Path
 import devicekit
 import pytest
 import yaml
+from netkit import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTHOST = Path(__file__).with_name("testhost.sh")
@@ -157,12 +158,6 @@ def wheel(tmp_path_factory) -> Path:
     return build_wheel(tmp_path_factory.mktemp("dist"))
 
 
-def _free_port(addr: str) -> int:
-    with socket.socket() as s:
-        s.bind((addr, 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Collector:
     url: str
@@ -187,7 +182,7 @@ def collector(board, tmp_path_factory) -> Collector:
     out = subprocess.run([*edgectl, "fleet", "add-device", HOSTNAME, "--group", "board",
                           "--data-dir", str(data)], capture_output=True, text=True, check=True)
     token = out.stdout.strip().splitlines()[-1]
-    port = _free_port(board.host_addr)
+    port = free_port(board.host_addr)
     log = open(data / "serve.log", "w")  # noqa: SIM115 (closed in the finalizer)
     proc = subprocess.Popen([*edgectl, "serve", "--data-dir", str(data), "--host",
                              board.host_addr, "--port", str(port)], stdout=log, stderr=log)

@@ -1,4 +1,4 @@
-"""PLC test helpers: free ports, an agent running in a thread, a real mosquitto broker."""
+"""PLC test helpers: a busy port, an agent running in a thread, a real mosquitto broker."""
 
 from __future__ import annotations
 
@@ -11,15 +11,10 @@ import time
 from pathlib import Path
 
 from devicekit import frame
+from netkit import free_port
 from syskit import program
 
 from edge_agent.camera import Frame
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

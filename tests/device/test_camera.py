@@ -97,3 +97,21 @@ def test_resilient_camera_backs_off_recovers_and_gives_up():
     time.sleep(0.1)
     with pytest.raises(HardwareError, match="giving up"):
         dead.read()
+
+
+def test_resilient_camera_waits_double_each_failure_up_to_the_cap(monkeypatch):
+    """The reopen schedule is edge_agent.backoff's: 1, 2, 3 (capped), 3 s; no sleeping."""
+    import edge_agent.camera as camera_mod
+
+    clock = [100.0]
+    monkeypatch.setattr(camera_mod.time, "monotonic", lambda: clock[0])
+    cam = Resilient(Flaky(fail_from=1), backoff_s=1.0, backoff_max_s=3.0, give_up_s=0)
+    cam.open()
+    waits = []
+    for _ in range(4):
+        with pytest.raises(CameraError):
+            cam.read()
+        waits.append(cam.retry_in())
+        clock[0] += cam.retry_in()
+    assert waits == [1.0, 2.0, 3.0, 3.0]
+    assert cam.camera.opens == 4            # the first open, then one reopen per wait

@@ -165,7 +165,8 @@ def test_a_verdict_that_reaches_the_plc_late_is_journaled_and_reported_as_the_fa
     in time) and its delivery after the commit. The PLC gets Fail with fault 1 (and acks
     it); the journal row and the reported record (what MQTT publishes) must say so, not
     'ok, in time'."""
-    from plckit import AgentThread, free_port
+    from netkit import free_port
+    from plckit import AgentThread
     from pymodbus.client import ModbusTcpClient
 
     from edge_agent.config import load_config

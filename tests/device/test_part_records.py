@@ -16,7 +16,8 @@ import sys
 import time
 
 from devicekit import ROOT, write_config
-from plckit import AgentThread, ModbusPlc, PartCamera, free_port
+from netkit import free_port
+from plckit import AgentThread, ModbusPlc, PartCamera
 
 from edge_agent.config import load_config
 from edge_agent.journal import Journal

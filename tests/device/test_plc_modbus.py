@@ -9,7 +9,8 @@ import time
 import pytest
 from devicekit import write_config
 from gpiozero.pins.mock import MockFactory
-from plckit import AgentThread, PartCamera, busy_port, free_port
+from netkit import free_port
+from plckit import AgentThread, PartCamera, busy_port
 from pymodbus.client import ModbusTcpClient
 
 from edge_agent.config import load_config

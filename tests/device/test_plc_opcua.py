@@ -9,7 +9,8 @@ import asyncio
 import pytest
 from asyncua import Client, ua
 from devicekit import write_config
-from plckit import AgentThread, PartCamera, busy_port, free_port
+from netkit import free_port
+from plckit import AgentThread, PartCamera, busy_port
 
 from edge_agent.config import load_config
 from edge_agent.plc.handshake import FAULT_NONE

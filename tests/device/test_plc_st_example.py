@@ -21,7 +21,7 @@ import time
 
 import pytest
 from devicekit import ROOT, write_config
-from plckit import free_port
+from netkit import free_port
 from pymodbus.client import ModbusTcpClient
 
 # sha256 of the ```iecst block of docs/plc.md this file transcribes.

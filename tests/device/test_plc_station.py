@@ -16,7 +16,8 @@ import pytest
 import yaml
 from asyncua import Client
 from devicekit import ROOT, agent_cmd
-from plckit import AgentThread, Mosquitto, free_port
+from netkit import free_port
+from plckit import AgentThread, Mosquitto
 from pymodbus.client import ModbusTcpClient
 
 from edge_agent.config import from_dict

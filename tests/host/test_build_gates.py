@@ -26,16 +26,17 @@ def _art(fmt: str, precision: str, acc: float, vs_fp32: float | None = None) -> 
 def test_int8_drop_gate_marks_only_the_artifact_that_drops_too_much():
     arts = [_art("onnx", "fp32", 0.90), _art("onnx", "int8", 0.875, -0.025),
             _art("tflite", "fp32", 0.90), _art("tflite", "int8", 0.895, -0.005)]
-    lines = int8_drop_gate(arts, max_drop=0.01)
+    lines = int8_drop_gate(arts, max_drop=1.0)          # points, as --max-accuracy-drop
     assert [a.deployable for a in arts] == [True, False, True, True]
     assert len(lines) == 1 and "model.int8.onnx" in lines[0] and "2.50 points" in lines[0]
     assert "--max-accuracy-drop 1" in lines[0]
     # a looser gate lets it through; an INT8 that gains is never held back
     arts = [_art("onnx", "fp32", 0.90), _art("onnx", "int8", 0.875, -0.025),
             _art("tflite", "int8", 0.95, +0.05)]
-    assert int8_drop_gate(arts, max_drop=0.03) == [] and all(a.deployable for a in arts)
-    gated = arts[1].gate_metrics(Gate(0.5, (0.3, "ok"), 0.03))
-    assert gated["deployable"] is True and gated["max_accuracy_drop"] == 0.03
+    assert int8_drop_gate(arts, max_drop=3.0) == [] and all(a.deployable for a in arts)
+    assert int8_drop_gate(arts, max_drop=2.5) == []     # exactly at the limit passes
+    gated = arts[1].gate_metrics(Gate(0.5, (0.3, "ok"), 3.0))
+    assert gated["deployable"] is True and gated["max_accuracy_drop"] == 3.0
     assert gated["accuracy_vs_fp32"] == pytest.approx(-0.025)
 
 
@@ -50,7 +51,7 @@ def test_board_serves_fp32_when_the_int8_twin_is_not_deployable(tmp_path):
     fp32 = export_onnx(build_model(2, width_mult=0.25).eval(), tmp_path / "a.onnx", 32)
     int8 = shutil.copy(fp32, tmp_path / "b.onnx")  # the file's content is not the point here
     x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
-    bad = {"accuracy": 0.5, "accuracy_vs_fp32": -0.3, "max_accuracy_drop": 0.01,
+    bad = {"accuracy": 0.5, "accuracy_vs_fp32": -0.3, "max_accuracy_drop": 1.0,
            "deployable": False}
     out = write_bundle(
         tmp_path / "bundle", name="t", version="1", labels=["ok", "bad"], reject_labels=["bad"],

@@ -1,9 +1,10 @@
 """`--device auto|cpu|cuda|mps`: selection (accelerators faked by patching torch's own
-availability checks), the CPU path for real, the process-wide default, the CLI."""
+availability checks), the CPU path for real, the device as a parameter, the CLI."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,10 +17,12 @@ from edgectl.pipeline.data import load_datasets
 from edgectl.pipeline.model import build_model
 from edgectl.pipeline.training import fine_tune, predict, train
 
+ENV = "EDGECTL_DEVICE"   # --device's default, read by click only
+
 
 @pytest.fixture(autouse=True)
 def _fresh_default(monkeypatch):
-    monkeypatch.delenv(compute.ENV, raising=False)
+    monkeypatch.delenv(ENV, raising=False)
 
 
 def _have(monkeypatch, cuda: bool, mps: bool) -> None:
@@ -46,18 +49,21 @@ def test_a_missing_accelerator_is_an_error_not_a_silent_cpu_run(monkeypatch, spe
 
 def test_unknown_device_names_the_choices():
     with pytest.raises(ConfigError, match="auto, cpu, cuda, mps"):
-        compute.use_device("tpu")
+        compute.resolve("tpu")
 
 
-def test_use_device_is_the_process_wide_default_and_reaches_children(monkeypatch):
+def test_the_device_is_a_parameter_not_process_state(monkeypatch):
+    """The pipeline never reads $EDGECTL_DEVICE (only --device's click default does): the
+    device travels in BuildConfig/StudyConfig and as training's ``device=``."""
+    from edgectl.pipeline.build import BuildConfig
+    from edgectl.study.grid import StudyConfig
+
     _have(monkeypatch, True, False)
-    assert compute.resolve(None).type == "cuda"
-    compute.use_device("cpu")
-    assert compute.default_device() == "cpu"
-    assert compute.resolve(None).type == "cpu"  # training reads this when not told
-    import os
-
-    assert os.environ[compute.ENV] == "cpu"  # subprocesses (demo → build) agree
+    monkeypatch.setenv(ENV, "cpu")
+    assert compute.resolve(None).type == "cuda"  # not told: auto, whatever the environment
+    assert compute.resolve("cpu").type == "cpu"
+    assert BuildConfig(data=None, out=Path("o")).device == "auto"
+    assert StudyConfig(out=Path("o")).device == "auto"
 
 
 def test_cuda_plan_uses_mixed_precision_and_spare_cores(monkeypatch):
@@ -82,13 +88,13 @@ def test_cpu_plan_is_float32_without_workers():
     assert p.describe()["precision"] == "float32"
 
 
-def test_training_runs_on_the_default_device_and_returns_a_cpu_model(tiny_data_config):
-    compute.use_device("cpu")
+def test_training_runs_on_the_given_device_and_returns_a_cpu_model(tiny_data_config):
     ds = load_datasets(tiny_data_config)
     torch.manual_seed(0)
     model = build_model(len(ds.labels), width_mult=0.25)
     before = [p.detach().clone() for p in model.parameters()]
-    hist = train(model, ds, epochs=1, batch_size=16, progress=False, eval_each_epoch=False)
+    hist = train(model, ds, epochs=1, batch_size=16, progress=False, eval_each_epoch=False,
+                 device="cpu")
     assert hist["config"]["device"] == "cpu" and hist["config"]["precision"] == "float32"
     assert all(p.device.type == "cpu" for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
@@ -102,16 +108,18 @@ def test_training_runs_on_the_default_device_and_returns_a_cpu_model(tiny_data_c
     assert pred.device.type == "cpu" and len(pred) == len(true) == len(ds.test)
 
 
-def test_explicit_device_wins_over_the_default(monkeypatch, tiny_data_config):
+def test_the_fine_tune_hook_trains_where_it_is_told(monkeypatch, tiny_data_config):
+    """build, prune and the study hand their device to fine_tune_hook: it reaches training
+    (a CUDA request on a machine without one fails there, not silently on the CPU)."""
+    from edgectl.pipeline.training import fine_tune_hook
+
     _have(monkeypatch, False, False)
-    compute.use_device("cuda")  # the default says cuda; the call says cpu
     ds = load_datasets(tiny_data_config)
     model = build_model(len(ds.labels), width_mult=0.25)
-    hist = train(model, ds, epochs=1, batch_size=16, progress=False, eval_each_epoch=False,
-                 device="cpu")
-    assert hist["config"]["device"] == "cpu"
     with pytest.raises(ConfigError, match="--device cuda"):
-        train(model, ds, epochs=1, batch_size=16, progress=False)
+        fine_tune_hook(ds, 1, batch_size=16, progress=False, device="cuda")(model, None)
+    assert fine_tune_hook(ds, 1, batch_size=16, progress=False, device="cpu",
+                          measure=True)(model, None) is not None
 
 
 def test_banner_names_device_cpu_model_isa_and_threads():
@@ -162,7 +170,7 @@ def test_cli_fails_closed_on_a_missing_gpu_before_any_work(cli_runner, monkeypat
 
 
 def test_train_cli_prints_the_banner_and_trains_on_cpu(cli_runner, tmp_path, monkeypatch):
-    monkeypatch.setenv(compute.ENV, "cpu")  # flags win over it; the env var is the default
+    monkeypatch.setenv(ENV, "cpu")  # flags win over it; the env var is the default
     res = cli_runner.invoke(main, ["train", "--epochs", "1", "--train-size", "32",
                                    "--test-size", "16", "--img-size", "32", "--width-mult",
                                    "0.25", "--batch-size", "16", "--train-threads", "1",

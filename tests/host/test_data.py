@@ -67,6 +67,10 @@ def test_raw_test_images_preprocess_to_the_test_tensors(tiny_data_config):
         x, y = ds.test[i]
         assert label == y
         np.testing.assert_allclose(preprocess(frame, ds.input_spec)[0], x.numpy(), atol=1e-5)
+    # from the loaded set (what a build passes: no second load), the same frames
+    loaded = list(raw_test_images(ds, 3))
+    assert [lb for _, lb in loaded] == [lb for _, lb in raw]
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(loaded, raw, strict=True))
 
 
 def test_reject_labels_rule():

@@ -32,6 +32,22 @@ class MacOracle:
         return {"device": "test-board", "cpu": "test CPU", "runtime": "onnxruntime",
                 "runtime_version": "0", "precision": "fp32", "threads": 1}
 
+    # the rest of pipeline.deadline.Oracle: no table to bind, fetch ahead or refit
+    def bind(self, dense):
+        return self
+
+    def peek(self, keep):
+        return self.estimate(keep)
+
+    def missing(self, keep):
+        return 0
+
+    def prefetch(self, keeps):
+        return 0
+
+    def observe(self, keep, measured_ms):
+        pass
+
 
 def _cfg(tiny_data_config, tiny_checkpoint, out):
     from edgectl.pipeline.build import BuildConfig
@@ -156,3 +172,21 @@ def test_the_final_figure_pools_every_trip_of_its_shape(
     assert report["final_ms"] == statistics.median_high(trips)
     assert report["final_ms"] != statistics.median_high(trips[3:])   # not the last 3 alone
     assert report["steps"][-1]["measured_ms"] == statistics.median_high(trips[:3])
+
+
+def test_dry_run_text_says_the_counts_it_computes(tiny_data_config, tiny_checkpoint, tmp_path):
+    """The plan's sentences carry the same numbers as its fields: a step proposes every
+    unit and the whole network, each with its short fine-tune."""
+    from edgectl.pipeline import netadapt
+    from edgectl.pipeline.checkpoint import load_checkpoint
+    from edgectl.pipeline.deadline import plan_summary
+
+    dense, _ = load_checkpoint(tiny_checkpoint)
+    oracle = MacOracle(dense, tiny_data_config.img_size)
+    dl = _dl(oracle.base * 0.5)
+    info = plan_summary(dl, oracle, _cfg(tiny_data_config, tiny_checkpoint, tmp_path / "o"))
+    per_step = netadapt.UNITS + 1
+    assert info["expected_steps"] >= 1
+    assert info["short_fine_tunes"] == info["expected_steps"] * per_step
+    assert f"each: ≤ {per_step} proposals" in info["text"]
+    assert f"fine-tunes: ≤ {info['short_fine_tunes']} short + 1 long" in info["text"]

@@ -14,7 +14,7 @@ from torchvision.models import mobilenet_v2
 
 from edgectl.fleet.ansible import profile_runner
 from edgectl.pipeline import latency_table as lt
-from edgectl.pipeline import pruning
+from edgectl.pipeline import search_units
 from edgectl.pipeline.checkpoint import channel_plan
 
 IMG = 32
@@ -31,7 +31,7 @@ def dense():
 
 @pytest.mark.parametrize("keep", KEEPS)
 def test_block_shapes_are_what_stage_prune_builds(dense, keep):
-    pruned = pruning.stage_prune(dense, list(keep), IMG, 8)
+    pruned = search_units.stage_prune(dense, list(keep), IMG, 8)
     assert lt.pruned_plan(dense, keep, 8) == channel_plan(pruned)
     x = torch.zeros(1, 3, IMG, IMG)
     specs = lt.block_specs(dense, keep, IMG, 8)

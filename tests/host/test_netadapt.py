@@ -13,7 +13,7 @@ import torch
 from torchvision.models import mobilenet_v2
 
 from edge_common.errors import ConfigError
-from edgectl.pipeline import netadapt, pruning
+from edgectl.pipeline import netadapt, search_units
 from edgectl.pipeline.checkpoint import channel_plan
 from edgectl.pipeline.metrics import count_macs
 
@@ -41,7 +41,7 @@ def _table(dense):
 
 def _score(model) -> float:
     # prefers keeping the late stages (a stand-in for accuracy, deterministic)
-    k = pruning.stage_keep(model, _score.dense)
+    k = search_units.stage_keep(model, _score.dense)
     return sum((i + 1) * v for i, v in enumerate(k)) / 28
 
 
@@ -60,7 +60,7 @@ def test_proposal_is_the_largest_keep_that_meets_the_target(dense):
     target = est(keep) * 0.97
     cand = netadapt.proposal(keep, 6, target, est, widths, plan)
     assert cand is not None and est(cand) <= target
-    one_more = pruning.round_channels(cand[6] * widths[6], 8) + 8
+    one_more = search_units.round_channels(cand[6] * widths[6], 8) + 8
     bigger = tuple(one_more / widths[6] if i == 6 else k for i, k in enumerate(keep))
     assert est(bigger) > target                      # one multiple more misses it
     assert cand[:6] == keep[:6] and cand[7:] == keep[7:]
@@ -73,7 +73,7 @@ def test_search_meets_the_budget_keeping_the_most_accurate_proposal_each_step(de
     assert res.met and res.stop == "met"
     assert res.steps[-1].measured_ms <= budget < res.steps[-2].measured_ms
     assert _macs_ms(res.model) == pytest.approx(res.steps[-1].measured_ms)
-    again = pruning.stage_prune(dense, res.keep, IMG, 8)   # the keep vector is the model
+    again = search_units.stage_prune(dense, res.keep, IMG, 8)   # the keep vector is the model
     assert channel_plan(again) == channel_plan(res.model)
     for s in res.steps:
         assert 1 <= len(s.proposals) <= netadapt.UNITS + 1   # the units + the whole
@@ -225,8 +225,8 @@ def test_the_whole_network_proposal_cuts_every_stage_by_the_largest_common_fract
     target = est(keep) * 0.9
     cand = netadapt.whole_proposal(keep, target, est, widths, plan)
     assert cand is not None and est(cand) <= target
-    chans = [pruning.round_channels(k * w, 8) for k, w in zip(cand, widths, strict=True)]
-    now = [pruning.round_channels(k * w, 8) for k, w in zip(keep, widths, strict=True)]
+    chans = [search_units.round_channels(k * w, 8) for k, w in zip(cand, widths, strict=True)]
+    now = [search_units.round_channels(k * w, 8) for k, w in zip(keep, widths, strict=True)]
     assert all(c <= n for c, n in zip(chans, now, strict=True)) and chans != now
     assert sum(c < n for c, n in zip(chans, now, strict=True)) >= 3   # a cut everywhere wide
     # a target nearer the current estimate takes a shallower cut (the largest that meets it)

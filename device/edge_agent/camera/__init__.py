@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from edge_agent.backoff import backoff_delay
 from edge_common.errors import HardwareError
 
 if TYPE_CHECKING:
@@ -103,7 +104,6 @@ class Resilient:
         self.last_error: str | None = None
         self.failures = 0
         self._next_try = 0.0
-        self._delay = backoff_s
         self._open = False
 
     @property
@@ -148,7 +148,6 @@ class Resilient:
             log.warning("camera %s recovered after %d failures", self.name, self.failures)
         self.degraded_since = None
         self.failures = 0
-        self._delay = self.backoff_s
         return frame
 
     def _fail(self, msg: str) -> None:
@@ -158,8 +157,9 @@ class Resilient:
             log.warning("camera %s degraded: %s", self.name, msg)
         self.failures += 1
         self.last_error = msg
-        self._next_try = now + self._delay
-        self._delay = min(self.backoff_max_s, max(self._delay * 2, 0.01))
+        # a zero first wait still grows (0.01 s, 0.02 s, …): never a busy reopen loop
+        self._next_try = now + backoff_delay(self.failures, self.backoff_s or 0.01,
+                                             self.backoff_max_s)
 
     def close(self) -> None:
         if self._open:

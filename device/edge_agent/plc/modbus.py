@@ -34,6 +34,7 @@ import threading
 import time
 from typing import Any
 
+from edge_agent.backoff import backoff_delay
 from edge_agent.plc import require
 from edge_agent.plc.handshake import FAULT_NONE, Result
 
@@ -48,6 +49,7 @@ IR_NAMES = (
     "station_fault", "in_flight", "result_count", "last_trigger_seq", "queued",
 )
 OUTBOX_MAX = 1000
+RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0   # the client's reconnect backoff (edge_agent.backoff)
 
 
 def confidence_word(p: float) -> int:
@@ -338,7 +340,7 @@ class ModbusClient:
         pass
 
     def _run(self) -> None:
-        backoff = 0.1
+        failures = 0
         last_beat = -1
         while True:
             with self._cv:
@@ -367,14 +369,14 @@ class ModbusClient:
                     self._client.write_registers(self.cfg.plc_base + 6, words, **kw)
                     last_beat = beat
                 self.station.link_ok(self.name)
-                backoff = 0.1
+                failures = 0
             except Exception as err:  # noqa: BLE001 - a PLC away: fault, retry
                 self.station.link_fault(self.name, f"{self.cfg.plc_host}: {err}")
                 self._client.close()
                 if self._stop:
                     return
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                failures += 1
+                time.sleep(backoff_delay(failures, RETRY_FIRST_S, RETRY_MAX_S))
 
     def close(self) -> None:
         with self._cv:

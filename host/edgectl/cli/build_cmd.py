@@ -14,6 +14,7 @@ from edgectl.cli.options import (
     calib_size_option,
     data_config_from,
     data_options,
+    default_cache_dir,
     device_option,
     echo_json,
     formats_option,
@@ -78,7 +79,7 @@ def build(as_json: bool, no_cache: bool, **kw: Any) -> None:
     from edgectl.pipeline.build import BuildConfig, format_table, run_build
 
     dl_kw = {k: kw.pop(k) for k in DEADLINE_KEYS}
-    start_compute(kw.pop("device"))  # training and fine-tuning read it (pipeline.compute)
+    kw["device"] = start_compute(kw.pop("device"))  # BuildConfig.device: training runs there
     data = data_config_from(kw)
     kw["prune"] = kw.pop("method")
     if dl_kw["target_latency_ms"] is not None:
@@ -86,10 +87,10 @@ def build(as_json: bool, no_cache: bool, **kw: Any) -> None:
 
         check_search_flags(click.get_current_context())
         kw.update(prune="structured", regime="oneshot")
-        cfg = BuildConfig(data=data, cache=not no_cache, **kw)
+        cfg = BuildConfig(data=data, cache=not no_cache, cache_dir=default_cache_dir(), **kw)
         run_deadline_build(cfg, dl_kw, as_json)
         return
-    cfg = BuildConfig(data=data, cache=not no_cache, **kw)
+    cfg = BuildConfig(data=data, cache=not no_cache, cache_dir=default_cache_dir(), **kw)
     # Progress (stage lines, bars, libraries' chatter) goes to stderr; stdout carries
     # only the result, so `--json` output stays parseable.
     with contextlib.redirect_stdout(sys.stderr):

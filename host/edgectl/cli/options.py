@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json as _json
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -211,12 +213,21 @@ device_option = click.option(
          "(CUDA trains in mixed precision). Pruning, export and evaluation stay on the CPU.")
 
 
-def start_compute(device: str) -> None:
-    """Make ``device`` the process-wide training device and say on stderr what this long
-    command runs on (device, CPU model, ISA, threads). A device this machine lacks is one
-    clear error before any work."""
+def default_cache_dir() -> Path:
+    """Where cached baselines and latency tables go unless told: ``$EDGECTL_CACHE``, else
+    ``~/.cache/edgectl`` (the pipeline takes the folder as ``BuildConfig.cache_dir``)."""
+    from edgectl.pipeline.build import USER_CACHE
+
+    return Path(os.environ.get("EDGECTL_CACHE") or USER_CACHE)
+
+
+def start_compute(device: str) -> str:
+    """Say on stderr what this long command runs on (the training ``device``, CPU model,
+    ISA, threads) and return ``device`` for the command to pass on. A device this machine
+    lacks is one clear error before any work."""
     from edgectl.pipeline import compute
 
-    compute.use_device(device)
-    click.echo(compute.banner(), err=True)
+    compute.resolve(device)
+    click.echo(compute.banner(device), err=True)
+    return device
 

@@ -22,8 +22,9 @@ def checks(units: int) -> tuple[tuple[str, tuple[float, ...]], ...]:
 def profile_layers(device: str, inventory: Path | None, runtime: str, precision: str,
                    threads: list[int], img_size: int, from_model: Path | None, depth: int,
                    echo: Any) -> dict[str, Any]:
+    from edgectl.cli.options import default_cache_dir
     from edgectl.fleet.ansible import profile_runner
-    from edgectl.pipeline import netadapt, pruning
+    from edgectl.pipeline import netadapt, search_units
     from edgectl.pipeline.deadline import DeadlineConfig, TableOracle
 
     dense = _dense(from_model)
@@ -36,7 +37,7 @@ def profile_layers(device: str, inventory: Path | None, runtime: str, precision:
         dl.validate()
         plan = dl.search_plan()
         oracle = TableOracle(dl, img_size, profile_runner(device, inventory, echo),
-                             echo).bind(dense)
+                             default_cache_dir(), echo).bind(dense)
         table = oracle.table
         # the entries a search's first steps ask for, and the checks', in one trip
         dense_keep = (1.0,) * netadapt.UNITS
@@ -48,7 +49,7 @@ def profile_layers(device: str, inventory: Path | None, runtime: str, precision:
         for name, keep in checks(netadapt.UNITS):
             est = oracle.estimate(keep)
             model = (dense if name == "dense" else
-                     pruning.stage_prune(copy.deepcopy(dense), list(keep), img_size,
+                     search_units.stage_prune(copy.deepcopy(dense), list(keep), img_size,
                                          plan.round_to, dense))
             ms = oracle.measure(model)
             rows.append({"shape": name, "keep": list(keep), "estimated_ms": est,

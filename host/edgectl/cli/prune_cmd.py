@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -74,60 +72,45 @@ def prune(
           --sparsity 0.7 --step 0.1 --finetune-epochs 1 --out runs/u70 --json
     """
     from edgectl.pipeline import pruning
-    from edgectl.pipeline.checkpoint import load_checkpoint, resolve, save_checkpoint
+    from edgectl.pipeline.checkpoint import load_checkpoint, resolve
     from edgectl.pipeline.data import load_datasets
     from edgectl.pipeline.evaluation import evaluate
-    from edgectl.pipeline.speed import measure_speed
+    from edgectl.pipeline.prune_eval import PruneSpec, prune_and_evaluate
     from edgectl.pipeline.training import fine_tune_hook
 
     pruning.check_request(method, regime, sparsity, step)  # before any loading
-    start_compute(device)  # fine-tuning runs there
+    start_compute(device)  # fine-tuning runs there (fine_tune_hook's device)
     net, meta = load_checkpoint(model)
-    orig_params, orig_channels = pruning.lineage(meta, net)
+    orig_params, _ = pruning.lineage(meta, net)
     pruning.check_start(net, method, sparsity, orig_params, exclude_classifier)
     cfg = checkpoint_data_config(ctx, meta, kwargs)
     ds = load_datasets(cfg, augment=True)
     check_labels(model, meta, cfg, ds.labels)
     parent = resolve(model)
-    img = ds.input_spec.size
     before = evaluate(net, ds, threads=threads, checkpoint_path=parent,
                       latency=True, latency_runs=latency_runs)
-    dense = copy.deepcopy(net)
+    spec = PruneSpec(method, regime, sparsity, step, round_to or None, exclude_classifier,
+                     global_channels)
     # Progress (tqdm bars, and fine-tune's per-epoch lines) goes to stderr: stdout is the result.
     with contextlib.redirect_stdout(sys.stderr):
-        pruned, report = pruning.prune_model(
-            net, method, regime, sparsity, step=step, img_size=img, round_to=round_to or None,
-            exclude_classifier=exclude_classifier, global_pruning=global_channels,
-            original_params=orig_params, original_channels=orig_channels,
-            fine_tune=fine_tune_hook(ds, finetune_epochs, lr=lr, seed=cfg.seed, measure=True),
-            progress=True,
-        )
-    report.update(finetune_epochs=finetune_epochs, parent=str(parent))
-    new_meta = {
-        **meta,
-        "pruning": report,
-        "data": cfg.to_dict(),
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    new_meta.pop("code_version", None)  # save_checkpoint stamps this run's version
-    ckpt = save_checkpoint(pruned, new_meta, Path(out))
-    after = evaluate(pruned, ds, threads=threads, checkpoint_path=ckpt,
-                     latency=True, latency_runs=latency_runs)
-    speed = measure_speed(dense, pruned, img, method, threads=threads, runs=latency_runs,
-                                  min_time_s=min(0.5, 0.01 * latency_runs))
-    new_meta["metrics"] = after
-    save_checkpoint(pruned, new_meta, ckpt)
+        res = prune_and_evaluate(
+            net, meta, ds, spec, out=Path(out), meta={"data": cfg.to_dict()},
+            record={"finetune_epochs": finetune_epochs, "parent": str(parent)},
+            fine_tune=fine_tune_hook(ds, finetune_epochs, lr=lr, seed=cfg.seed, measure=True,
+                                     device=device),
+            threads=threads, latency_runs=latency_runs, progress=True)
+    report = res.report or {}
     result = {
-        "checkpoint": str(ckpt),
+        "checkpoint": str(res.checkpoint),
         "before": before,
-        "after": after,
+        "after": res.metrics,
         "steps": report["steps"],
         "pruning": {k: v for k, v in report.items() if k != "steps"},
-        "speed": speed,
+        "speed": res.speed,
     }
     from edge_common.fileio import write_json_atomic
 
-    write_json_atomic(ckpt.parent / "prune.json", result)
+    write_json_atomic(Path(out) / "prune.json", result)
     if as_json:
         echo_json(result)
     else:

@@ -90,7 +90,7 @@ def study(as_json: bool, no_progress: bool, **kwargs: Any) -> None:
     one baseline, fine-tuned and measured (accuracy, size, MACs, latency on PyTorch eager,
     ORT FP32 and ORT INT8). Writes OUT/results.csv, results.json, the plots and report.md;
     each finished cell is saved under OUT/cells/ so --resume skips it."""
-    start_compute(kwargs.pop("device"))  # training and fine-tuning read it (pipeline.compute)
+    kwargs["device"] = start_compute(kwargs.pop("device"))  # StudyConfig.device
     data = data_config_from(kwargs)
     given = {k: v for k, v in kwargs.items() if v is not None}
     cfg = st.StudyConfig(data=data, progress=not no_progress and not as_json, **given)

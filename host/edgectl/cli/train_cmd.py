@@ -32,7 +32,7 @@ from edgectl.pipeline.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAUL
     type=float,
     default=DEFAULT_LR,
     show_default=True,
-    help="Adam learning rate (cosine decay).",
+    help="Adam peak learning rate (one-cycle: warm-up, then cosine decay).",
 )
 @click.option(
     "--weights",

@@ -34,8 +34,8 @@ def train_baseline(
     device: str | None = None,
     datasets: Any = None,
 ) -> dict[str, Any]:
-    """Load data, build, train on ``device`` (default: the process-wide one,
-    ``compute.use_device``), evaluate (no latency: ``edgectl eval`` does that) and save.
+    """Load data, build, train on ``device`` (default auto: ``compute.resolve``), evaluate
+    (no latency: ``edgectl eval`` does that) and save.
 
     ``datasets``: the caller's already loaded ``load_datasets(cfg)`` (``build`` passes its
     own, so the images rendered and cached while training serve the fine-tune too instead

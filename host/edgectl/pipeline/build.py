@@ -9,24 +9,24 @@ Layout of ``--out``::
     bundle/ bundle.tar   the deployable bundle (only when the accuracy gate passes)
     build.json           everything the summary table shows
 
-Baselines are cached under ``$EDGECTL_CACHE/baselines/<key>`` (default
-``~/.cache/edgectl``); the key hashes the data config, the training settings and the
-code version, so a changed setting or commit retrains.
+Baselines are cached under ``cache_dir/baselines/<key>`` (``BuildConfig.cache_dir``; the
+CLI's default is ``$EDGECTL_CACHE``, else ``~/.cache/edgectl``); the key hashes what
+decides the baseline (:func:`baseline_key`): the data recipe, the training settings and
+the source of the code that trains it, so a changed setting or a commit that changes
+training retrains, and no other commit does.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_common.errors import ConfigError, EdgeError, ModelError
 from edge_common.hashing import settings_key
@@ -39,13 +39,19 @@ from edgectl.pipeline.build_results import (
     format_table,
 )
 
+if TYPE_CHECKING:
+    from edgectl.pipeline.data import Datasets
+
 __all__ = ["ArtifactResult", "BaselineResult", "BelowMinAccuracy", "BuildConfig", "BuildResult",
            "Gate", "PruneResult", "format_table", "run_build"]
 
 PRUNE_METHODS = ("none", "unstructured", "structured")
-DEFAULT_MAX_DROP = 0.02  # default gate: baseline accuracy minus 2 points...
+# Every accuracy drop is in points (1 point = 0.01 accuracy), as --max-accuracy-drop and
+# --accuracy-drop read; accuracies themselves are fractions.
+DEFAULT_MAX_DROP = 2.0  # points: the default gate is the baseline accuracy minus 2 points...
 CHANCE_MARGIN = 0.05  # ...and never less than always-the-majority-class plus 5 points
 DEFAULT_INT8_MAX_DROP = 1.0  # points an INT8 artifact may lose against its FP32 twin
+USER_CACHE = Path.home() / ".cache" / "edgectl"   # BuildConfig.cache_dir's default
 PARITY_IMAGES = 64
 VECTOR_CANDIDATES = 64
 
@@ -70,7 +76,7 @@ def default_gate(baseline_accuracy: float, counts: dict[str, int]) -> float:
     """The accuracy gate when ``--min-accuracy`` is not given: the larger of the baseline
     minus ``DEFAULT_MAX_DROP`` and :func:`chance_floor`, so a model that scores at chance
     (or whose baseline does) is never deployable by default."""
-    return round(max(baseline_accuracy - DEFAULT_MAX_DROP, chance_floor(counts)[0]), 4)
+    return round(max(baseline_accuracy - DEFAULT_MAX_DROP / 100, chance_floor(counts)[0]), 4)
 
 
 def _stderr(msg: str) -> None:
@@ -104,10 +110,12 @@ class BuildConfig:
     width_mult: float = 1.0
     weights: str = "none"
     threads: int = 1
+    device: str = "auto"  # where training and fine-tuning run (compute.resolve)
     latency_runs: int = 30
     cache: bool = True
+    # baselines and latency tables (``cli/options.default_cache_dir``: $EDGECTL_CACHE)
+    cache_dir: Path = field(default_factory=lambda: USER_CACHE)
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         from edgectl.pipeline.pruning import check_request
@@ -153,6 +161,7 @@ class BuildConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["data"] = self.data.to_dict()
+        del d["cache_dir"]      # where this machine caches, not what was built
         for k in ("out", "from_model", "key"):
             d[k] = str(d[k]) if d[k] is not None else None
         d["formats"] = list(self.formats)
@@ -162,20 +171,44 @@ class BuildConfig:
 # --------------------------------------------------------------------------- baseline
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGECTL_CACHE") or Path.home() / ".cache" / "edgectl")
+# The modules whose source decides a baseline's weights, given its settings: the data
+# recipe (sources, synthetic renderer, preprocessing, augmentation), the model, and the
+# training loop with its device plan. Hashed into baseline_key.
+BASELINE_SOURCES = ("edgectl.pipeline.baseline", "edgectl.pipeline.training",
+                    "edgectl.pipeline.compute", "edgectl.pipeline.model",
+                    "edgectl.pipeline.data", "edge_common.synthetic", "edge_common.preprocess")
+
+
+def training_source_digest(modules: tuple[str, ...] = BASELINE_SOURCES) -> str:
+    """The sha256 of the source files of ``modules``, in order."""
+    import importlib.util
+
+    from edge_common.hashing import sha256_chunks
+
+    files = []
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ModelError(f"baseline key: no source for {name}")
+        files.append(Path(spec.origin))
+    return sha256_chunks(name.encode() + b"\0" + f.read_bytes()
+                         for name, f in zip(modules, files, strict=True))
 
 
 def baseline_key(cfg: BuildConfig) -> str:
-    """Hash of what determines the baseline: data config, training settings, package version.
+    """Hash of what decides the baseline: the data recipe (``DataConfig`` without
+    ``download``), the training settings (``train_settings``), the source of the code that
+    trains it (:data:`BASELINE_SOURCES`) and the torch/torchvision versions.
 
-    The package version, not the git commit: a commit that does not touch training must not
-    throw away a baseline that takes minutes to train (bump the version when training changes).
+    Not the git commit nor the package version: a commit that does not touch training keeps
+    a baseline that takes minutes to train; one that does retrains it.
     """
     from importlib.metadata import version
 
     data = {k: v for k, v in cfg.data.to_dict().items() if k != "download"}
-    return settings_key({"data": data, "train": cfg.train_settings(), "code": version("edgectl")})
+    return settings_key({"data": data, "train": cfg.train_settings(),
+                         "code": training_source_digest(),
+                         "torch": [version("torch"), version("torchvision")]})
 
 
 def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[str, Any], str]:
@@ -194,7 +227,7 @@ def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[st
             raise ModelError(f"--from {cfg.from_model}: trained at {size}px, --img-size is "
                              f"{datasets.input_spec.size}")
         return model, meta, f"--from {cfg.from_model}"
-    cached = cache_dir() / "baselines" / baseline_key(cfg) / "model.pt"
+    cached = cfg.cache_dir / "baselines" / baseline_key(cfg) / "model.pt"
     if cfg.cache and cached.is_file():
         try:
             model, meta = load_checkpoint(cached)
@@ -208,16 +241,12 @@ def _baseline(cfg: BuildConfig, datasets: Any, echo: Echo) -> tuple[Any, dict[st
     target = cached if cfg.cache else cfg.out / "baseline" / "model.pt"
     res = train_baseline(cfg.data, target, epochs=ts["epochs"], batch_size=ts["batch_size"],
                          lr=ts["lr"], weights=cfg.weights, width_mult=cfg.width_mult,
-                         progress=cfg.progress, datasets=datasets)
+                         progress=cfg.progress, device=cfg.device, datasets=datasets)
     model, meta = load_checkpoint(res["checkpoint"])
     return model, meta, "trained" + (f", cached in {cached.parent}" if cfg.cache else "")
 
 
 # --------------------------------------------------------------------------- stages
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def baseline_stage(cfg: BuildConfig, datasets: Any, echo: Echo) -> BaselineResult:
@@ -248,46 +277,28 @@ def gate_for(cfg: BuildConfig, datasets: Any, baseline: BaselineResult, echo: Ec
         echo(f"  warning: --min-accuracy {explicit:.2%} is below chance level "
              f"({majority!r} is {floor - CHANCE_MARGIN:.2%} of the test set): a model that "
              "always answers one class passes it")
-    return Gate(min_acc, (floor, majority), cfg.max_accuracy_drop / 100.0)
+    return Gate(min_acc, (floor, majority), cfg.max_accuracy_drop)
 
 
 def prune_stage(cfg: BuildConfig, datasets: Any, base: BaselineResult, echo: Echo) -> PruneResult:
     """Prune a copy of the baseline and fine-tune (or only fine-tune for ``--prune none``);
-    save it to ``OUT/model``, evaluate it, and time it against the baseline in one run."""
-    from edgectl.pipeline import pruning
-    from edgectl.pipeline.checkpoint import code_version, save_checkpoint
-    from edgectl.pipeline.evaluation import evaluate
-    from edgectl.pipeline.speed import measure_speed
+    save it to ``OUT/model``, evaluate it, and time it against the baseline in one run
+    (``prune_eval.prune_and_evaluate``)."""
+    from edgectl.pipeline.prune_eval import PruneSpec, prune_and_evaluate
     from edgectl.pipeline.training import fine_tune_hook
 
     tune = fine_tune_hook(datasets, cfg.finetune_epochs, batch_size=cfg.batch_size,
-                          seed=cfg.data.seed, progress=cfg.progress)
-    model, report = copy.deepcopy(base.model), None
-    if cfg.prune == "none":
-        if cfg.finetune_epochs:
-            tune(model, None)
-    else:
-        orig_params, orig_channels = pruning.lineage(base.meta, base.model)
-        model, report = pruning.prune_model(
-            model, cfg.prune, cfg.regime, cfg.sparsity, step=cfg.step,
-            img_size=datasets.input_spec.size, round_to=cfg.round_to or None,
-            original_params=orig_params, original_channels=orig_channels,
-            fine_tune=tune, progress=cfg.progress)
-        echo(f"  {cfg.prune} sparsity {report['actual']:.4f} (target {cfg.sparsity:.2f})")
-    meta = {**base.meta, "pruning": report, "created": _now(), "code_version": code_version()}
-    ckpt = save_checkpoint(model, meta, cfg.out / "model" / "model.pt")
-    metrics = evaluate(model, datasets, threads=cfg.threads, checkpoint_path=ckpt,
-                       latency=True, latency_runs=cfg.latency_runs)
-    echo(f"  model accuracy {metrics['accuracy']:.2%} "
+                          seed=cfg.data.seed, progress=cfg.progress, device=cfg.device)
+    spec = PruneSpec(cfg.prune, cfg.regime, cfg.sparsity, cfg.step, cfg.round_to or None)
+    res = prune_and_evaluate(base.model, base.meta, datasets, spec,
+                             fine_tune=tune, out=cfg.out / "model" / "model.pt",
+                             threads=cfg.threads, latency_runs=cfg.latency_runs,
+                             progress=cfg.progress)
+    if res.report is not None:
+        echo(f"  {cfg.prune} sparsity {res.report['actual']:.4f} (target {cfg.sparsity:.2f})")
+    echo(f"  model accuracy {res.metrics['accuracy']:.2%} "
          f"(baseline {base.metrics['accuracy']:.2%})")
-    sparsity, speed = 0.0, None
-    if report is not None:
-        sparsity = float(pruning.current_sparsity(model, cfg.prune,
-                                                  int(report["original_params"])))
-        speed = measure_speed(base.model, model, datasets.input_spec.size, cfg.prune,
-                                      threads=cfg.threads, runs=cfg.latency_runs,
-                                      min_time_s=min(0.5, 0.01 * cfg.latency_runs))
-    return PruneResult(model, report, ckpt, metrics, sparsity, speed)
+    return res
 
 
 def export_stage(cfg: BuildConfig, model: Any, img_size: int, x: Any, y: Any,
@@ -349,16 +360,16 @@ def measure_stage(cfg: BuildConfig, arts: list[ArtifactResult], x: Any, y: Any,
 
 
 def int8_drop_gate(arts: list[ArtifactResult], max_drop: float) -> list[str]:
-    """Mark every INT8 artifact that loses more than ``max_drop`` (fraction) of accuracy
+    """Mark every INT8 artifact that loses more than ``max_drop`` points of accuracy
     against its FP32 twin not deployable; one line per such artifact, saying by how much."""
     lines = []
     for a in arts:
-        drop = -(a.accuracy_vs_fp32 or 0.0)
-        if a.precision == "int8" and drop > max_drop + 1e-9:
+        drop = -(a.accuracy_vs_fp32 or 0.0)           # a fraction of accuracy
+        if a.precision == "int8" and 100 * drop > max_drop + 1e-7:
             a.deployable = False
             lines.append(f"{a.name} is NOT deployable: it drops {100 * drop:.2f} points against "
                          f"model.fp32.{a.format} (limit --max-accuracy-drop "
-                         f"{100 * max_drop:g}); the bundle serves FP32 for {a.format}")
+                         f"{max_drop:g}); the bundle serves FP32 for {a.format}")
     return lines
 
 
@@ -445,7 +456,8 @@ PruneStage = Callable[[BuildConfig, Any, BaselineResult, Echo], PruneResult]
 
 def run_build(cfg: BuildConfig, echo: Echo = _stderr, prune: PruneStage | None = None,
               prune_title: str | None = None,
-              deadline: Callable[[PruneResult], dict[str, Any]] | None = None) -> BuildResult:
+              deadline: Callable[[PruneResult], dict[str, Any]] | None = None,
+              datasets: Datasets | None = None) -> BuildResult:
     """Run the whole pipeline, stage by stage; write ``OUT/build.json`` (its ``to_dict()``).
 
     Raises :class:`BelowMinAccuracy` (after writing artifacts but no bundle) when the
@@ -456,6 +468,8 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr, prune: PruneStage | None =
     ``prune``: the stage that makes the model from the baseline (default
     :func:`prune_stage`; the latency-budget search passes its own, ``pipeline.deadline``),
     titled ``prune_title``; ``deadline(pruned)``: the manifest's ``deadline`` section.
+    ``datasets``: ``load_datasets(cfg.data)`` when the caller has already loaded it (the
+    data is loaded once per build: training, evaluation and the test vectors share it).
     """
     from edge_common.bundle import load_bundle, replay_test_vectors
     from edge_common.fileio import write_json_atomic
@@ -467,7 +481,7 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr, prune: PruneStage | None =
     cfg.out.mkdir(parents=True, exist_ok=True)
 
     stage("data")
-    datasets = load_datasets(cfg.data)
+    datasets = datasets if datasets is not None else load_datasets(cfg.data)
     echo(f"  {datasets.description}")
 
     stage("baseline")
@@ -479,7 +493,7 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr, prune: PruneStage | None =
     model_ok = accuracy_gate(cfg, gate, "the pruned model", pruned.metrics["accuracy"])
 
     stage(f"export: {', '.join(cfg.formats)} (FP32) with parity checks")
-    x_test, y_test = stack_inputs(list(raw_test_images(cfg.data)), datasets.input_spec)
+    x_test, y_test = stack_inputs(list(raw_test_images(datasets)), datasets.input_spec)
     x_par, y_par = x_test[:PARITY_IMAGES], y_test[:PARITY_IMAGES]
     arts = export_stage(cfg, pruned.model, datasets.input_spec.size, x_par, y_par, echo)
 
@@ -521,7 +535,7 @@ def _gate_message(what: str, acc: float, min_acc: float, cfg: BuildConfig,
     chance = (f", at least majority class {floor[1]!r} {floor[0] - CHANCE_MARGIN:.2%} + "
               f"{100 * CHANCE_MARGIN:.0f} points" if floor else "")
     gate = (f"--min-accuracy {min_acc:.2%}" if cfg.min_accuracy is not None
-            else f"the default gate {min_acc:.2%} (baseline − {100 * DEFAULT_MAX_DROP:.0f} "
+            else f"the default gate {min_acc:.2%} (baseline − {DEFAULT_MAX_DROP:g} "
                  f"points{chance})")
     old = cfg.out / "bundle"
     note = f"; the earlier bundle in {old} is left as it was" if old.exists() else ""

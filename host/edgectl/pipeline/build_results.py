@@ -15,7 +15,8 @@ from typing import Any
 @dataclass
 class Gate:
     """The accuracy gates of one build: ``min_accuracy`` for the model and every artifact,
-    ``max_drop`` (fraction, 0.01 = 1 point) for an INT8 artifact against its FP32 twin."""
+    ``max_drop`` (points, as ``--max-accuracy-drop``) for an INT8 artifact against its FP32
+    twin."""
 
     min_accuracy: float
     chance: tuple[float, str]  # (majority share + margin, majority label)
@@ -39,7 +40,7 @@ class PruneResult:
 
     model: Any
     report: dict[str, Any] | None
-    checkpoint: Path
+    checkpoint: Path | None    # None: not saved (the study's cells)
     metrics: dict[str, Any]
     sparsity: float
     speed: dict[str, Any] | None = None  # speed.measure_speed: dense vs pruned, one run
@@ -169,7 +170,7 @@ def format_table(summary: dict[str, Any]) -> str:
              for a in summary["artifacts"] if a["precision"] == "int8" and "accuracy_vs_fp32" in a]
     if twins:
         limit = summary.get("max_accuracy_drop")
-        gate = f" (at most {100 * limit:g} pt lost)" if limit is not None else ""
+        gate = f" (at most {limit:g} pt lost)" if limit is not None else ""
         lines.append(f"INT8 vs its FP32 twin{gate}: " + ", ".join(twins))
     gate = "passed" if summary["deployable"] else "NOT passed (bundle marked not deployable)"
     lines.append(f"accuracy gate {summary['min_accuracy']:.2%}: {gate}")

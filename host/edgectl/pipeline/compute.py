@@ -1,11 +1,11 @@
 """Where training runs and how: device choice, mixed precision, memory format, loader workers.
 
-``--device auto|cpu|cuda|mps`` (``cli/options.device_option``) ends here. ``auto`` picks
-CUDA, then Apple's MPS, then the CPU. The CLI sets a process-wide default with
-:func:`use_device` (also exported as ``EDGECTL_DEVICE`` so child processes agree), and
-``training.fit`` reads it when no device is passed, so ``build`` and ``study`` train on the
-chosen device without threading a parameter through every stage. Training returns the
-model on the CPU: pruning, export and evaluation never see the accelerator.
+``--device auto|cpu|cuda|mps`` (``cli/options.device_option``; ``$EDGECTL_DEVICE`` is
+that option's default, read by click and nowhere else) ends here. ``auto`` picks CUDA,
+then Apple's MPS, then the CPU. The device is a parameter all the way down:
+``BuildConfig.device``, ``StudyConfig.device``, ``training.train/fine_tune/fine_tune_hook``
+(``device=``); no process-wide state. Training returns the model on the CPU: pruning,
+export and evaluation never see the accelerator.
 
 Per device (:func:`plan`):
 - CUDA: ``torch.autocast`` in bfloat16 where the GPU supports it (Ampere and newer; no
@@ -32,15 +32,13 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-ENV = "EDGECTL_DEVICE"
 
 # Measured with benchmarks/bench_compute.py (results/compute.md): on the CPU, MobileNetV2
 # training in channels_last vs contiguous, same run, AVX-512 and AVX2 dispatch.
 CPU_CHANNELS_LAST = True
 
-__all__ = ["CPU_CHANNELS_LAST", "DEVICES", "ENV", "Plan", "banner", "cores", "cpu_model",
-           "default_device", "describe", "isa_flags", "load_average", "plan", "resolve",
-           "use_device"]
+__all__ = ["CPU_CHANNELS_LAST", "DEVICES", "Plan", "banner", "cores", "cpu_model",
+           "describe", "isa_flags", "load_average", "plan", "resolve"]
 
 
 def _check(spec: str) -> str:
@@ -48,21 +46,6 @@ def _check(spec: str) -> str:
     if spec.split(":")[0] not in DEVICES:
         raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {spec!r}")
     return spec
-
-
-def use_device(spec: str | None) -> str:
-    """Make ``spec`` the process-wide default device (and ``$EDGECTL_DEVICE`` for child
-    processes); returns it. ``None`` keeps the current default."""
-    if spec is None:
-        return default_device()
-    spec = _check(spec)
-    os.environ[ENV] = spec
-    return spec
-
-
-def default_device() -> str:
-    """The process-wide default: ``$EDGECTL_DEVICE`` (set by :func:`use_device`) or auto."""
-    return _check(os.environ.get(ENV) or "auto")
 
 
 def _mps_available() -> bool:
@@ -73,7 +56,7 @@ def _mps_available() -> bool:
 
 
 def resolve(spec: str | torch.device | None = None) -> torch.device:
-    """The ``torch.device`` for ``spec`` (default: :func:`default_device`).
+    """The ``torch.device`` for ``spec`` (default ``auto``).
 
     ``auto``: CUDA if ``torch.cuda.is_available()``, then MPS, then CPU. Asking for a device
     this machine does not have is a ``ConfigError`` (fail closed: never silently train on
@@ -83,7 +66,7 @@ def resolve(spec: str | torch.device | None = None) -> torch.device:
 
     if isinstance(spec, torch.device):
         return spec
-    spec = _check(spec or default_device())
+    spec = _check(spec or "auto")
     kind = spec.split(":")[0]
     if kind == "auto":
         if torch.cuda.is_available():

@@ -425,15 +425,20 @@ def load_datasets(cfg: DataConfig, augment: bool = True) -> Datasets:
     )
 
 
-def raw_test_images(cfg: DataConfig, n: int | None = None) -> Iterator[Frame]:
+def raw_test_images(source: DataConfig | Datasets, n: int | None = None) -> Iterator[Frame]:
     """The first ``n`` test frames as ``(uint8 H×W×3 RGB, label)``, before preprocessing.
 
-    For INT8 calibration and bundle test vectors: feed them to ``preprocess``.
+    For INT8 calibration and bundle test vectors: feed them to ``preprocess``. Given loaded
+    ``Datasets`` it reads their test frames (a build loads its data once); given a
+    ``DataConfig`` it opens the source.
     """
-    _, test, _, _, _ = _SOURCES[cfg.kind](cfg)
-    count = len(test) if n is None else min(int(n), len(test))
+    if isinstance(source, Datasets):
+        frames: Sequence[Frame] = source.test.frames
+    else:
+        frames = _SOURCES[source.kind](source)[1]
+    count = len(frames) if n is None else min(int(n), len(frames))
     for i in range(count):
-        yield test[i]
+        yield frames[i]
 
 
 def class_counts(ds: FrameDataset, labels: Sequence[str]) -> dict[str, int]:

@@ -38,11 +38,14 @@ class Oracle(Protocol):
     """Latency of one target (a board over SSH, or this machine) for one runtime,
     precision and thread count."""
 
+    def bind(self, dense: nn.Module) -> Oracle: ...             # the architecture searched
     def estimate(self, keep: netadapt.Keep) -> float: ...       # ms, from the table
     def measure(self, model: nn.Module) -> float: ...           # p95 ms, end to end
     def facts(self) -> dict[str, Any]: ...                      # device, cpu, runtime, …
     def peek(self, keep: netadapt.Keep) -> float | None: ...    # cached estimate, no I/O
     def missing(self, keep: netadapt.Keep) -> int: ...          # entries not yet measured
+    def prefetch(self, keeps: list[netadapt.Keep]) -> int: ...  # measure these, one trip
+    def observe(self, keep: netadapt.Keep, measured_ms: float) -> None: ...  # refit to it
 
 
 class BudgetNotMet(EdgeError, RuntimeError):
@@ -115,8 +118,7 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
         from torch.utils.data import Subset
 
         from edgectl.pipeline import pruning
-        from edgectl.pipeline.checkpoint import code_version, save_checkpoint
-        from edgectl.pipeline.evaluation import evaluate
+        from edgectl.pipeline.prune_eval import save_and_evaluate
         from edgectl.pipeline.training import (
             accuracy,
             fine_tune,
@@ -150,7 +152,7 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
             idx = [(k * dl.short_images + j) % n_tune for j in range(dl.short_images)]
             part = dataclasses.replace(tune_set, train=Subset(tune_set.train, idx))
             fine_tune(model, part, epochs=1, batch_size=cfg.batch_size, seed=cfg.data.seed + k,
-                      progress=False, eval_each_epoch=False)
+                      progress=False, eval_each_epoch=False, device=cfg.device)
             if dl.bn_batches:
                 # 16 SGD steps leave a deep cut's BN statistics far from its activations:
                 # its score was near chance (benchmarks/results/deadline-per-stage.md);
@@ -158,9 +160,7 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
                 recalibrate_bn(model, tune_set.train, batches=dl.bn_batches,
                                batch_size=cfg.batch_size, seed=cfg.data.seed + k)
 
-        bind = getattr(oracle, "bind", None)
-        if bind is not None:
-            bind(base.model)            # the table is of the baseline's architecture
+        oracle.bind(base.model)         # the table is of the baseline's architecture
         plan = dataclasses.replace(dl.search_plan(),
                                    budget_ms=dl.search_plan().budget_ms * (1 - dl.guard))
         state_dir = dl.state or cfg.out / "search"
@@ -178,13 +178,13 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
                               estimate=oracle.estimate, measure=median_trips,
                               tune=short_tune, score=lambda m: accuracy(m.eval(), selection),
                               state_dir=state_dir, state_key=key, echo=echo, on_step=progress,
-                              prefetch=getattr(oracle, "prefetch", None),
-                              observe=getattr(oracle, "observe", None))
+                              prefetch=oracle.prefetch, observe=oracle.observe)
         model = res.model
         if cfg.finetune_epochs:
             echo(f"  long fine-tune: {cfg.finetune_epochs} epoch(s)")
             fine_tune_hook(tune_set, cfg.finetune_epochs, batch_size=cfg.batch_size,
-                           seed=cfg.data.seed, progress=cfg.progress)(model, None)
+                           seed=cfg.data.seed, progress=cfg.progress,
+                           device=cfg.device)(model, None)
         final_ms = median_trips(model)
         report = {"method": "deadline", "budget_ms": dl.budget_ms, "keep": res.keep,
                   "met": final_ms <= dl.budget_ms, "stop": res.stop,
@@ -194,10 +194,9 @@ def search_stage(dl: DeadlineConfig, oracle: Oracle,
                   "estimation_error": netadapt.estimation_errors(res.steps),
                   "oracle": oracle.facts(), "plan": dataclasses.asdict(plan),
                   "target_choice": dl.extra.get("choice")}
-        meta = {**base.meta, "pruning": report, "code_version": code_version()}
-        ckpt = save_checkpoint(model, meta, cfg.out / "model" / "model.pt")
-        metrics = evaluate(model, datasets, threads=cfg.threads, checkpoint_path=ckpt,
-                           latency=True, latency_runs=cfg.latency_runs)
+        ckpt, metrics = save_and_evaluate(model, {**base.meta, "pruning": report}, datasets,
+                                          cfg.out / "model" / "model.pt", threads=cfg.threads,
+                                          latency_runs=cfg.latency_runs)
         echo(f"  searched model: accuracy {metrics['accuracy']:.2%} (baseline "
              f"{base.metrics['accuracy']:.2%}), {final_ms:.3f} ms p95 measured on "
              f"{oracle.facts().get('device')} (budget {dl.budget_ms:g} ms)")
@@ -252,11 +251,12 @@ def plan_summary(dl: DeadlineConfig, oracle: Oracle, cfg: Any) -> dict[str, Any]
         # the budget in the table's scale: the table's error is unknown before a run, so
         # the plan assumes estimate = measurement
         steps, why = plan.expected_steps(start_est, dl.budget_ms), "expected"
+    per_step = netadapt.UNITS + plan.whole      # every unit's proposal, and the whole net's
     info = {
         "budget_ms": dl.budget_ms, "target": dl.target, "runtime": dl.runtime,
         "precision": dl.precision, "threads": dl.threads, "start_est_ms": start_est,
         "expected_steps": steps, "steps_are": why, "max_steps": plan.max_steps,
-        "short_fine_tunes": steps * (netadapt.UNITS + plan.whole),
+        "short_fine_tunes": steps * per_step,
         "short_images": dl.short_images,
         "long_fine_tune_epochs": cfg.finetune_epochs,
         "end_to_end_measurements": 3 * (steps + 3), "table_entries_to_measure_first": missing,
@@ -267,9 +267,9 @@ def plan_summary(dl: DeadlineConfig, oracle: Oracle, cfg: Any) -> dict[str, Any]
         f"search plan: p95 ≤ {dl.budget_ms:g} ms on {dl.target} ({dl.runtime} {dl.precision}, "
         f"{dl.threads} thread(s)), at most {dl.max_accuracy_drop:g} points below the baseline",
         f"  dense model: {est}; table entries still to measure: {missing}",
-        f"  steps: {steps} {why}; each: ≤ {netadapt.UNITS} proposals, a short fine-tune of "
+        f"  steps: {steps} {why}; each: ≤ {per_step} proposals, a short fine-tune of "
         f"{dl.short_images} images each, one end-to-end measurement",
-        f"  fine-tunes: ≤ {steps * netadapt.UNITS} short + 1 long ({cfg.finetune_epochs} "
+        f"  fine-tunes: ≤ {info['short_fine_tunes']} short + 1 long ({cfg.finetune_epochs} "
         f"epoch(s)); end-to-end measurements: {3 * (steps + 3)} (medians of 3: "
         "calibration, start, every step, final)",
         f"  resumable state: {dl.state or cfg.out / 'search'}",
@@ -333,12 +333,10 @@ class TableOracle:
     before use: the table is of that architecture; its overhead is calibrated from one
     end-to-end measurement of ``dense`` (weights do not change latency)."""
 
-    def __init__(self, dl: DeadlineConfig, img_size: int, runner: Runner,
-                 echo: Echo = lambda _m: None, cache: Path | None = None) -> None:
-        from edgectl.pipeline.build import cache_dir
-
+    def __init__(self, dl: DeadlineConfig, img_size: int, runner: Runner, cache: Path,
+                 echo: Echo = lambda _m: None) -> None:
         self.dl, self.img_size, self.echo = dl, int(img_size), echo
-        self.cache = cache or cache_dir()
+        self.cache = cache           # latency tables under cache/latency-tables
         self.runner = runner
         self.table: Any = None
         self.measurements = 0
@@ -403,6 +401,6 @@ class TableOracle:
         self._bound().observe(keep, measured_ms)
 
 
-def make_oracle(dl: DeadlineConfig, img_size: int, runner: Runner,
+def make_oracle(dl: DeadlineConfig, img_size: int, runner: Runner, cache: Path,
                 echo: Echo = lambda _m: None) -> TableOracle:
-    return TableOracle(dl, img_size, runner, echo)
+    return TableOracle(dl, img_size, runner, cache, echo)

@@ -3,7 +3,7 @@ on the device, as NetAdapt's layer-wise tables (Yang et al. 2018, section 3.3).
 
 A model is the stem (``features.0``), 17 inverted-residual blocks (``features.1–17``) and
 the head (``features.18`` + pooling + classifier). Under per-stage pruning
-(``pruning.stage_prune``) each block's shape is fixed by the keep ratios of its stage's two
+(``search_units.stage_prune``) each block's shape is fixed by the keep ratios of its stage's two
 units and the one before, so a block's latency is looked up by its exact convolution shapes
 (:func:`block_specs`, the same channel arithmetic as ``stage_prune``, checked against it
 by the tests). A missing entry is built as that block alone (random weights: latency does
@@ -42,7 +42,7 @@ from edge_common.errors import ConfigError, EdgeError, ModelError
 from edge_common.fileio import write_json_atomic
 from edge_common.hashing import settings_key
 from edge_common.runtime import RUNTIME_NAMES as RUNTIME_KEYS
-from edgectl.pipeline import pruning
+from edgectl.pipeline import pruning, search_units
 from edgectl.pipeline.checkpoint import channel_plan, rebuild
 
 HEAD = 18
@@ -68,10 +68,10 @@ def pruned_plan(dense: nn.Module, keep: Sequence[float], round_to: int | None) -
     depthwise conv keeps its input's width, every layer's input follows its predecessor."""
     targets: dict[str, int] = {}
     mods = dict(dense.named_modules())
-    for k, names in zip(keep, pruning.unit_convs(dense), strict=True):
+    for k, names in zip(keep, search_units.unit_convs(dense), strict=True):
         for name in names:
             out = mods[name].out_channels
-            targets[name] = min(out, pruning.round_channels(k * out, round_to))
+            targets[name] = min(out, search_units.round_channels(k * out, round_to))
     plan: dict[str, list] = {}
     cur = 3
     for name, spec in channel_plan(dense).items():
@@ -135,7 +135,7 @@ def block_module(dense: nn.Module, keep: Sequence[float], spec: BlockSpec,
 Runner = Callable[[Path, list[int]], dict[str, Any]]
 MAX_POINTS = 64                              # end-to-end points a table keeps for its fit
 FIT_SPREAD = 0.25      # the scale is fitted once the points' sums span this much of the largest
-DENSE_POINT = ",".join(["1"] * pruning.UNITS)
+DENSE_POINT = ",".join(["1"] * search_units.UNITS)
 
 
 class LatencyTable:
@@ -161,7 +161,7 @@ class LatencyTable:
                     # block entries are keyed by shape and stay
                     pts = doc.get("points") or {}
                     doc["points"] = {k: v for k, v in pts.items()
-                                     if len(k.split(",")) == pruning.UNITS}
+                                     if len(k.split(",")) == search_units.UNITS}
             except (OSError, ValueError) as err:
                 echo(f"  latency table {path} unreadable ({err}); measuring again")
         self.measured = 0     # block models timed by this instance (a cache hit adds none)
@@ -201,8 +201,8 @@ class LatencyTable:
     def calibrate(self, dense_measured_ms: float) -> float:
         """The first end-to-end point, the dense model: overhead = measured dense − Σ dense
         blocks (may be negative: fusion across blocks saves more than a call costs)."""
-        self.blocks_ms((1.0,) * pruning.UNITS)
-        self.observe((1.0,) * pruning.UNITS, dense_measured_ms)
+        self.blocks_ms((1.0,) * search_units.UNITS)
+        self.observe((1.0,) * search_units.UNITS, dense_measured_ms)
         return float(self.doc["overhead_ms"])
 
     def observe(self, keep: Sequence[float], measured_ms: float) -> None:

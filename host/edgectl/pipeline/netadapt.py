@@ -12,7 +12,7 @@ The loop is Algorithm 1 of NetAdapt (Yang et al., ECCV 2018, arXiv:1804.03230):
     long-term fine-tune of the final network
 
 Where this differs from the paper, and why:
-- **Units are two per MobileNetV2 stage** (``pruning.unit_convs``), not single layers: a
+- **Units are two per MobileNetV2 stage** (``search_units.unit_convs``), not single layers: a
   stage's hidden width (its blocks' expansion and depthwise convs; the stem in stage 0)
   and its output width (its blocks' projections, shared through the residual additions,
   so Torch-Pruning removes them together; the paper's per-layer proposals would leave
@@ -73,9 +73,9 @@ from torch import nn
 from edge_common.errors import ConfigError
 from edge_common.fileio import write_json_atomic
 from edge_common.hashing import settings_key
-from edgectl.pipeline import pruning
+from edgectl.pipeline import search_units
 
-UNITS = pruning.UNITS   # two per stage (its hidden width, its output width), the head
+UNITS = search_units.UNITS   # two per stage (its hidden width, its output width), the head
 WHOLE = UNITS           # the index of the whole-network proposal (every unit at once)
 WHOLE_GRID = 0.02    # its common fraction moves in these steps
 WHOLE_MIN = 0.5      # and is never below this in one step (a misled estimate cannot gut it)
@@ -169,7 +169,7 @@ def stage_widths(original: nn.Module) -> list[int]:
     """Each unit's width in ``original`` (its last conv's channels): the width a
     keep ratio is a fraction of, and the unit proposals move by (``round_to``)."""
     convs = dict(original.named_modules())
-    return [convs[names[-1]].out_channels for names in pruning.unit_convs(original)]
+    return [convs[names[-1]].out_channels for names in search_units.unit_convs(original)]
 
 
 def unit_candidates(keep: Keep, stage: int, widths: Sequence[int], plan: Plan) -> list[Keep]:
@@ -177,7 +177,7 @@ def unit_candidates(keep: Keep, stage: int, widths: Sequence[int], plan: Plan) -
     one ``round_to`` step at a time, down to ``min_channels``."""
     width = widths[stage]
     step = max(1, plan.round_to)
-    channels = pruning.round_channels(keep[stage] * width, plan.round_to) - step
+    channels = search_units.round_channels(keep[stage] * width, plan.round_to) - step
     cands: list[Keep] = []
     while channels >= max(plan.min_channels, step):
         cands.append(tuple(channels / width if i == stage else k for i, k in enumerate(keep)))
@@ -191,13 +191,13 @@ def whole_candidates(keep: Keep, widths: Sequence[int], plan: Plan) -> list[Keep
     never below ``min_channels`` nor above the unit's current width), repeats dropped."""
     step = max(1, plan.round_to)
     floor = max(plan.min_channels, step)
-    now = [pruning.round_channels(k * w, plan.round_to) for k, w in zip(keep, widths,
+    now = [search_units.round_channels(k * w, plan.round_to) for k, w in zip(keep, widths,
                                                                           strict=True)]
     cands: list[Keep] = []
     seen = {tuple(now)}
     for j in range(1, int(round((1 - WHOLE_MIN) / WHOLE_GRID)) + 1):
         f = 1.0 - j * WHOLE_GRID
-        chans = tuple(min(c, max(floor, pruning.round_channels(c * f, plan.round_to)))
+        chans = tuple(min(c, max(floor, search_units.round_channels(c * f, plan.round_to)))
                       for c in now)
         if chans not in seen:
             seen.add(chans)
@@ -306,7 +306,7 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
     plan.validate()
     seen = observe or (lambda _k, _ms: None)
     widths = stage_widths(original)
-    keep: Keep = tuple(round(k, 6) for k in pruning.stage_keep(model, original))
+    keep: Keep = tuple(round(k, 6) for k in search_units.stage_keep(model, original))
     start_est = estimate(keep)
     start_ms = measure(model)
     seen(keep, start_ms)
@@ -330,7 +330,7 @@ def search(model: nn.Module, original: nn.Module, img_size: int, plan: Plan, *,
             for stage, cand_keep in enumerate(chosen):     # UNITS, then WHOLE
                 if cand_keep is None:
                     continue
-                cand = pruning.stage_prune(model, list(cand_keep), img_size, plan.round_to,
+                cand = search_units.stage_prune(model, list(cand_keep), img_size, plan.round_to,
                                            original)
                 tune(cand, i, stage)
                 proposals.append((score(cand), stage, cand_keep, cand, estimate(cand_keep)))

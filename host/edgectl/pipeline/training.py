@@ -1,4 +1,5 @@
-"""Training loop: Adam with a cosine learning-rate decay, cross-entropy, progress bar.
+"""Training loop: Adam with a one-cycle learning rate (OneCycleLR: a short warm-up, then
+cosine decay), cross-entropy, progress bar.
 
 ``train`` builds the baseline; ``fine_tune`` is the same loop with a smaller learning
 rate and an ``after_step(model)`` hook, which pruning uses to re-apply its masks after
@@ -7,7 +8,7 @@ torch RNG (init, dropout, augmentation) is seeded and the DataLoader shuffles wi
 own seeded generator.
 
 Device, precision, memory format and loader workers come from ``compute.plan``: the
-device is ``device=`` or the process-wide default the CLI's ``--device`` set (auto: CUDA,
+device is ``device=`` (the CLI's ``--device``; default auto: CUDA,
 then MPS, then CPU); CUDA trains in mixed precision; ``channels_last`` where measured
 faster (benchmarks/results/compute.md). The model is returned on the CPU in the default
 contiguous format, so pruning, checkpoints, exports and evaluation see an ordinary model.
@@ -106,8 +107,8 @@ def fit(
     """Train ``model`` in place on ``datasets.train``; return the history. The model ends on
     the CPU in eval mode whatever ``device`` it trained on.
 
-    ``device``: ``auto|cpu|cuda|mps`` or a ``torch.device`` (default: the process-wide
-    default, ``compute.use_device``); ``channels_last``/``amp`` override the device's plan.
+    ``device``: ``auto|cpu|cuda|mps`` or a ``torch.device`` (default auto: CUDA, MPS, CPU);
+    ``channels_last``/``amp`` override the device's plan.
 
     History: ``{"config": {...}, "epochs": [{"epoch", "loss", "train_accuracy",
     "test_accuracy", "seconds", "images_per_s"}], "seconds", "images_per_s"}``.
@@ -216,8 +217,8 @@ def train(
     device: str | torch.device | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
-    """Train the baseline from its initial weights on ``device`` (default: the process-wide
-    one); returns the history (see :func:`fit`) and leaves the model on the CPU."""
+    """Train the baseline from its initial weights on ``device`` (default auto); returns
+    the history (see :func:`fit`) and leaves the model on the CPU."""
     return fit(model, datasets, epochs, batch_size, lr, seed, progress, desc="train",
                device=device, **kw)
 
@@ -235,7 +236,7 @@ def fine_tune(
     **kw: Any,
 ) -> dict[str, Any]:
     """Recover accuracy after pruning: the same loop, smaller lr, ``after_step`` hook, on
-    ``device`` (default: the process-wide one); the model comes back on the CPU."""
+    ``device`` (default auto); the model comes back on the CPU."""
     return fit(
         model,
         datasets,
@@ -298,6 +299,7 @@ def fine_tune_hook(
     progress: bool = True,
     chunks: list[list[int]] | None = None,
     measure: bool = False,
+    device: str | None = None,
 ) -> PruneHook:
     """The one fine-tune hook ``pruning.prune_model`` calls after every pruning step.
 
@@ -309,6 +311,7 @@ def fine_tune_hook(
     - ``chunks``: step k trains one pass over the training indices ``chunks[k]`` with seed
       ``seed + 1000·k`` and reports nothing (the study spreads a fine-tune budget over the
       steps of an iterative schedule).
+    ``device``: where the fine-tunes train (default auto, ``compute.resolve``).
     """
     import dataclasses
 
@@ -323,12 +326,13 @@ def fine_tune_hook(
             k = step["k"]
             step["k"] += 1
             part = dataclasses.replace(datasets, train=Subset(datasets.train, chunks[k]))
-            fine_tune(model, part, epochs=1, lr=rate, batch_size=batch_size,
+            fine_tune(model, part, epochs=1, lr=rate, batch_size=batch_size, device=device,
                       seed=seed + 1000 * k, progress=False, after_step=after,
                       eval_each_epoch=False)
             return None
         if epochs > 0:
             hist = fine_tune(model, datasets, epochs=int(epochs), lr=rate, batch_size=batch_size,
+                             device=device,
                              seed=seed, progress=progress, after_step=after)
             last = (hist.get("epochs") or [{}])[-1]
             if last.get("test_accuracy") is not None:

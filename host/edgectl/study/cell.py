@@ -3,7 +3,6 @@ FP32/INT8 pair and measure it (accuracy, size, MACs, latency on three runtimes).
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import logging
@@ -50,6 +49,7 @@ class TorchRunner:
 
     def __init__(self) -> None:
         self._model: Any = None
+        self._meta: dict[str, Any] = {}
         self._datasets: Any = None
         self._artifacts: tuple[Path, Path] | None = None
         self._baseline_params = 0
@@ -97,12 +97,13 @@ class TorchRunner:
                 lr=cfg.lr,
                 width_mult=cfg.width_mult,
                 progress=cfg.progress,
+                device=cfg.device,
             )
             model, meta = load_checkpoint(ckpt)
             meta = dict(meta, study={"train_s": float(meta["train"]["seconds"])})
             save_checkpoint(model, meta, ckpt)
             write_json_atomic(key_file, key)
-        self._model = model.eval()
+        self._model, self._meta = model.eval(), meta
         self._train_s = float(meta.get("study", {}).get("train_s", 0.0))
         self._baseline_params = count_params(model)
         self._artifacts = _export_pair(model, baseline_dir, self._datasets, cfg)
@@ -125,27 +126,24 @@ class TorchRunner:
     # -- cells
 
     def cell(self, cfg: StudyConfig, cell: Cell) -> dict[str, Any]:
-        from edgectl.pipeline.pruning import prune_model
+        from edgectl.pipeline.prune_eval import PruneSpec, prune_and_evaluate
 
         t0 = time.perf_counter()
         steps = prune_steps(cfg, cell.regime, cell.target)
         chunks = finetune_chunks(len(self._datasets.train), cfg.finetune_epochs, steps, cell.seed)
-        model, report = prune_model(
-            copy.deepcopy(self._model),
-            cell.method,
-            cell.regime,
-            cell.target,
-            step=cfg.step,
-            img_size=int(cfg.data.img_size),
-            original_params=self._baseline_params,
+        pruned = prune_and_evaluate(
+            self._model, self._meta, self._datasets,
+            PruneSpec(cell.method, cell.regime, cell.target, cfg.step),
             fine_tune=fine_tune_hook(self._datasets, chunks=chunks, lr=cfg.finetune_lr,
-                                     batch_size=cfg.batch_size, seed=cell.seed)
+                                     batch_size=cfg.batch_size, seed=cell.seed,
+                                     device=cfg.device)
             if cfg.finetune_epochs > 0
             else None,
-        )
+            out=None, timing=False)  # the study times its cells itself (_latencies)
+        model, report = pruned.model, pruned.report or {}
         with tempfile.TemporaryDirectory(prefix="edgectl-study-") as tmp:
             fp32, int8 = _export_pair(model, Path(tmp), self._datasets, cfg)
-            row = self._measure(cfg, model, fp32, int8, report)
+            row = self._measure(cfg, model, fp32, int8, report, pruned.metrics["accuracy"])
         row.update(
             method=cell.method,
             regime=cell.regime,
@@ -159,9 +157,11 @@ class TorchRunner:
     # -- measurement (the same code for the baseline and every cell)
 
     def _measure(
-        self, cfg: StudyConfig, model: Any, fp32: Path, int8: Path, report: dict[str, Any]
+        self, cfg: StudyConfig, model: Any, fp32: Path, int8: Path, report: dict[str, Any],
+        acc: float | None = None,
     ) -> dict[str, Any]:
-        """Accuracy (FP32 and INT8), size, MACs and batch-1 latency on three runtimes."""
+        """Accuracy (FP32 and INT8), size, MACs and batch-1 latency on three runtimes;
+        ``acc``: the FP32 test accuracy when already measured (a cell's evaluation)."""
         from edgectl.pipeline.metrics import (
             compressed_size,
             count_macs,
@@ -173,7 +173,8 @@ class TorchRunner:
         model = model.eval()
         row: dict[str, Any] = {
             "actual_sparsity": float(report["actual"]),
-            "accuracy": float(accuracy(model, self._datasets.test)),
+            "accuracy": float(acc if acc is not None
+                              else accuracy(model, self._datasets.test)),
             "accuracy_int8": _ort_accuracy(int8, self._datasets.test, cfg.threads),
             "params": count_params(model),
             "nonzero": count_nonzero(model),

@@ -126,6 +126,7 @@ class StudyConfig:
     seeds: int = 1
     resume: bool = False
     threads: int = 1
+    device: str = "auto"  # where training and fine-tuning run (compute.resolve)
     width_mult: float = 1.0
     batch_size: int = 64
     lr: float = DEFAULT_LR  # Adam, as edgectl train

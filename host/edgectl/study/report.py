@@ -272,9 +272,9 @@ def write_report(
         f"at {int(cfg.data.img_size)} px.",
         "",
         f"- Fine-tune budget: {cfg.finetune_epochs:g} epoch(s) of the training set per cell "
-        "(Adam, cosine decay, pruned weights held at zero). One-shot prunes once to the target "
-        "and spends it all; iterative splits it evenly over its steps, so both see the same "
-        "images.",
+        "(Adam, one-cycle learning rate, pruned weights held at zero). One-shot prunes once to "
+        "the target and spends it all; iterative splits it evenly over its steps, so both see "
+        "the same images.",
         f"- Iterative: prune in steps of {cfg.step:g} (sparsity of the original model, the last "
         "step lands exactly on the target), fine-tuning on its share of the budget after each "
         "step.",
