@@ -434,8 +434,9 @@ def test_deadline_search_measures_on_the_board_and_its_bundle_deploys(
                                       [("onnx", "fp32"), ("onnx", "int8")], runner, [1],
                                       rounds=1)
     assert report["device"] == board.sh("hostname").stdout.strip()
-    # under the fastest dense model: the search must take steps whichever combination runs
-    budget = round(min(min(v) for v in times.values()) * 0.8, 4)
+    # under the fastest dense model: the search must take a step whichever combination
+    # runs (5 % under: one step, about 20 trips to the board; 20 % took 35)
+    budget = round(min(min(v) for v in times.values()) * 0.95, 4)
     out = tmp_path / "deadline"
     data = separable_folder(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
@@ -446,7 +447,7 @@ def test_deadline_search_measures_on_the_board_and_its_bundle_deploys(
                "--data", f"folder:{data}", "--img-size", "32", "--epochs", "3",
                "--finetune-epochs", "0", "--formats", "onnx,tflite", "--quantize", "int8",
                "--calib-size", "128", "--max-accuracy-drop", "100",
-               "--min-accuracy", "0", "--short-images", "32", "--search-steps", "8",
+               "--min-accuracy", "0", "--short-images", "32", "--search-steps", "3",
                "--accuracy-drop", "100", "--key", str(keys["private"]), "--name", "deadline",
                "--out", str(out), "--json"],
         env={"EDGECTL_CACHE": str(tmp_path / "cache")})
