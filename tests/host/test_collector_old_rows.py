@@ -64,9 +64,20 @@ def test_a_b07fc59_database_with_bad_rows_opens_and_every_page_answers(tmp_path,
                                                                          cli_runner):
     collector_db = empty_db
     old_database(collector_db)
+    # b07fc59 kept a record's JSON text as sent: a board's json.dumps of a huge float
+    big = {**ROWS["tables"]["decisions"][0], "id": "big", "seq": 99, "device": "pi-1",
+           "body": '{"id": "big", "seq": 99, "ts": 1700000000.0, "decision": "reject", '
+                   '"label": "scratch", "score": 1e400, "latency_ms": {"total": 2E+308}}'}
+    engine = make_engine(database_url(collector_db), pool_size=1)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(t.metadata.tables["decisions"]), [big])
+    finally:
+        engine.dispose()
     c = LocalCollector(tmp_path / "collector", db=collector_db).start()  # migrates
     try:
-        assert counts(c.store) == {n: len(ROWS["tables"][n]) for n in TABLES}
+        assert counts(c.store) == {n: len(ROWS["tables"][n]) + (n == "decisions")
+                                   for n in TABLES}
         admin = {"Authorization": f"Bearer {c.admin_token}"}
         devices = [d["name"] for d in ROWS["tables"]["devices"]]
         pages = ["/", "/models", "/review", "/review?show=all", "/api/v1/fleet/status",
@@ -92,7 +103,12 @@ def test_a_b07fc59_database_with_bad_rows_opens_and_every_page_answers(tmp_path,
         # the NaN score of a stored record reads back as null, the record kept
         got = {x["id"]: x for x in requests.get(c.url + "/api/v1/devices/pi-1/decisions",
                                                 headers=admin, timeout=30).json()}
-        assert set(got) == {"n1", "n2", "n3"} and got["n1"]["score"] is None
+        assert set(got) == {"n1", "n2", "n3", "big"} and got["n1"]["score"] is None
+        assert got["big"]["score"] is None and got["big"]["label"] == "scratch"
+        with c.store.engine.connect() as db:       # rewritten in the database itself
+            body = db.execute(sa.select(t.decisions.c.body).where(
+                t.decisions.c.id == "big")).scalar_one()
+        assert json.loads(body)["score"] is None and "1e400" not in body, body
         assert got["n1"]["label"] == "scratch" and got["n2"]["ts"] == "yesterday"
     finally:
         c.close()
@@ -112,3 +128,5 @@ def test_the_migration_rewrites_only_texts_that_need_it():
     assert m.fixed('{"a": "x\\u0000y", "b": "\\ud800"}') == '{"a": "x\ufffdy", "b": "\ufffd"}'
     assert m.fixed('{"é": "\\ud83d\\ude00"}') is None  # a proper pair is kept
     assert m.fixed("not json") is None
+    assert m.fixed('{"s": 1e400, "t": -2E+308, "u": 1e300}') == \
+        '{"s": null, "t": null, "u": 1e+300}'

@@ -1,11 +1,13 @@
 """Stored JSON both backends can read: rows written before the strict request schemas
 (issue 31) may hold NaN or ±Infinity (which neither SQLite's JSON functions nor
-PostgreSQL's ``jsonb`` accept: a page over them failed), or a ``\\u0000`` or an unpaired
+PostgreSQL's ``jsonb`` accept: a page over them failed; a record kept as sent may spell
+one ``1e400``), or a ``\\u0000`` or an unpaired
 surrogate escape (refused by ``jsonb``). Each such text (a decision's or an update
 report's body, a heartbeat, a bundle manifest) is rewritten with those numbers as null
 and those characters as U+FFFD; every other value, and every row, is kept.
 
-Only texts that contain one of the markers are parsed (one scan of each table, in SQL).
+Only texts that contain one of the markers are parsed (one scan of each table, in SQL;
+an exponent marker also matches harmless texts, which ``fixed`` then leaves alone).
 
 Revision ID: 0004
 Revises: 0003
@@ -66,7 +68,11 @@ def upgrade() -> None:
         text = table.c[col]
         marked = sa.or_(text.contains("NaN"), text.contains("Infinity"),
                         text.icontains("\\u0000", autoescape=True),
-                        text.icontains("\\ud", autoescape=True))
+                        text.icontains("\\ud", autoescape=True),
+                        # a number past float range (1e400, kept as sent): an exponent of
+                        # three digits or more
+                        *(text.icontains(f"e{sign}{d}", autoescape=True)
+                          for sign in ("", "+", "-") for d in "123456789"))
         rows = conn.execute(sa.select(*(table.c[k] for k in keys), text)
                             .where(text.is_not(None), marked)).all()
         for row in rows:
