@@ -2,7 +2,7 @@
 PostgreSQL: every operation of the API's OpenAPI document with a device token, the admin
 token and none; every page route with a session and without. No answer is a 5xx, every
 answer matches the documented schema, every 4xx says what is wrong, and every page and
-status route still answers 200 afterwards (tests/host/fuzzkit.py; issue 31).
+status route still answers 200 afterwards (tests/host/apifuzzkit.py; issue 31).
 
 ``EDGECTL_FUZZ_EXAMPLES`` (default 25) is the number of generated cases per operation,
 caller and mode (positive, negative): raise it for a longer run.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from fuzzkit import Caller, Report, fuzz
+from apifuzzkit import Caller, Report, fuzz
 from PIL import Image
 
 from edgectl.collector.app import create_app
