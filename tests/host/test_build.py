@@ -212,7 +212,7 @@ def test_default_build_meets_the_issue_criteria(cli_runner, tmp_path):
 
 
 def test_default_gate_is_above_chance():
-    from edgectl.pipeline.build import CHANCE_MARGIN, chance_floor, default_gate
+    from edgectl.pipeline.gates import CHANCE_MARGIN, chance_floor, default_gate
 
     counts = {"ok": 12, "scratch": 4, "crack": 4, "spot": 4}
     assert chance_floor(counts) == (0.5 + CHANCE_MARGIN, "ok")

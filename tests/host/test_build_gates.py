@@ -13,7 +13,8 @@ import torch
 from edge_common import bundle as B
 from edge_common.errors import BundleError
 from edge_common.preprocess import InputSpec
-from edgectl.pipeline.build import ArtifactResult, Gate, int8_drop_gate
+from edgectl.pipeline.build import ArtifactResult, Gate
+from edgectl.pipeline.gates import int8_drop_gate
 from edgectl.pipeline.speed import NO_SPEED_RATIO, speed_note
 
 

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_common.errors import ConfigError, EdgeError, ModelError
+from edge_common.errors import ConfigError, ModelError
 from edge_common.hashing import settings_key
 from edgectl.pipeline.build_results import (
     ArtifactResult,
@@ -38,6 +38,15 @@ from edgectl.pipeline.build_results import (
     PruneResult,
     format_table,
 )
+from edgectl.pipeline.gates import (
+    CHANCE_MARGIN,
+    DEFAULT_INT8_MAX_DROP,
+    BelowMinAccuracy,
+    chance_floor,
+    default_gate,
+    gate_message,
+    int8_drop_gate,
+)
 
 if TYPE_CHECKING:
     from edgectl.pipeline.data import Datasets
@@ -46,37 +55,11 @@ __all__ = ["ArtifactResult", "BaselineResult", "BelowMinAccuracy", "BuildConfig"
            "Gate", "PruneResult", "format_table", "run_build"]
 
 PRUNE_METHODS = ("none", "unstructured", "structured")
-# Every accuracy drop is in points (1 point = 0.01 accuracy), as --max-accuracy-drop and
-# --accuracy-drop read; accuracies themselves are fractions.
-DEFAULT_MAX_DROP = 2.0  # points: the default gate is the baseline accuracy minus 2 points...
-CHANCE_MARGIN = 0.05  # ...and never less than always-the-majority-class plus 5 points
-DEFAULT_INT8_MAX_DROP = 1.0  # points an INT8 artifact may lose against its FP32 twin
 USER_CACHE = Path.home() / ".cache" / "edgectl"   # BuildConfig.cache_dir's default
 PARITY_IMAGES = 64
 VECTOR_CANDIDATES = 64
 
 Echo = Callable[[str], None]
-
-
-class BelowMinAccuracy(EdgeError, ValueError):
-    """The built model misses its accuracy gate; no deployable bundle is written."""
-
-
-def chance_floor(counts: dict[str, int], margin: float = CHANCE_MARGIN) -> tuple[float, str]:
-    """``(majority share + margin, majority label)`` from the test set's class counts:
-    a model must beat answering the most common class every time by a clear margin."""
-    total = sum(counts.values())
-    if total <= 0:
-        return margin, "-"
-    label = max(counts, key=lambda k: counts[k])
-    return min(1.0, counts[label] / total + margin), label
-
-
-def default_gate(baseline_accuracy: float, counts: dict[str, int]) -> float:
-    """The accuracy gate when ``--min-accuracy`` is not given: the larger of the baseline
-    minus ``DEFAULT_MAX_DROP`` and :func:`chance_floor`, so a model that scores at chance
-    (or whose baseline does) is never deployable by default."""
-    return round(max(baseline_accuracy - DEFAULT_MAX_DROP / 100, chance_floor(counts)[0]), 4)
 
 
 def _stderr(msg: str) -> None:
@@ -359,28 +342,15 @@ def measure_stage(cfg: BuildConfig, arts: list[ArtifactResult], x: Any, y: Any,
             a.accuracy_vs_fp32 = a.accuracy - fp32[a.format]
 
 
-def int8_drop_gate(arts: list[ArtifactResult], max_drop: float) -> list[str]:
-    """Mark every INT8 artifact that loses more than ``max_drop`` points of accuracy
-    against its FP32 twin not deployable; one line per such artifact, saying by how much."""
-    lines = []
-    for a in arts:
-        drop = -(a.accuracy_vs_fp32 or 0.0)           # a fraction of accuracy
-        if a.precision == "int8" and 100 * drop > max_drop + 1e-7:
-            a.deployable = False
-            lines.append(f"{a.name} is NOT deployable: it drops {100 * drop:.2f} points against "
-                         f"model.fp32.{a.format} (limit --max-accuracy-drop "
-                         f"{max_drop:g}); the bundle serves FP32 for {a.format}")
-    return lines
-
-
 def accuracy_gate(cfg: BuildConfig, gate: Gate, what: str, accuracy: float) -> bool:
     """True when ``accuracy`` passes ``--min-accuracy``; below it, raise
     :class:`BelowMinAccuracy` unless ``--allow-below-min``."""
     if accuracy >= gate.min_accuracy:
         return True
     if not cfg.allow_below_min:
-        raise BelowMinAccuracy(_gate_message(what, accuracy, gate.min_accuracy, cfg,
-                                             gate.chance))
+        raise BelowMinAccuracy(gate_message(what, accuracy, gate.min_accuracy,
+                                            cfg.min_accuracy is not None, cfg.out / "bundle",
+                                            gate.chance))
     return False
 
 
@@ -528,20 +498,6 @@ def run_build(cfg: BuildConfig, echo: Echo = _stderr, prune: PruneStage | None =
     summary = result.to_dict()
     write_json_atomic(cfg.out / "build.json", json.loads(json.dumps(summary, default=str)))
     return result
-
-
-def _gate_message(what: str, acc: float, min_acc: float, cfg: BuildConfig,
-                  floor: tuple[float, str] | None = None) -> str:
-    chance = (f", at least majority class {floor[1]!r} {floor[0] - CHANCE_MARGIN:.2%} + "
-              f"{100 * CHANCE_MARGIN:.0f} points" if floor else "")
-    gate = (f"--min-accuracy {min_acc:.2%}" if cfg.min_accuracy is not None
-            else f"the default gate {min_acc:.2%} (baseline − {DEFAULT_MAX_DROP:g} "
-                 f"points{chance})")
-    old = cfg.out / "bundle"
-    note = f"; the earlier bundle in {old} is left as it was" if old.exists() else ""
-    return (f"{what} reaches {acc:.2%} accuracy, below {gate}: no bundle written{note} "
-            f"(fine-tune longer or prune less; --allow-below-min writes a non-deployable "
-            f"bundle for experiments)")
 
 
 def _version(cfg: BuildConfig, deadline: dict[str, Any] | None = None) -> str:
