@@ -4,15 +4,20 @@
 rejected when ``reject_score ≥ threshold``; items within ``review_margin`` of the
 threshold are low-confidence "review" items and follow ``review_policy`` (reject, or pass
 and flag). Unclassifiable items (camera or model errors) are "review" items that follow
-``error_policy``. No I/O here: the actuator and journal act on the returned verdict.
+``error_policy``. ``keep_sample``: whether a decision's image goes to the host. No I/O here: the actuator and journal act on the returned verdict.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge_agent.config import SamplesConfig
 
 
 @dataclass(frozen=True)
@@ -84,3 +89,15 @@ def nonfinite_reason(p: np.ndarray) -> str | None:
 def decide_error(error: str, policy: Policy) -> Verdict:
     """The verdict for an item that could not be classified: flagged, per ``error_policy``."""
     return Verdict("review", policy.error_policy, None, 0.0, float("nan"), error=error)
+
+
+def keep_sample(samples: SamplesConfig, decision: str, rng: random.Random) -> bool:
+    """Whether a decision's image is kept for the host (``samples:``): every reject and
+    every review when asked, else a random ``rate`` of all decisions."""
+    if not samples.enabled:
+        return False
+    if decision == "reject" and samples.rejects:
+        return True
+    if decision == "review" and samples.reviews:
+        return True
+    return samples.rate > 0 and rng.random() < samples.rate

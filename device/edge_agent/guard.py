@@ -48,10 +48,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.actuator import LATE_MS, Actuator
 from edge_common.errors import HardwareError
+
+if TYPE_CHECKING:
+    from edge_agent.config import ActuatorConfig
+    from edge_agent.pins import PinFactories
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +306,20 @@ class GuardedActuator:
                 self.on_fault(reason)
             except Exception:  # noqa: BLE001
                 log.exception("actuator: on_fault callback failed")
+
+
+def open_output(ac: ActuatorConfig, pins: PinFactories) -> Actuator | GuardedActuator:
+    """The agent's reject output as configured: through the guard process when it drives a
+    pin, in-process for the ``mock`` factory, an injected factory or ``guard: false``."""
+    pin = ac.pin if ac.type == "gpio" else None
+    if pin is not None and ac.guard and pins.override is None and ac.pin_factory != "mock":
+        return GuardedActuator(pin, ac.delay_ms, ac.pulse_ms, ac.active_high,
+                               ac.pin_factory, safe_on=ac.safe_state == "on",
+                               lease_ms=ac.lease_ms)
+    factory = pins.get(ac.pin_factory) if pin is not None else None
+    return Actuator(
+        pin, ac.delay_ms, ac.pulse_ms, ac.active_high, factory, safe_on=ac.safe_state == "on"
+    )
 
 
 if __name__ == "__main__":

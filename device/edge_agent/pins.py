@@ -68,6 +68,23 @@ def make_pin_factory(name: str | None) -> Any:
 PIN_STATE_ENV = "EDGE_PIN_STATE_DIR"
 
 
+class PinFactories:
+    """The process's pin factories by name, each made once (a factory owns its lines, and
+    gpiozero wants one per process); an injected ``override`` (tests, a bench) serves every
+    name."""
+
+    def __init__(self, override: Any = None) -> None:
+        self.override = override
+        self._made: dict[str | None, Any] = {}
+
+    def get(self, name: str | None) -> Any:
+        if self.override is not None:
+            return self.override
+        if name not in self._made:
+            self._made[name] = make_pin_factory(name)
+        return self._made[name]
+
+
 def file_pin_factory(state_dir: str | os.PathLike[str] | None = None) -> Any:
     """A ``MockFactory`` whose pins keep their level in files (see the module docstring)."""
     from gpiozero.pins.mock import MockFactory, MockPin

@@ -34,14 +34,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_agent import report
-from edge_agent.actuator import Actuator
 from edge_agent.budget import BudgetWatch
 from edge_agent.camera import CameraError, EndOfStream, Resilient, make_camera
 from edge_agent.classifier import Classifier
 from edge_agent.config import AgentConfig
-from edge_agent.decision import Policy, Verdict, decide, decide_error
+from edge_agent.decision import Policy, Verdict, decide, decide_error, keep_sample
+from edge_agent.guard import open_output
 from edge_agent.notify import Notifier
-from edge_agent.pins import make_pin_factory
+from edge_agent.pins import PinFactories
 from edge_agent.stats import Stats
 from edge_agent.trigger import GpioTrigger, make_trigger
 from edge_agent.writer import DecisionWriter, open_journal, recover_held
@@ -77,11 +77,11 @@ class Agent:
         pin_factory: Any = None,
     ) -> None:
         self.config = config
-        self._pin_factories: dict[str | None, Any] = {}
-        self._pin_factory_override = pin_factory
+        self.pins = PinFactories(pin_factory)
         # Safe state first: claim the reject output and drive it to its safe level before
         # anything that can be slow or fail (journal, model, camera).
-        self.actuator = actuator if actuator is not None else self._open_actuator()
+        self.actuator = actuator if actuator is not None else open_output(config.actuator,
+                                                                          self.pins)
         self.faults: dict[str, str] = {}
         self.budget = BudgetWatch(self._fault, self._clear_fault)  # the bundle's latency budget
         self.journal = open_journal(config, self._fault)
@@ -173,23 +173,6 @@ class Agent:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def _open_actuator(self) -> Any:
-        """The reject output: through the guard process (``edge_agent.guard``) when it
-        drives a pin, in-process for the ``mock`` factory or an injected one."""
-        ac = self.config.actuator
-        pin = ac.pin if ac.type == "gpio" else None
-        if (pin is not None and ac.guard and self._pin_factory_override is None
-                and ac.pin_factory != "mock"):
-            from edge_agent.guard import GuardedActuator
-
-            return GuardedActuator(pin, ac.delay_ms, ac.pulse_ms, ac.active_high,
-                                   ac.pin_factory, safe_on=ac.safe_state == "on",
-                                   lease_ms=ac.lease_ms)
-        factory = self._pin_factory(ac.pin_factory) if pin is not None else None
-        return Actuator(
-            pin, ac.delay_ms, ac.pulse_ms, ac.active_high, factory, safe_on=ac.safe_state == "on"
-        )
-
     def _fault(self, name: str, message: str) -> None:
         """Raise a fault: kept in the status and heartbeats, logged once when it starts."""
         if self.faults.get(name) != message:
@@ -209,13 +192,6 @@ class Agent:
     def _clear_fault(self, name: str) -> None:
         if self.faults.pop(name, None) is not None:
             log.warning("fault %s cleared", name)
-
-    def _pin_factory(self, name: str | None) -> Any:
-        if self._pin_factory_override is not None:
-            return self._pin_factory_override
-        if name not in self._pin_factories:
-            self._pin_factories[name] = make_pin_factory(name)
-        return self._pin_factories[name]
 
     def open(self) -> None:
         """Load and verify the model, open the camera and the pins (fail fast, clearly)."""
@@ -275,7 +251,7 @@ class Agent:
         plc = cfg.trigger.type in TRIGGERS or bool(cfg.results)
         inner = None
         if cfg.trigger.type not in TRIGGERS:
-            inner = make_trigger(cfg.trigger, self._pin_factory(cfg.trigger.pin_factory))
+            inner = make_trigger(cfg.trigger, self.pins.get(cfg.trigger.pin_factory))
             if not plc:
                 return inner
         from edge_agent.plc.station import Station
@@ -533,18 +509,9 @@ class Agent:
             if truth is not None and verdict.label is not None:
                 self.truth_seen += 1
                 self.truth_correct += int(truth == verdict.label)
-        image = frame.image if frame is not None and self._keep_sample(verdict) else None
+        image = (frame.image if frame is not None
+                 and keep_sample(self.config.samples, verdict.decision, self._rng) else None)
         self.writer.put((rec, image, t_trig, verdict.rejects and not missed))
-
-    def _keep_sample(self, verdict: Verdict) -> bool:
-        sc = self.config.samples
-        if not sc.enabled:
-            return False
-        if verdict.decision == "reject" and sc.rejects:
-            return True
-        if verdict.decision == "review" and sc.reviews:
-            return True
-        return sc.rate > 0 and self._rng.random() < sc.rate
 
     def _apply_swap(self) -> None:
         with self._swap_lock:
