@@ -4,7 +4,8 @@
 rejected when ``reject_score ≥ threshold``; items within ``review_margin`` of the
 threshold are low-confidence "review" items and follow ``review_policy`` (reject, or pass
 and flag). Unclassifiable items (camera or model errors) are "review" items that follow
-``error_policy``. ``keep_sample``: whether a decision's image goes to the host. No I/O here: the actuator and journal act on the returned verdict.
+``error_policy``. ``keep_sample``: whether a decision's image goes to the host. No I/O
+here: the actuator and journal act on the returned verdict.
 """
 
 from __future__ import annotations

@@ -33,7 +33,6 @@ records, the sync worker reads and marks); other processes may open the same fil
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -47,10 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent import journal_file
 from edge_agent.journal_schema import (
-    COUNTERS,
-    DATA_MODE,
-    DB_NAME,
     DECISIONS,
     DONE,
     FAULTS,
@@ -58,32 +55,18 @@ from edge_agent.journal_schema import (
     QUARANTINED,
     RESULTS,
     SAMPLE_FORMATS,
-    SCHEMA,
     SYNCHRONOUS,
     UNSENT,
     is_corrupt,
+    json_default,
     line_fields,
-    migrate,
     tally,
 )
 from edge_agent.retention import Retention, chunks
+from edge_agent.samples import write_sample
 from edge_common.errors import ConfigError
-from edge_common.fileio import write_bytes_atomic
 
 log = logging.getLogger(__name__)
-
-
-def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
-    """Encode an ``H×W×3`` uint8 RGB frame as JPEG or PNG bytes (Pillow)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    img = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-    if fmt == "jpeg":
-        img.save(buf, format="JPEG", quality=quality)
-    else:
-        img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class Journal(Retention):
@@ -100,20 +83,13 @@ class Journal(Retention):
         synchronous: str = "full",
         sample_format: str = "jpeg",
     ) -> None:
-        p = Path(path)
-        if p.is_dir() or (not p.suffix and not p.exists()):
-            p = p / DB_NAME
+        p = journal_file.database_path(path)
         self._sample_warned = 0.0  # monotonic time of the last "sample not kept" line
         if synchronous not in SYNCHRONOUS:
             raise ConfigError(f"journal.synchronous: must be one of {', '.join(SYNCHRONOUS)}")
         if sample_format not in SAMPLE_FORMATS:
             raise ConfigError(f"samples.format: must be one of {', '.join(SAMPLE_FORMATS)}")
-        p.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        if not p.exists():
-            # Decisions are the plant's data: 0640 whatever the umask (SQLite gives its -wal
-            # and -shm files the database file's mode).
-            os.close(os.open(p, os.O_WRONLY | os.O_CREAT, DATA_MODE))
-            os.chmod(p, DATA_MODE)
+        journal_file.create(p)
         self.path = p
         self.samples_dir = Path(samples_dir) if samples_dir else p.parent / "samples"
         self.sample_format = sample_format
@@ -128,33 +104,7 @@ class Journal(Retention):
             self.recover(str(err))
 
     def _connect(self, check: bool = False) -> sqlite3.Connection:
-        db = sqlite3.connect(
-            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        try:
-            db.row_factory = sqlite3.Row
-            # auto_vacuum must be chosen before the first table exists; harmless afterwards.
-            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-            db.execute("PRAGMA busy_timeout=30000")
-            if check:
-                row = db.execute("PRAGMA quick_check").fetchone()
-                if row is None or row[0] != "ok":
-                    err = sqlite3.DatabaseError(f"database disk image is malformed: {row[0]}")
-                    err.sqlite_errorname = "SQLITE_CORRUPT"  # type: ignore[attr-defined]
-                    raise err
-            db.executescript(SCHEMA)
-            self.migrated_from = migrate(db)  # an older agent's journal: brought up to date
-            db.execute("CREATE INDEX IF NOT EXISTS decisions_open ON decisions (state)"
-                       " WHERE state = 'open'")
-            db.executemany(
-                "INSERT OR IGNORE INTO counters (name, value) VALUES (?, 0)",
-                [(c,) for c in COUNTERS],
-            )
-        except BaseException:
-            db.close()
-            raise
+        db, self.migrated_from = journal_file.connect(self.path, self.synchronous, check)
         return db
 
     def recover(self, reason: str) -> Path:
@@ -170,16 +120,7 @@ class Journal(Retention):
                     old.close()
                 except sqlite3.Error:
                     pass
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-            n = 1
-            while aside.exists():
-                n += 1
-                aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(str(self.path) + suffix)
-                if src.exists():
-                    os.replace(src, Path(str(aside) + suffix))
+            aside = journal_file.move_aside(self.path)
             log.error("journal: %s is corrupt (%s); moved to %s, started a fresh journal",
                       self.path, reason, aside)
             self.recovered = str(aside)
@@ -253,7 +194,7 @@ class Journal(Retention):
             )
             rec["seq"] = int(cur.lastrowid or 0)
             self._db.execute("UPDATE decisions SET body = ? WHERE seq = ?",
-                             (json.dumps(rec, default=_json_default), rec["seq"]))
+                             (json.dumps(rec, default=json_default), rec["seq"]))
             before: list[str] = []
             events += ["actuated_before_journal"] if act == "before_journal" else []
             events += ["dropped_samples"] if rec.get("sample_dropped") else []
@@ -266,7 +207,7 @@ class Journal(Retention):
                 " COALESCE(?, actuation), state = ?, result = ?, fault = ?, late = ?, body = ?"
                 " WHERE seq = ?",
                 (float(rec["ts"]), rec["decision"], int(rec["deadline_missed"]), act, state,
-                 result, fault, late, json.dumps(rec, default=_json_default), rec["seq"]),
+                 result, fault, late, json.dumps(rec, default=json_default), rec["seq"]),
             )
             before = tally(dict(old))
             if act == "before_journal" and old["actuation"] != "before_journal":
@@ -302,11 +243,9 @@ class Journal(Retention):
         rec["deadline_missed"] = bool(rec.get("deadline_missed", False))
         sample_row = None
         if image is not None:
-            rel = f"{time.strftime('%Y%m%d', time.gmtime(rec['ts']))}/{rec['id']}"
-            rel += SAMPLE_FORMATS[self.sample_format]
-            data = encode_image(image, self.sample_format)
             try:
-                write_bytes_atomic(self.samples_dir / rel, data, mode=DATA_MODE)
+                rel, size = write_sample(self.samples_dir, self.sample_format, rec["id"],
+                                         float(rec["ts"]), image)
             except OSError as err:  # disk full or read-only: samples go first
                 now = time.monotonic()
                 if now - self._sample_warned > 60:  # one line a minute, every drop counted
@@ -317,7 +256,7 @@ class Journal(Retention):
                 rec["sample_dropped"] = True
                 return rec, None
             rec["sample"] = rel
-            sample_row = (str(uuid.uuid4()), rec["id"], rel, len(data), float(rec["ts"]))
+            sample_row = (str(uuid.uuid4()), rec["id"], rel, size, float(rec["ts"]))
         else:
             rec.setdefault("sample", None)
         return rec, sample_row
@@ -604,11 +543,3 @@ class Journal(Retention):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

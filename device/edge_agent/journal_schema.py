@@ -172,3 +172,14 @@ def migrate(db: sqlite3.Connection) -> int:
             db.execute("ROLLBACK")
         raise
     return version
+
+
+def json_default(obj: Any) -> Any:
+    """How a record's numpy values are stored in its JSON body (``json.dumps(default=)``)."""
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import machine
-from edge_agent.journal import DATA_MODE
+from edge_agent.journal_schema import DATA_MODE
 from edge_common.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)

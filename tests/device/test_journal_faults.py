@@ -169,13 +169,13 @@ def test_a_journal_damaged_inside_is_caught_at_open(tmp_path):
 
 
 def test_sample_write_failure_drops_the_sample_and_keeps_the_decision(tmp_path, monkeypatch):
-    import edge_agent.journal as jmod
+    import edge_agent.samples as samples_mod
 
     def full(*_a, **_kw):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     j = Journal(tmp_path / "j")
-    monkeypatch.setattr(jmod, "write_bytes_atomic", full)
+    monkeypatch.setattr(samples_mod, "write_bytes_atomic", full)
     rid = j.record({"decision": "reject"}, image=np.zeros((8, 8, 3), np.uint8))
     assert j.get(rid)["sample"] is None and j.unsent_samples(10) == []
     assert j.counts()["dropped_samples"] == 1 and j.counts()["reject"] == 1
